@@ -1,0 +1,32 @@
+# make demo: run the quickstart suite on the embedded digits data and write a report.
+# make test: lint and run the whole test suite.
+# Both create .venv if missing; torch==2.13.0 (CPU) is installed first so that nothing
+# pulls another torch build.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.poisonlab-installed
+DEMO_OUT ?= runs/quickstart
+
+.PHONY: demo test lint install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev,mnist]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	rm -rf $(DEMO_OUT)
+	$(BIN)/poisonlab run benchmarks/suites/quickstart.yaml --out $(DEMO_OUT)
+
+lint: $(STAMP)
+	$(BIN)/ruff check poisonlab tests benchmarks
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache .hypothesis

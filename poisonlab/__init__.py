@@ -1,0 +1,84 @@
+"""poisonlab: security evaluations of classifiers.
+
+Poison training labels, perturb test inputs, train with label-side defenses, and measure
+what happened as numbers a CI job can hold steady. See README.md and docs/metrics.md.
+
+>>> from poisonlab import load_dataset, build_model, train, get_defense
+>>> ds = load_dataset("digits", seed=0)
+>>> model = build_model("mlp", ds.input_shape, ds.n_classes, seed=0)
+>>> model = train(model, ds.x_train, ds.y_train, defense=get_defense("none"), epochs=1)
+"""
+
+from __future__ import annotations
+
+from . import metrics
+from .attacks import (
+    FGSM,
+    PGD,
+    Attack,
+    AttackResult,
+    FlipResult,
+    LabelFlip,
+    attacks,
+    flip_labels,
+    get_attack,
+    security_curve,
+)
+from .data import Dataset, datasets, load_dataset
+from .defenses import Defense, defenses, get_defense
+from .errors import (
+    ConfigError,
+    DataError,
+    EvaluationWarning,
+    PoisonlabError,
+    PoisonlabWarning,
+    SuiteError,
+    TrainingError,
+    UnknownNameError,
+)
+from .models import build_model, eval_mode, models
+from .registry import Registry
+from .threat import EvasionThreat, FlipStrategy, Knowledge, Norm, PoisonThreat, ThreatModel
+from .training import train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FGSM",
+    "PGD",
+    "Attack",
+    "AttackResult",
+    "ConfigError",
+    "DataError",
+    "Dataset",
+    "Defense",
+    "EvaluationWarning",
+    "EvasionThreat",
+    "FlipResult",
+    "FlipStrategy",
+    "Knowledge",
+    "LabelFlip",
+    "Norm",
+    "PoisonThreat",
+    "PoisonlabError",
+    "PoisonlabWarning",
+    "Registry",
+    "SuiteError",
+    "ThreatModel",
+    "TrainingError",
+    "UnknownNameError",
+    "__version__",
+    "attacks",
+    "build_model",
+    "datasets",
+    "defenses",
+    "eval_mode",
+    "flip_labels",
+    "get_attack",
+    "get_defense",
+    "load_dataset",
+    "metrics",
+    "models",
+    "security_curve",
+    "train",
+]

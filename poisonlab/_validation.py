@@ -1,0 +1,168 @@
+"""Parameter validation declared once: every check names the field, the value and the rule."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from enum import Enum
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+from .errors import ConfigError, DataError
+
+E = TypeVar("E", bound=Enum)
+
+
+def check_scalar(
+    name: str,
+    value: Any,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_closed: bool = True,
+    hi_closed: bool = True,
+    integer: bool = False,
+) -> Any:
+    """Check that ``value`` is a finite real (or integer) number inside an interval.
+
+    Returns the value as ``int`` or ``float``. Raises :class:`ConfigError` naming ``name``.
+
+    >>> check_scalar("eps", 0.1, lo=0)
+    0.1
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f"{name}={value!r} is not allowed: expected {kind}")
+    if integer and not float(value).is_integer():
+        raise ConfigError(f"{name}={value!r} is not allowed: expected an integer")
+    if not math.isfinite(float(value)):
+        raise ConfigError(f"{name}={value!r} is not allowed: expected a finite number")
+    v: int | float = int(value) if integer else float(value)
+    below = lo is not None and (v < lo if lo_closed else v <= lo)
+    above = hi is not None and (v > hi if hi_closed else v >= hi)
+    if below or above:
+        left = "-inf" if lo is None else f"{lo:g}"
+        right = "inf" if hi is None else f"{hi:g}"
+        interval = (
+            ("[" if lo_closed and lo is not None else "(")
+            + f"{left}, {right}"
+            + ("]" if hi_closed and hi is not None else ")")
+        )
+        raise ConfigError(f"{name}={value!r} is not allowed: expected a value in {interval}")
+    return v
+
+
+def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
+    """Check that ``value`` is one of ``choices`` (strings), with a did-you-mean hint."""
+    options = list(choices)
+    if not isinstance(value, str) or value not in options:
+        from .registry import did_you_mean
+
+        hint = did_you_mean(str(value), options)
+        raise ConfigError(
+            f"{name}={value!r} is not allowed: expected one of {', '.join(options)}{hint}"
+        )
+    return value
+
+
+def coerce_enum(name: str, value: Any, enum: type[E]) -> E:
+    """Accept an enum member or its string value; anything else raises ConfigError."""
+    if isinstance(value, enum):
+        return value
+    check_choice(name, value, [m.value for m in enum])
+    return enum(value)
+
+
+def check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name}={value!r} is not allowed: expected true or false")
+    return value
+
+
+def check_seed(name: str, value: Any) -> int:
+    """A seed is a non-negative integer (numpy's SeedSequence accepts nothing else)."""
+    return int(check_scalar(name, value, lo=0, integer=True))
+
+
+def check_bounds(name: str, value: Any) -> tuple[float, float]:
+    if not isinstance(value, tuple | list) or len(value) != 2:
+        raise ConfigError(f"{name}={value!r} is not allowed: expected a pair (lo, hi)")
+    lo = check_scalar(f"{name}[0]", value[0])
+    hi = check_scalar(f"{name}[1]", value[1])
+    if not lo < hi:
+        raise ConfigError(f"{name}={value!r} is not allowed: expected lo < hi")
+    return (float(lo), float(hi))
+
+
+def check_inputs(
+    x: Any, y: Any, *, n_classes: int | None = None, name_x: str = "x", name_y: str = "y"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check a batch of inputs and labels and return them as float32 / int64 tensors.
+
+    Raises :class:`DataError` for non-tensors, NaN/Inf, a length mismatch, non-integer labels
+    or labels outside ``0 .. n_classes - 1``.
+    """
+    x_t = _as_tensor(name_x, x)
+    y_t = _as_tensor(name_y, y)
+    if not torch.is_floating_point(x_t):
+        x_t = x_t.float()
+    if x_t.dim() < 2:
+        raise DataError(f"{name_x} has shape {tuple(x_t.shape)}: expected (n, *input_shape)")
+    if not torch.isfinite(x_t).all():
+        bad = int((~torch.isfinite(x_t)).sum())
+        raise DataError(f"{name_x} contains {bad} NaN or Inf values: expected finite inputs")
+    if y_t.dim() != 1 or y_t.shape[0] != x_t.shape[0]:
+        raise DataError(
+            f"{name_y} has shape {tuple(y_t.shape)}: expected ({x_t.shape[0]},) to match "
+            f"{name_x} of shape {tuple(x_t.shape)}"
+        )
+    y_t = check_labels(y_t, n_classes=n_classes, name=name_y)
+    return x_t, y_t
+
+
+def check_labels(y: Any, *, n_classes: int | None = None, name: str = "y") -> torch.Tensor:
+    """Check a 1-D vector of integer class ids (in ``0 .. n_classes - 1``); return int64."""
+    y_t = _as_tensor(name, y)
+    if torch.is_floating_point(y_t) or y_t.dtype == torch.bool or torch.is_complex(y_t):
+        raise DataError(f"{name} has dtype {y_t.dtype}: expected integer class ids")
+    if y_t.dim() != 1:
+        raise DataError(f"{name} has shape {tuple(y_t.shape)}: expected a vector (n,)")
+    y_t = y_t.long()
+    if n_classes is not None and y_t.numel() and (y_t.min() < 0 or y_t.max() >= n_classes):
+        raise DataError(
+            f"{name} has labels in [{int(y_t.min())}, {int(y_t.max())}]: expected class ids "
+            f"in [0, {n_classes - 1}]"
+        )
+    return y_t
+
+
+def _as_tensor(name: str, value: Any) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    raise DataError(f"{name} is a {type(value).__name__}: expected a torch.Tensor or numpy array")
+
+
+def check_params(kind: str, fn: Any, params: dict[str, Any], *, skip: tuple[str, ...] = ()) -> None:
+    """Raise ConfigError if ``params`` has a keyword that ``fn`` does not take.
+
+    Unknown parameters never pass silently (ART's habit of ignoring them is refused).
+    """
+    import inspect
+
+    sig = inspect.signature(fn)
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return
+    allowed = [n for n, p in sig.parameters.items()
+               if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n not in skip]
+    for key in params:
+        if key not in allowed:
+            from .registry import did_you_mean
+
+            raise ConfigError(
+                f"{kind} got unknown parameter {key!r}: expected one of "
+                f"{', '.join(allowed) or '(none)'}{did_you_mean(key, allowed)}"
+            )

@@ -1,0 +1,300 @@
+"""Gradient evasion attacks: FGSM / FGM and PGD in linf and l2.
+
+The algorithms are pure functions (``fgsm``, ``pgd``) in plain torch; ``FGSM`` and ``PGD``
+hold validated settings and run them inside the :class:`~poisonlab.attacks.base.Attack`
+template. ``security_curve`` runs one attack over several eps of the same threat and shares
+the work: a sample fooled at a smaller eps is fooled at every larger one and is not
+attacked again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._validation import check_bool, check_choice, check_scalar, check_seed
+from ..errors import ConfigError
+from ..models import eval_mode
+from ..threat import EvasionThreat
+from .base import (
+    LOSSES,
+    NORMS,
+    Attack,
+    AttackResult,
+    finish,
+    is_success,
+    prepare_call,
+)
+
+
+def fgsm(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    threat: EvasionThreat,
+    loss: str = "ce",
+    target: torch.Tensor | None = None,
+    clip: bool = True,
+) -> torch.Tensor:
+    """One step of size eps along the normalised loss gradient (Goodfellow et al. 2015).
+
+    linf: ``x + eps * sign(grad)`` (FGSM); l2: ``x + eps * grad / ||grad||`` (FGM).
+    Returns x_adv of the shape of ``x``; clipped to the bounds unless ``clip=False``.
+    """
+    ops = NORMS[threat.norm]
+    x_req = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(LOSSES[loss](model(x_req), y, target).sum(), x_req)
+    x_adv = x + threat.eps * ops.normalize(grad)
+    return x_adv.clamp(*threat.bounds) if clip else x_adv
+
+
+def pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    threat: EvasionThreat,
+    steps: int = 40,
+    stepsize: float,
+    restarts: int = 1,
+    loss: str = "ce",
+    random_start: bool = True,
+    early_stop: bool = False,
+    target: torch.Tensor | None = None,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, int]:
+    """Projected gradient descent (Madry et al. 2018) in the threat's norm.
+
+    Each run starts at ``x`` (or a uniform random point of the ball) and takes ``steps``
+    steps of size ``stepsize`` along the normalised gradient, projecting onto the ball and
+    the bounds after each. Across ``restarts`` each sample keeps its strongest result: a
+    successful one first, else the one with the highest loss. With ``early_stop`` a sample
+    is frozen at the first iterate that fools the model (so it is never lost again), and
+    later restarts attack only the samples not yet fooled.
+
+    Returns ``(x_adv, gradients)``, the second the number of per-sample gradients taken.
+    """
+    ops = NORMS[threat.norm]
+    loss_fn = LOSSES[loss]
+    lo, hi = threat.bounds
+    n = x.shape[0]
+    best = x.clone()
+    best_success = torch.zeros(n, dtype=torch.bool, device=x.device)
+    best_loss = torch.full((n,), -torch.inf, device=x.device)
+    gradients = 0
+
+    def sub(v: torch.Tensor | None, ix: torch.Tensor) -> torch.Tensor | None:
+        return None if v is None else v[ix]
+
+    for r in range(restarts):
+        todo = (
+            torch.nonzero(~best_success).flatten() if early_stop and r
+            else torch.arange(n, device=x.device)
+        )
+        if todo.numel() == 0:
+            break
+        x0, y0, t0 = x[todo], y[todo], sub(target, todo)
+        if random_start:
+            delta = ops.random_init(x0.shape, threat.eps, generator).to(x.device, x.dtype)
+            x_adv = (x0 + delta).clamp(lo, hi)
+        else:
+            x_adv = x0.clone()
+        active = torch.arange(todo.numel(), device=x.device)
+        for _ in range(steps):
+            xa = x_adv[active].requires_grad_(True)
+            logits = model(xa)
+            ya, ta = y0[active], sub(t0, active)
+            (grad,) = torch.autograd.grad(loss_fn(logits, ya, ta).sum(), xa)
+            gradients += int(active.numel())
+            with torch.no_grad():
+                step = xa + stepsize * ops.normalize(grad)
+                xa_new = (x0[active] + ops.project(step - x0[active], threat.eps)).clamp(lo, hi)
+                if early_stop:
+                    keep = ~is_success(logits.argmax(dim=1), ya, ta)
+                    x_adv[active[keep]] = xa_new[keep]
+                    active = active[keep]
+                    if active.numel() == 0:
+                        break
+                else:
+                    x_adv[active] = xa_new
+        with torch.no_grad():
+            logits = model(x_adv)
+            succ = is_success(logits.argmax(dim=1), y0, t0)
+            run_loss = loss_fn(logits, y0, t0)
+            prev_s, prev_l = best_success[todo], best_loss[todo]
+            better = (succ & ~prev_s) | (~succ & ~prev_s & (run_loss > prev_l))
+            idx = todo[better]
+            best[idx] = x_adv[better]
+            best_success[idx] = succ[better]
+            best_loss[idx] = run_loss[better]
+    return best, gradients
+
+
+_LOSS_NAMES = tuple(LOSSES)
+
+
+@dataclass(frozen=True)
+class FGSM(Attack):
+    """Fast gradient sign method (linf) / fast gradient method (l2).
+
+    Goodfellow et al. 2015, "Explaining and Harnessing Adversarial Examples".
+
+    Parameters
+    ----------
+    loss : "ce" | "margin"
+    clip : bool
+        Clip to the threat's bounds (default); ``False`` reproduces the paper's setting.
+
+    >>> from poisonlab import EvasionThreat
+    >>> res = FGSM()(model, x, y, threat=EvasionThreat(eps=0.1), seed=0)  # doctest: +SKIP
+    """
+
+    name: ClassVar[str] = "fgsm"
+    loss: str = "ce"
+    clip: bool = True
+
+    def __post_init__(self) -> None:
+        check_choice("loss", self.loss, _LOSS_NAMES)
+        check_bool("clip", self.clip)
+
+    def _clip(self) -> bool:
+        return self.clip
+
+    def _perturb(self, model, x, y, *, threat, target, generator):  # type: ignore[no-untyped-def]
+        return fgsm(model, x, y, threat=threat, loss=self.loss, target=target,
+                    clip=self.clip), int(x.shape[0])
+
+
+@dataclass(frozen=True)
+class PGD(Attack):
+    """Projected gradient descent with random start and restarts (Madry et al. 2018).
+
+    Parameters
+    ----------
+    steps : int >= 1
+    rel_stepsize : float > 0
+        Step size as a fraction of eps (foolbox's convention); ignored if ``abs_stepsize``.
+    abs_stepsize : float > 0, optional
+        Step size in input units.
+    restarts : int >= 1
+        Independent random starts; each sample keeps its strongest result.
+    loss : "ce" | "margin"
+        Cross-entropy, or the Carlini-Wagner logit margin (robust to saturated softmax).
+    random_start : bool
+        Start uniformly inside the ball (needed for restarts > 1).
+    early_stop : bool
+        Stop attacking a sample at the first iterate that fools the model, keeping that
+        point: the same or lower robust accuracy, less work.
+
+    >>> res = PGD(steps=40)(model, x, y, threat=EvasionThreat(eps=0.1), seed=0)  # doctest: +SKIP
+    """
+
+    name: ClassVar[str] = "pgd"
+    steps: int = 40
+    rel_stepsize: float = 0.1
+    abs_stepsize: float | None = None
+    restarts: int = 1
+    loss: str = "ce"
+    random_start: bool = True
+    early_stop: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "steps", check_scalar("steps", self.steps, lo=1, integer=True))
+        object.__setattr__(
+            self, "rel_stepsize",
+            check_scalar("rel_stepsize", self.rel_stepsize, lo=0, lo_closed=False),
+        )
+        if self.abs_stepsize is not None:
+            object.__setattr__(
+                self, "abs_stepsize",
+                check_scalar("abs_stepsize", self.abs_stepsize, lo=0, lo_closed=False),
+            )
+        object.__setattr__(
+            self, "restarts", check_scalar("restarts", self.restarts, lo=1, integer=True)
+        )
+        check_choice("loss", self.loss, _LOSS_NAMES)
+        check_bool("random_start", self.random_start)
+        check_bool("early_stop", self.early_stop)
+        if self.restarts > 1 and not self.random_start:
+            raise ConfigError(
+                f"restarts={self.restarts} is not allowed with random_start=False: "
+                "every restart would repeat the same deterministic run"
+            )
+
+    def stepsize(self, eps: float) -> float:
+        return self.abs_stepsize if self.abs_stepsize is not None else self.rel_stepsize * eps
+
+    def _perturb(self, model, x, y, *, threat, target, generator):  # type: ignore[no-untyped-def]
+        return pgd(
+            model, x, y, threat=threat, steps=self.steps, stepsize=self.stepsize(threat.eps),
+            restarts=self.restarts, loss=self.loss, random_start=self.random_start,
+            early_stop=self.early_stop, target=target, generator=generator,
+        )
+
+
+def child_seeds(seed: int, n: int) -> list[int]:
+    """``n`` independent 31-bit seeds derived from ``seed`` (numpy SeedSequence.spawn)."""
+    return [int(s.generate_state(1)[0] >> 1) for s in np.random.SeedSequence(seed).spawn(n)]
+
+
+def security_curve(
+    attack: Attack,
+    model: nn.Module,
+    x: Any,
+    y: Any,
+    *,
+    threats: Sequence[EvasionThreat],
+    seed: int = 0,
+    target: Any = None,
+) -> list[AttackResult]:
+    """Run ``attack`` under each threat (same norm and bounds, several eps), sharing work.
+
+    Threats are processed by increasing eps. A sample fooled at a smaller eps keeps that
+    adversarial point (it lies inside every larger ball) and is not attacked again, so
+    success never decreases with eps and each larger eps costs only the samples still
+    standing. Each eps draws from its own child seed of ``seed``.
+
+    Returns one :class:`AttackResult` per threat, in the order given.
+    """
+    if not threats:
+        raise ConfigError("threats=[] is not allowed: expected at least one EvasionThreat")
+    first = threats[0]
+    for t in threats:
+        if not isinstance(t, EvasionThreat):
+            raise ConfigError(f"threats contains {t!r}: expected EvasionThreat")
+        if (t.norm, t.bounds, t.targeted) != (first.norm, first.bounds, first.targeted):
+            raise ConfigError(
+                f"threats mix {first.id} and {t.id}: a security curve needs one norm, "
+                "bounds and targeting, varying eps only"
+            )
+    seed = check_seed("seed", seed)
+    x_t, y_t, _, t_t = prepare_call(model, x, y, first, target)
+    order = sorted(range(len(threats)), key=lambda i: threats[i].eps)
+    seeds = child_seeds(seed, len(threats))
+    results: dict[int, AttackResult] = {}
+    x_best = x_t.clone()
+    fooled = torch.zeros(len(y_t), dtype=torch.bool, device=x_t.device)
+    with eval_mode(model):
+        for i in order:
+            threat = threats[i]
+            todo = torch.nonzero(~fooled).flatten()
+            grads = 0
+            if todo.numel():
+                gen = torch.Generator().manual_seed(seeds[i])
+                sub_t = None if t_t is None else t_t[todo]
+                x_new, grads = attack._perturb(
+                    model, x_t[todo], y_t[todo], threat=threat, target=sub_t, generator=gen
+                )
+                x_best[todo] = x_new.detach()
+            res = finish(model, x_t, y_t, x_best.clone(), threat, t_t, attack.name,
+                         attack.params(), seeds[i], grads, clip=attack._clip())
+            x_best = res.x_adv.clone()
+            fooled = res.success.clone()
+            results[i] = res
+    return [results[i] for i in range(len(threats))]

@@ -1,0 +1,120 @@
+"""The ``poisonlab`` command: a thin shell over the Python API.
+
+Exit codes: 0 ok, 1 a regression or failed expectation, 2 bad input (one line on stderr,
+no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from .errors import PoisonlabError
+
+EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad usage as one line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"poisonlab: error: {message} (see 'poisonlab --help')\n")
+
+
+def _kinds() -> dict[str, object]:
+    from .attacks import attacks
+    from .data import datasets
+    from .defenses import defenses
+    from .harness.executors import executors
+    from .models import models
+
+    return {"attacks": attacks, "defenses": defenses, "datasets": datasets,
+            "models": models, "executors": executors}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .harness.executors import executors
+
+    p = _Parser(prog="poisonlab", description="Security evaluations of classifiers.")
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"poisonlab {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run a suite and write results.json and reports")
+    run.add_argument("suite", help="suite YAML file")
+    run.add_argument("--out", required=True, help="run folder (created if missing)")
+    run.add_argument("--executor", default="local", choices=executors.names(),
+                     help="where cells run (default: local)")
+    run.add_argument("--resume", action="store_true",
+                     help="skip the cells already stored in --out and finish the run")
+    run.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+
+    val = sub.add_parser("validate", help="check a suite without running it")
+    val.add_argument("suite")
+
+    rep = sub.add_parser("report", help="regenerate results.json and reports from a run folder")
+    rep.add_argument("run_dir")
+
+    lst = sub.add_parser("list", help="list registered names")
+    lst.add_argument("kind", nargs="?", choices=sorted(_kinds()),
+                     help="which registry (default: all)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return _dispatch(args)
+    except PoisonlabError:
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "list":
+        kinds = _kinds()
+        for kind in [args.kind] if args.kind else sorted(kinds):
+            reg = kinds[kind]
+            for _name in reg.names():  # type: ignore[attr-defined]
+                pass  # type: ignore[attr-defined]
+        return EXIT_OK
+
+    from .harness import load_suite
+
+    if args.command == "validate":
+        suite = load_suite(args.suite)
+        sum(1 for _ in suite.cells())
+        return EXIT_OK
+
+    from .harness.report import summary_rows
+    from .harness.runner import run_suite, write_results
+
+    if args.command == "report":
+        from pathlib import Path
+
+        from .errors import ConfigError
+        from .harness.store import STORE_NAME
+
+        if not (Path(args.run_dir) / STORE_NAME).is_file():
+            raise ConfigError(f"run_dir={args.run_dir!r} holds no {STORE_NAME}: expected a "
+                              "folder written by 'poisonlab run'")
+        write_results(args.run_dir)
+        return EXIT_OK
+
+    suite = load_suite(args.suite)
+    doc = run_suite(suite, args.out, executor=args.executor, resume=args.resume,
+                    progress=not args.quiet)
+    if not args.quiet:
+        from pathlib import Path
+
+        _headers, _rows = summary_rows(doc)
+        Path(args.out)
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

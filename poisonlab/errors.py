@@ -1,0 +1,41 @@
+"""Errors and warnings raised by poisonlab.
+
+Every error a user can cause is a :class:`PoisonlabError`. Its message is one line that
+names the field, the value it got and what is allowed; the CLI prints that line and exits
+with code 2. Sanity checks warn with a :class:`PoisonlabWarning` subclass, which CI can
+promote to an error (``-W error::poisonlab.errors.PoisonlabWarning``).
+"""
+
+from __future__ import annotations
+
+
+class PoisonlabError(Exception):
+    """Base class of every error poisonlab raises on purpose."""
+
+
+class ConfigError(PoisonlabError, ValueError):
+    """A parameter, a suite entry or a CLI flag has a value that is not allowed."""
+
+
+class UnknownNameError(ConfigError):
+    """A name (dataset, model, attack, defense, metric...) is not registered."""
+
+
+class DataError(PoisonlabError, ValueError):
+    """Input arrays are malformed: wrong shape, wrong dtype, NaN, labels out of range."""
+
+
+class SuiteError(ConfigError):
+    """A suite file cannot be read or does not follow the suite format."""
+
+
+class TrainingError(PoisonlabError, RuntimeError):
+    """Training could not finish (for instance the loss became NaN)."""
+
+
+class PoisonlabWarning(UserWarning):
+    """Base class of the sanity-check warnings."""
+
+
+class EvaluationWarning(PoisonlabWarning):
+    """An evaluation is likely to be misleading (see docs/checks.md)."""

@@ -1,0 +1,186 @@
+"""Evaluate one cell: poison, train, attack, measure. Pure in its inputs: same cell, same
+suite settings, same machine -> the same numbers, whichever executor runs it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..attacks import LabelFlip, get_attack, security_curve
+from ..attacks.evasion import child_seeds
+from ..data import load_dataset
+from ..defenses import get_defense
+from ..errors import PoisonlabError
+from ..metrics import (
+    HIGHER_IS_BETTER,
+    RAY_ALPHAS,
+    accuracy,
+    alpha_star,
+    brier,
+    ece,
+    gaussian_noise,
+    nll,
+    offmanifold_auroc,
+    offmanifold_confidence,
+    poisoning_success_rate,
+    predict_proba,
+    ray_confidence,
+    uniform_noise,
+)
+from ..models import build_model
+from ..training import train
+from .suite import Cell, Suite
+
+#: Order of the child seeds drawn from a cell's seed.
+_SEED_SLOTS = ("model", "train", "flip", "attack", "noise")
+
+
+def metric(name: str, value: float, *, threat: str | None = None,
+           attack: str | None = None) -> dict[str, Any]:
+    return {"metric": name, "value": value, "threat": threat, "attack": attack,
+            "higher_is_better": HIGHER_IS_BETTER[name]}
+
+
+def evaluate_cell(suite: Suite, cell: Cell) -> dict[str, Any]:
+    """Run one cell and return its JSON-ready record (status "ok" or "failed").
+
+    A :class:`PoisonlabError` inside the cell (a diverging loss, too few labels for a
+    pairwise flip) is recorded as a failed cell with its message; the run goes on.
+    """
+    record: dict[str, Any] = {"key": suite.key(cell), **cell.to_dict()}
+    t0 = time.perf_counter()
+    try:
+        record.update(status="ok", error=None, **_evaluate(suite, cell))
+    except PoisonlabError as e:
+        record.update(status="failed", error=str(e), metrics=[], internal={})
+    record["timing"] = {"wall_s": round(time.perf_counter() - t0, 3)}
+    return record
+
+
+def _evaluate(suite: Suite, cell: Cell) -> dict[str, Any]:
+    seeds = dict(zip(_SEED_SLOTS, child_seeds(cell.seed, len(_SEED_SLOTS)), strict=True))
+    ds = load_dataset(cell.dataset.name, seed=cell.seed, **cell.dataset.kwargs)
+    y_train = ds.y_train
+    poison_info: dict[str, Any] | None = None
+    if cell.poisoning is not None:
+        flip = LabelFlip(cell.poisoning)(ds.x_train, ds.y_train, n_classes=ds.n_classes,
+                                         seed=seeds["flip"])
+        y_train = flip.y_poisoned
+        poison_info = {"n_flipped": flip.n_flipped, "n_train": len(y_train)}
+    model = build_model(cell.model.name, ds.input_shape, ds.n_classes, seed=seeds["model"],
+                        **cell.model.kwargs)
+    tr = suite.training
+    train(model, ds.x_train, y_train, defense=get_defense(cell.defense.name,
+                                                         **cell.defense.kwargs),
+          epochs=tr.epochs, batch_size=tr.batch_size, lr=tr.lr,
+          weight_decay=tr.weight_decay, seed=seeds["train"])
+
+    out: list[dict[str, Any]] = []
+    probs = predict_proba(model, ds.x_test)
+    pred_clean = probs.argmax(dim=1)
+    if "accuracy" in suite.metrics:
+        out.append(metric("clean_accuracy", accuracy(pred_clean, ds.y_test)))
+    if "calibration" in suite.metrics:
+        out += [metric("ece", ece(probs, ds.y_test)), metric("nll", nll(probs, ds.y_test)),
+                metric("brier", brier(probs, ds.y_test))]
+    if "evasion" in suite.metrics:
+        out += _evasion(suite, model, ds.x_test, ds.y_test, ds.n_classes, ds.bounds,
+                        seeds["attack"])
+    if "offmanifold" in suite.metrics:
+        out += _offmanifold(suite, model, ds.x_train, ds.x_test, ds.input_shape, ds.bounds,
+                            seeds["noise"])
+    if poison_info is not None:
+        out.append(metric("n_flipped", float(poison_info["n_flipped"]),
+                          threat=cell.poison_id))
+    return {
+        "dataset_summary": ds.summary(),
+        "seeds": seeds,
+        "poisoning_info": poison_info,
+        "metrics": out,
+        # Needed to derive the poisoning metrics against the clean cell; not in results.json.
+        "internal": {"pred_clean": pred_clean.tolist(), "y_test": ds.y_test.tolist()},
+    }
+
+
+def _evasion(suite: Suite, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+             n_classes: int, bounds: tuple[float, float], seed: int) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    attack_seeds = child_seeds(seed, len(suite.evasion) * max(len(suite.attacks), 1))
+    for gi, spec in enumerate(suite.evasion):
+        threats = spec.threats(bounds)
+        target = None
+        if spec.targeted:
+            g = torch.Generator().manual_seed(attack_seeds[gi])
+            target = (y + torch.randint(1, n_classes, y.shape, generator=g)) % n_classes
+        # Per threat: samples still correctly classified under every attack so far.
+        robust_all = {t.id: torch.ones(len(y), dtype=torch.bool) for t in threats}
+        for ai, a in enumerate(suite.attacks):
+            attack = get_attack(a.name, **a.kwargs)
+            results = security_curve(attack, model, x, y, threats=threats,
+                                     seed=attack_seeds[gi * len(suite.attacks) + ai],
+                                     target=target)
+            for t, r in zip(threats, results, strict=True):
+                out.append(metric("robust_accuracy", r.robust_accuracy, threat=t.id,
+                                  attack=a.label))
+                out.append(metric("attack_success_rate", r.attack_success_rate,
+                                  threat=t.id, attack=a.label))
+                robust_all[t.id] &= (r.pred_adv == r.y).cpu()
+        if len(suite.attacks) > 1:
+            # The reported robustness is the worst case over every attack, per sample.
+            for t in threats:
+                still = robust_all[t.id]
+                out.append(metric("robust_accuracy", float(still.numpy().mean()),
+                                  threat=t.id, attack="worst-case"))
+    return out
+
+
+def _offmanifold(suite: Suite, model: torch.nn.Module, x_train: torch.Tensor,
+                 x_test: torch.Tensor, input_shape: tuple[int, ...],
+                 bounds: tuple[float, float], seed: int) -> list[dict[str, Any]]:
+    s_uniform, s_gauss = child_seeds(seed, 2)
+    u = uniform_noise(suite.n_noise, input_shape, bounds, s_uniform)
+    g = gaussian_noise(suite.n_noise, x_train, s_gauss)
+    out = [
+        metric("offmanifold_confidence", offmanifold_confidence(model, u), threat="uniform"),
+        metric("gaussian_confidence", offmanifold_confidence(model, g), threat="gaussian"),
+        metric("alpha_star", alpha_star(model, u), threat="uniform"),
+        metric("offmanifold_auroc", offmanifold_auroc(model, x_test, u), threat="uniform"),
+    ]
+    rays = ray_confidence(model, x_test, RAY_ALPHAS)
+    out += [metric("ray_confidence", v, threat=f"alpha={a:g}") for a, v in rays.items()]
+    return out
+
+
+def derive_poisoning(records: list[dict[str, Any]]) -> None:
+    """Add accuracy_drop and poisoning_success_rate to each poisoned record, in place.
+
+    The reference is the clean cell with the same dataset, model, defense and seed (same
+    split, same initialisation, same training randomness: only the labels differ).
+    """
+    def ident(r: dict[str, Any]) -> str:
+        return repr((r["dataset"], r["model"], r["defense"], r["seed"]))
+
+    clean = {ident(r): r for r in records if r["poisoning"] is None and r["status"] == "ok"}
+    for r in records:
+        if r["poisoning"] is None or r["status"] != "ok":
+            continue
+        ref = clean.get(ident(r))
+        if ref is None:
+            continue
+        p = r["poisoning"]
+        y = np.asarray(r["internal"]["y_test"])
+        pc = np.asarray(ref["internal"]["pred_clean"])
+        pp = np.asarray(r["internal"]["pred_clean"])
+        pairwise = p["strategy"] == "pairwise"
+        asr = poisoning_success_rate(pc, pp, y, source=p["source"] if pairwise else None,
+                                     target=p["target"] if pairwise else None)
+        r["metrics"] = [m for m in r["metrics"]
+                        if m["metric"] not in ("accuracy_drop", "poisoning_success_rate")]
+        r["metrics"] += [
+            metric("accuracy_drop", accuracy(pc, y) - accuracy(pp, y), threat=p["id"]),
+            metric("poisoning_success_rate", asr, threat=p["id"]),
+        ]
+

@@ -1,0 +1,455 @@
+"""Reports generated from results.json alone: report.md (figures beside it) and a
+self-contained report.html (figures embedded).
+
+Contents: the threat model; a verdict per defense against the ``none`` baseline, decided by
+seed noise and stated plainly (including "no clear difference"); tables of mean +- std (n)
+for every metric; plots of robust accuracy against eps, accuracy against flip rate, and
+confidence along ``alpha * x``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from .runner import atomic_write
+
+BASELINE = "none"
+#: A difference counts as real when |mean difference| > Z_SE * its standard error.
+Z_SE = 2.0
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    note: str = ""
+
+    def markdown(self) -> str:
+        out = [f"### {self.title}", ""]
+        if self.note:
+            out += [self.note, ""]
+        out.append("| " + " | ".join(self.headers) + " |")
+        out.append("|" + "|".join("---" for _ in self.headers) + "|")
+        out += ["| " + " | ".join(r) + " |" for r in self.rows]
+        return "\n".join(out) + "\n"
+
+    def html(self) -> str:
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.headers)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+            for r in self.rows
+        )
+        note = f"<p class='note'>{html.escape(self.note)}</p>" if self.note else ""
+        return (f"<h3>{html.escape(self.title)}</h3>{note}"
+                f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+
+class Results:
+    """Index over a results document's aggregates."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.doc = doc
+        self.agg: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for a in doc["aggregates"]:
+            key = (a["dataset"], a["model"], a["defense"], a["poisoning"], a["metric"],
+                   a["threat"], a["attack"])
+            self.agg[key] = a
+        self.scopes = sorted({(a["dataset"], a["model"]) for a in doc["aggregates"]})
+        order: dict[str, None] = {}
+        for c in doc["cells"]:
+            order.setdefault(_label(c["defense"]), None)
+        self.defenses = list(order)
+        self.attacks = [_label(a) for a in doc["threat_model"]["attacks"]]
+        self.poisonings = [p["id"] for p in doc["threat_model"]["poisoning"]]
+
+    def get(self, scope: tuple[str, str], defense: str, metric: str, *, poisoning: str = "none",
+            threat: str | None = None, attack: str | None = None) -> dict[str, Any] | None:
+        return self.agg.get((*scope, defense, poisoning, metric, threat, attack))
+
+    def evasion_threats(self) -> list[dict[str, Any]]:
+        out = []
+        for spec in self.doc["threat_model"]["evasion"]:
+            for e in spec["eps"]:
+                tid = f"{spec['norm']} eps={e:g}" + (" targeted" if spec["targeted"] else "")
+                out.append({"id": tid, "norm": spec["norm"], "eps": e,
+                            "targeted": spec["targeted"]})
+        return out
+
+    def headline_attack(self) -> str | None:
+        if len(self.attacks) > 1:
+            return "worst-case"
+        return self.attacks[0] if self.attacks else None
+
+
+def _label(spec: dict[str, Any]) -> str:
+    params = spec.get("params") or {}
+    if not params:
+        return spec["name"]
+    return spec["name"] + "(" + ", ".join(f"{k}={v}" for k, v in sorted(params.items())) + ")"
+
+
+def fmt(a: dict[str, Any] | None, digits: int = 3) -> str:
+    if a is None or a["mean"] is None or a["n"] == 0:
+        return "n/a"
+    return f"{a['mean']:.{digits}f} ± {a['std']:.{digits}f}"
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+def compare(a: dict[str, Any] | None, b: dict[str, Any] | None) -> tuple[str, float | None]:
+    """Verdict of ``a`` against baseline ``b``: better / worse / no clear difference."""
+    if a is None or b is None or a["mean"] is None or b["mean"] is None:
+        return "not measured", None
+    diff = a["mean"] - b["mean"]
+    if a["n"] < 2 or b["n"] < 2:
+        return "too few seeds to tell", diff
+    se = math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"])
+    if abs(diff) <= Z_SE * se or diff == 0:
+        return "no clear difference", diff
+    good = (diff > 0) == bool(a["higher_is_better"])
+    return ("better" if good else "worse"), diff
+
+
+def findings(r: Results) -> list[str]:
+    """Plain sentences: what each defense did against the baseline, by seed noise."""
+    lines: list[str] = []
+    head = r.headline_attack()
+    for scope in r.scopes:
+        if BASELINE not in r.defenses:
+            lines.append(f"No `{BASELINE}` defense in this suite: nothing to compare against.")
+            continue
+        for d in r.defenses:
+            if d == BASELINE:
+                continue
+            checks: list[tuple[str, dict[str, Any] | None, dict[str, Any] | None]] = [
+                ("clean accuracy", r.get(scope, d, "clean_accuracy"),
+                 r.get(scope, BASELINE, "clean_accuracy")),
+            ]
+            for t in r.evasion_threats():
+                checks.append((f"robust accuracy ({head}) at {t['id']}",
+                               r.get(scope, d, "robust_accuracy", threat=t["id"], attack=head),
+                               r.get(scope, BASELINE, "robust_accuracy", threat=t["id"],
+                                     attack=head)))
+            for p in r.poisonings:
+                checks.append((f"accuracy drop under {p}",
+                               r.get(scope, d, "accuracy_drop", poisoning=p, threat=p),
+                               r.get(scope, BASELINE, "accuracy_drop", poisoning=p, threat=p)))
+            checks += [
+                ("ECE", r.get(scope, d, "ece"), r.get(scope, BASELINE, "ece")),
+                ("off-manifold confidence (uniform noise)",
+                 r.get(scope, d, "offmanifold_confidence", threat="uniform"),
+                 r.get(scope, BASELINE, "offmanifold_confidence", threat="uniform")),
+            ]
+            verdicts: dict[str, list[str]] = defaultdict(list)
+            for name, a, b in checks:
+                v, diff = compare(a, b)
+                if diff is None:
+                    continue
+                verdicts[v].append(f"{name} {a['mean']:.3f} vs {b['mean']:.3f}"  # type: ignore[index]
+                                   f" ({diff:+.3f})")
+            parts = [f"**{d}** vs `{BASELINE}` ({scope[0]}, {scope[1]}):"]
+            for v in ("better", "worse", "no clear difference", "too few seeds to tell"):
+                if verdicts[v]:
+                    parts.append(f"{v}: " + "; ".join(verdicts[v]) + ".")
+            lines.append(" ".join(parts))
+    return lines
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def tables(r: Results) -> list[Table]:
+    out: list[Table] = []
+    head = r.headline_attack()
+    threats = r.evasion_threats()
+    for scope in r.scopes:
+        where = f"{scope[0]}, {scope[1]}"
+        n = {d: (r.get(scope, d, "clean_accuracy") or {"n": 0})["n"] for d in r.defenses}
+        headers = ["defense", "n", "clean acc"] + [f"robust acc {t['id']}" for t in threats]
+        headers += ["ECE", "NLL", "Brier", "conf. on noise", "alpha*", "AUROC clean/noise"]
+        rows = []
+        for d in r.defenses:
+            row = [d, str(n[d]), fmt(r.get(scope, d, "clean_accuracy"))]
+            row += [fmt(r.get(scope, d, "robust_accuracy", threat=t["id"], attack=head))
+                    for t in threats]
+            row += [fmt(r.get(scope, d, "ece")), fmt(r.get(scope, d, "nll")),
+                    fmt(r.get(scope, d, "brier")),
+                    fmt(r.get(scope, d, "offmanifold_confidence", threat="uniform")),
+                    fmt(r.get(scope, d, "alpha_star", threat="uniform"), 1),
+                    fmt(r.get(scope, d, "offmanifold_auroc", threat="uniform"))]
+            rows.append(row)
+        out.append(Table(f"Clean training ({where})", headers, rows,
+                         f"mean ± std over n seeds; robust accuracy is the {head} over attacks "
+                         f"per sample" if head else "mean ± std over n seeds"))
+        if r.poisonings:
+            rows = []
+            for d in r.defenses:
+                for p in r.poisonings:
+                    acc = r.get(scope, d, "clean_accuracy", poisoning=p)
+                    rows.append([d, p, str(acc["n"] if acc else 0), fmt(acc),
+                                 fmt(r.get(scope, d, "accuracy_drop", poisoning=p, threat=p)),
+                                 fmt(r.get(scope, d, "poisoning_success_rate", poisoning=p,
+                                           threat=p)),
+                                 fmt(r.get(scope, d, "n_flipped", poisoning=p, threat=p), 0)])
+            out.append(Table(
+                f"Label-flip poisoning ({where})",
+                ["defense", "poisoning", "n", "test acc (poisoned)", "accuracy drop",
+                 "poisoning success", "labels flipped"], rows,
+                "accuracy drop and success are measured against the same defense and seed "
+                "trained on clean labels"))
+        if threats and r.attacks:
+            rows = []
+            for d in r.defenses:
+                for a in r.attacks:
+                    row = [d, a]
+                    for t in threats:
+                        row.append(fmt(r.get(scope, d, "attack_success_rate", threat=t["id"],
+                                             attack=a)))
+                    rows.append(row)
+            out.append(Table(f"Evasion attack success rate, per attack ({where})",
+                             ["defense", "attack"] + [t["id"] for t in threats], rows,
+                             "among test points classified correctly when clean"))
+    return out
+
+
+# --------------------------------------------------------------------------- figures
+
+_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
+           "#17becf"]
+
+
+def _band(ax: Any, xs: list[float], stats: list[dict[str, Any] | None], label: str,
+          color: str) -> None:
+    pts = [(x, s) for x, s in zip(xs, stats, strict=True) if s and s["mean"] is not None]
+    if not pts:
+        return
+    x = [p[0] for p in pts]
+    m = [p[1]["mean"] for p in pts]
+    sd = [p[1]["std"] or 0.0 for p in pts]
+    ax.plot(x, m, marker="o", color=color, label=label, lw=1.8, ms=4)
+    ax.fill_between(x, [a - b for a, b in zip(m, sd, strict=True)],
+                    [a + b for a, b in zip(m, sd, strict=True)], color=color, alpha=0.15, lw=0)
+
+
+def figures(r: Results) -> dict[str, Figure]:
+    figs: dict[str, Figure] = {}
+    head = r.headline_attack()
+    for si, scope in enumerate(r.scopes):
+        tag = f"{scope[0]}-{scope[1]}".replace("(", "").replace(")", "").replace(" ", "")
+        tag = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in tag)
+        norms = sorted({t["norm"] for t in r.evasion_threats()})
+        if norms and head:
+            fig = Figure(figsize=(5.2 * len(norms), 3.8), layout="constrained")
+            axes = fig.subplots(1, len(norms), squeeze=False)[0]
+            for ax, norm in zip(axes, norms, strict=True):
+                ts = [t for t in r.evasion_threats() if t["norm"] == norm and not t["targeted"]]
+                for i, d in enumerate(r.defenses):
+                    xs = [0.0] + [t["eps"] for t in ts]
+                    stats = [r.get(scope, d, "clean_accuracy")] + [
+                        r.get(scope, d, "robust_accuracy", threat=t["id"], attack=head)
+                        for t in ts]
+                    _band(ax, xs, stats, d, _COLORS[i % len(_COLORS)])
+                ax.set(xlabel=f"{norm} eps", ylabel=f"robust accuracy ({head})",
+                       title=f"Security curve, {norm} ({scope[0]}, {scope[1]})", ylim=(0, 1.02))
+                ax.grid(alpha=0.3)
+                ax.legend(fontsize=8)
+            figs[f"robust_vs_eps_{si}_{tag}.png"] = fig
+        strategies: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for p in r.doc["threat_model"]["poisoning"]:
+            key = p["strategy"] if p["strategy"] != "pairwise" else (
+                f"pairwise {p['source']}->{p['target']}")
+            strategies[key].append(p)
+        if strategies:
+            fig = Figure(figsize=(5.2 * len(strategies), 3.8), layout="constrained")
+            axes = fig.subplots(1, len(strategies), squeeze=False)[0]
+            for ax, (sname, ps) in zip(axes, strategies.items(), strict=True):
+                ps = sorted(ps, key=lambda p: p["rate"])
+                for i, d in enumerate(r.defenses):
+                    xs = [0.0] + [p["rate"] for p in ps]
+                    stats = [r.get(scope, d, "clean_accuracy")] + [
+                        r.get(scope, d, "clean_accuracy", poisoning=p["id"]) for p in ps]
+                    _band(ax, xs, stats, d, _COLORS[i % len(_COLORS)])
+                ax.set(xlabel="flip rate (fraction of training labels)",
+                       ylabel="test accuracy", title=f"Accuracy vs {sname} flips")
+                ax.grid(alpha=0.3)
+                ax.legend(fontsize=8)
+            figs[f"accuracy_vs_flip_rate_{si}_{tag}.png"] = fig
+        rays = sorted({float(a["threat"].split("=")[1]) for a in r.doc["aggregates"]
+                       if a["metric"] == "ray_confidence"})
+        if rays:
+            fig = Figure(figsize=(5.6, 3.8), layout="constrained")
+            ax = fig.subplots()
+            for i, d in enumerate(r.defenses):
+                stats = [r.get(scope, d, "ray_confidence", threat=f"alpha={a:g}") for a in rays]
+                _band(ax, rays, stats, d, _COLORS[i % len(_COLORS)])
+            noise = r.get(scope, BASELINE, "offmanifold_confidence", threat="uniform")
+            if noise and noise["mean"] is not None:
+                ax.axhline(noise["mean"], color="grey", ls=":", lw=1,
+                           label=f"{BASELINE} on uniform noise")
+            ax.set(xscale="log", xlabel="alpha (input scaled to alpha * x)",
+                   ylabel="mean max-softmax", ylim=(0, 1.02),
+                   title=f"Confidence along alpha * x ({scope[0]}, {scope[1]})")
+            ax.grid(alpha=0.3, which="both")
+            ax.legend(fontsize=8)
+            figs[f"confidence_along_rays_{si}_{tag}.png"] = fig
+    return figs
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- documents
+
+
+def threat_summary(doc: dict[str, Any]) -> list[str]:
+    tm = doc["threat_model"]
+    lines = []
+    for e in tm["evasion"]:
+        eps = ", ".join(f"{x:g}" for x in e["eps"])
+        kind = "targeted (random target class per point)" if e["targeted"] else "untargeted"
+        lines.append(f"Evasion: white-box, {kind}, {e['norm']} perturbations of radius eps in "
+                     f"{{{eps}}} inside the input bounds, attacks: "
+                     + ", ".join(_label(a) for a in tm["attacks"]) + ".")
+    flips: dict[str, list[float]] = defaultdict(list)
+    for c in doc["cells"]:
+        for m in c["metrics"]:
+            if m["metric"] == "n_flipped" and m["value"] is not None:
+                flips[m["threat"]].append(m["value"])
+    n_train = {c["poisoning"]["id"]: c.get("poisoning_info", {}).get("n_train")
+               for c in doc["cells"] if c["poisoning"] and c.get("poisoning_info")}
+    for p in tm["poisoning"]:
+        what = ("labels moved uniformly to another class" if p["strategy"] == "random"
+                else f"labels of class {p['source']} relabelled {p['target']}")
+        count = ""
+        if flips.get(p["id"]):
+            count = (f" ({int(flips[p['id']][0])} of {n_train.get(p['id'])} training labels)")
+        lines.append(f"Poisoning: the attacker flips a fraction {p['rate']:g} of the training "
+                     f"labels{count}: {what}.")
+    if not lines:
+        lines.append("No attack declared.")
+    return lines
+
+
+def write_reports(doc: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """Write report.md (+ figures/) and a self-contained report.html; return their paths."""
+    out = Path(out_dir)
+    r = Results(doc)
+    figs = {name: _png(f) for name, f in figures(r).items()}
+    fig_dir = out / "figures"
+    fig_dir.mkdir(exist_ok=True)
+    for name, data in figs.items():
+        atomic_write(fig_dir / name, data)
+    tabs = tables(r)
+    found = findings(r)
+    suite = doc["suite"]
+    env = doc["environment"]
+    failed = [c for c in doc["cells"] if c["status"] != "ok"]
+    title = f"poisonlab report: {suite['name']}"
+    prov = (f"poisonlab {doc['poisonlab_version']}, torch {env['packages'].get('torch')}, "
+            f"{env['platform']}, {env['torch_threads']} threads, git {env.get('git') or 'n/a'};"
+            f" {doc['n_cells']} cells, {doc['n_failed']} failed; created {doc['created']}")
+    verdict_note = (f"Each defense against `{BASELINE}` with the same data, model and seeds. "
+                    f"A difference counts only when it exceeds {Z_SE:g} standard errors of the "
+                    "seed-to-seed spread; otherwise it is reported as no clear difference.")
+
+    md = [f"# {title}", "", suite["description"] or "", "", f"_{prov}_", "",
+          "## Threat model", ""]
+    md += [f"- {line}" for line in threat_summary(doc)] + [""]
+    md += ["## What the numbers say", "", verdict_note, ""]
+    md += [f"- {line}" for line in found] + [""]
+    if failed:
+        md += ["## Failed cells", ""]
+        md += [f"- {_label(c['defense'])}, {c['poisoning']['id'] if c['poisoning'] else 'none'}"
+               f", seed {c['seed']}: {c['error']}" for c in failed] + [""]
+    md += ["## Figures", ""]
+    md += [f"![{n}](figures/{n})" for n in figs] + [""]
+    md += ["## Tables", ""] + [t.markdown() for t in tabs]
+    md += ["Metric definitions: docs/metrics.md. Every number per cell: results.json.", ""]
+
+    css = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;"
+           "padding:0 1em;color:#222}table{border-collapse:collapse;margin:.5em 0 1.5em;"
+           "font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}"
+           "th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
+           ".note,.prov{color:#666;font-size:13px}img{max-width:100%;margin:.5em 0}"
+           "li{margin:.3em 0}")
+    h = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+         f"<style>{css}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
+         f"<p>{html.escape(suite['description'] or '')}</p>",
+         f"<p class='prov'>{html.escape(prov)}</p>", "<h2>Threat model</h2><ul>"]
+    h += [f"<li>{html.escape(x)}</li>" for x in threat_summary(doc)] + ["</ul>"]
+    h += ["<h2>What the numbers say</h2>", f"<p class='note'>{_inline(verdict_note)}</p><ul>"]
+    h += [f"<li>{_inline(x)}</li>" for x in found] + ["</ul>"]
+    if failed:
+        h += ["<h2>Failed cells</h2><ul>"] + [
+            f"<li>{html.escape(_label(c['defense']))}, seed {c['seed']}: "
+            f"{html.escape(str(c['error']))}</li>" for c in failed] + ["</ul>"]
+    h += ["<h2>Figures</h2>"]
+    h += [f"<img alt='{html.escape(n)}' src='data:image/png;base64,"
+          f"{base64.b64encode(d).decode()}'>" for n, d in figs.items()]
+    h += ["<h2>Tables</h2>"] + [t.html() for t in tabs]
+    h += ["<p class='note'>Metric definitions: docs/metrics.md. Every number per cell: "
+          "results.json.</p></body></html>"]
+    paths = {"md": out / "report.md", "html": out / "report.html"}
+    atomic_write(paths["md"], "\n".join(md))
+    atomic_write(paths["html"], "\n".join(h))
+    return paths
+
+
+def _inline(text: str) -> str:
+    """Escape, then render **bold** and `code` spans."""
+    out = html.escape(text)
+    for mark, tag in (("**", "b"), ("`", "code")):
+        parts = out.split(mark)
+        out = "".join(p if i % 2 == 0 else f"<{tag}>{p}</{tag}>" for i, p in enumerate(parts))
+    return out
+
+
+def summary_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The short table `poisonlab run` prints: one row per defense."""
+    r = Results(doc)
+    head = r.headline_attack()
+    threats = [t for t in r.evasion_threats() if not t["targeted"]]
+    mid = threats[len(threats) // 2] if threats else None
+    headers = ["defense", "clean acc"]
+    if mid:
+        headers.append(f"robust acc {mid['id']}")
+    headers += [f"acc drop {p}" for p in r.poisonings] + ["ECE", "conf. on noise"]
+    rows = []
+    for scope in r.scopes:
+        for d in r.defenses:
+            row = [d if len(r.scopes) == 1 else f"{d} [{scope[0]}/{scope[1]}]",
+                   fmt(r.get(scope, d, "clean_accuracy"))]
+            if mid:
+                row.append(fmt(r.get(scope, d, "robust_accuracy", threat=mid["id"],
+                                     attack=head)))
+            row += [fmt(r.get(scope, d, "accuracy_drop", poisoning=p, threat=p))
+                    for p in r.poisonings]
+            row += [fmt(r.get(scope, d, "ece")),
+                    fmt(r.get(scope, d, "offmanifold_confidence", threat="uniform"))]
+            rows.append(row)
+    return headers, rows
+
+
+def text_table(headers: list[str], rows: Iterable[list[str]]) -> str:
+    rows = list(rows)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    out = [line, "-" * len(line)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(out)

@@ -1,0 +1,222 @@
+"""Run a suite: expand it into cells, evaluate each, store it, write results and reports.
+
+>>> from poisonlab.harness import load_suite, run_suite
+>>> results = run_suite(load_suite("benchmarks/suites/quickstart.yaml"), "runs/q")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from collections import defaultdict
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+from ..metrics import HIGHER_IS_BETTER, aggregate
+from .evaluate import derive_poisoning
+from .executors import executors
+from .store import STORE_NAME, Store
+from .suite import Suite
+
+RESULTS_NAME = "results.json"
+SCHEMA_VERSION = 1
+
+
+def environment() -> dict[str, Any]:
+    """Package versions, platform and thread count: what a number was measured with."""
+    def version(pkg: str) -> str | None:
+        try:
+            return metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "packages": {p: version(p) for p in ("poisonlab", "torch", "numpy", "scikit-learn",
+                                             "scipy", "adversarial-robustness-toolbox",
+                                             "foolbox", "pyyaml")},
+        "git": _git_hash(),
+    }
+
+
+def _git_hash() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=Path(__file__).resolve().parent, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+
+
+def prepare_out(out: str | Path, *, resume: bool) -> Path:
+    """Create ``out``; refuse to mix a new run into an existing one unless resuming."""
+    out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out={str(out_dir)!r} is a file: expected a directory")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out={str(out_dir)!r} cannot be created: {e.strerror}") from None
+    if not os.access(out_dir, os.W_OK):
+        raise ConfigError(f"--out={str(out_dir)!r} is not writable")
+    if (out_dir / STORE_NAME).exists() and not resume:
+        raise ConfigError(
+            f"--out={str(out_dir)!r} already holds a run ({STORE_NAME}): pass --resume to "
+            "finish it, or choose another --out"
+        )
+    return out_dir
+
+
+def run_suite(
+    suite: Suite,
+    out: str | Path,
+    *,
+    executor: str = "local",
+    resume: bool = False,
+    progress: bool = False,
+    report: bool = True,
+) -> dict[str, Any]:
+    """Run every cell of ``suite`` not yet stored in ``out`` and write the results.
+
+    Each finished cell is committed to ``out/results.sqlite`` before the next is handed
+    over; results.json, report.md and report.html are then regenerated from the store.
+    Returns the results document (the content of results.json).
+    """
+    run = executors.get(executor)
+    out_dir = prepare_out(out, resume=resume)
+    cells = list(enumerate(suite.cells()))
+    with Store(out_dir / STORE_NAME) as store:
+        stored_suite = store.get_meta("suite")
+        if stored_suite is not None and stored_suite != suite.to_dict():
+            raise ConfigError(
+                f"--resume: {str(out_dir)!r} holds a run of a different suite config: "
+                "expected the same suite file, unchanged"
+            )
+        store.set_meta("suite", suite.to_dict())
+        store.set_meta("suite_source", suite.source)
+        done = store.keys()
+        todo = [(i, c) for i, c in cells if suite.key(c) not in done]
+        run(suite, todo, store.put, progress=progress)
+    return write_results(out_dir, report=report)
+
+
+def write_results(out_dir: str | Path, *, report: bool = True) -> dict[str, Any]:
+    """(Re)build results.json (and the reports) of a run folder from its store."""
+    out_dir = Path(out_dir)
+    with Store(out_dir / STORE_NAME) as store:
+        records = store.records()
+        suite = store.get_meta("suite")
+        source = store.get_meta("suite_source")
+    derive_poisoning(records)
+    doc = build_results(suite, source, records)
+    atomic_write(out_dir / RESULTS_NAME, json.dumps(doc, indent=1, sort_keys=False) + "\n")
+    if report:
+        from .report import write_reports
+
+        write_reports(doc, out_dir)
+    return doc
+
+
+def build_results(suite: dict[str, Any], source: str | None,
+                  records: list[dict[str, Any]]) -> dict[str, Any]:
+    cells = []
+    for r in records:
+        cells.append({k: v for k, v in r.items() if k != "internal"})
+    return _clean_json({
+        "schema_version": SCHEMA_VERSION,
+        "poisonlab_version": _own_version(),
+        "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "suite": {"name": suite["name"], "version": suite["version"],
+                  "description": suite["description"], "source": source, "config": suite},
+        "threat_model": {"evasion": suite["evasion"], "poisoning": suite["poisoning"],
+                         "attacks": suite["attacks"]},
+        "environment": environment(),
+        "n_cells": len(cells),
+        "n_failed": sum(c["status"] != "ok" for c in cells),
+        "cells": cells,
+        "aggregates": aggregate_cells(cells),
+    })
+
+
+def aggregate_cells(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean, std and n over seeds for each (dataset, model, defense, poisoning, metric,
+    threat, attack); failed cells are left out and counted in ``n_failed``."""
+    groups: dict[tuple[str, ...], list[float]] = defaultdict(list)
+    failed: dict[tuple[str, ...], int] = defaultdict(int)
+    labels: dict[tuple[str, ...], dict[str, Any]] = {}
+    for c in cells:
+        coords = {
+            "dataset": _label(c["dataset"]), "model": _label(c["model"]),
+            "defense": _label(c["defense"]),
+            "poisoning": "none" if c["poisoning"] is None else c["poisoning"]["id"],
+        }
+        base = tuple(coords.values())
+        if c["status"] != "ok":
+            failed[base] += 1
+            continue
+        for m in c["metrics"]:
+            key = (*base, m["metric"], str(m["threat"]), str(m["attack"]))
+            groups[key].append(m["value"])
+            labels[key] = {**coords, "metric": m["metric"], "threat": m["threat"],
+                           "attack": m["attack"]}
+    out = []
+    for key, values in groups.items():
+        out.append({**labels[key], **aggregate(values),
+                    "n_failed": failed.get(key[:4], 0),
+                    "higher_is_better": HIGHER_IS_BETTER[labels[key]["metric"]]})
+    return out
+
+
+def _label(spec: dict[str, Any]) -> str:
+    params = spec.get("params") or {}
+    if not params:
+        return spec["name"]
+    return spec["name"] + "(" + ", ".join(f"{k}={v}" for k, v in sorted(params.items())) + ")"
+
+
+def _own_version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def _clean_json(v: Any) -> Any:
+    """NaN and Inf become null: results.json holds JSON numbers only."""
+    if isinstance(v, float):
+        return v if v == v and abs(v) != float("inf") else None
+    if isinstance(v, dict):
+        return {k: _clean_json(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_clean_json(x) for x in v]
+    return v
+
+
+def atomic_write(path: Path, text: str | bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    data = text.encode() if isinstance(text, str) else text
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+

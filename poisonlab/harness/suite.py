@@ -1,0 +1,439 @@
+"""Suites: a YAML file declaring a threat model and the grid it is measured on.
+
+A suite is loaded with ``yaml.safe_load`` into frozen dataclasses and validated before
+anything runs: every name is looked up in its registry (with did-you-mean), every
+parameter is checked by the object it builds, and an error names the entry
+(``defenses[1]: alpha=1.5 is not allowed: ...``). ``include:`` merges another suite file
+(a path relative to this one) underneath this one's keys.
+
+Format (version 1)::
+
+    name: quickstart
+    version: 1
+    description: what this suite answers
+    datasets: [digits]                         # or {name: moons, n_samples: 500}
+    models: [mlp]                              # or {name: mlp, hidden: [64, 64]}
+    training: {epochs: 30, batch_size: 64, lr: 0.001, weight_decay: 0.0}
+    defenses:
+      - none
+      - {name: label_smoothing, eps: 0.1}
+    threat_model:
+      poisoning:                               # the clean cell (rate 0) is always run
+        - {strategy: random, rate: 0.2}
+        - {strategy: pairwise, rate: 0.1, source: 3, target: 8}
+      evasion:
+        - {norm: linf, eps: [0.05, 0.1, 0.2]}  # targeted: false, bounds: the dataset's
+    attacks: [fgsm, {name: pgd, steps: 40}]
+    seeds: [0, 1, 2]
+    metrics: [accuracy, evasion, poisoning, offmanifold, calibration]
+    offmanifold: {n_noise: 1000}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .._validation import check_bool, check_params, check_scalar, check_seed
+from ..attacks import get_attack
+from ..data import datasets
+from ..defenses import get_defense
+from ..errors import PoisonlabError, SuiteError
+from ..models import models
+from ..registry import did_you_mean
+from ..threat import EvasionThreat, Norm, PoisonThreat
+
+SUITE_VERSION = 1
+METRIC_GROUPS: tuple[str, ...] = ("accuracy", "evasion", "poisoning", "offmanifold", "calibration")
+_TOP_KEYS = (
+    "name", "version", "description", "include", "datasets", "models", "training",
+    "defenses", "threat_model", "attacks", "seeds", "metrics", "offmanifold",
+)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A registered name with its parameters, e.g. ``label_smoothing(eps=0.1)``."""
+
+    name: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return {k: _thaw(v) for k, v in self.params}
+
+    @property
+    def label(self) -> str:
+        if not self.params:
+            return self.name
+        return f"{self.name}(" + ", ".join(f"{k}={_thaw(v)}" for k, v in self.params) + ")"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "params": self.kwargs}
+
+
+def _freeze(v: Any) -> Any:
+    return tuple(_freeze(x) for x in v) if isinstance(v, list | tuple) else v
+
+
+def _thaw(v: Any) -> Any:
+    return [_thaw(x) for x in v] if isinstance(v, tuple) else v
+
+
+@dataclass(frozen=True)
+class EvasionSpec:
+    """Evasion threats of one norm over several eps; bounds default to the dataset's."""
+
+    norm: Norm
+    eps: tuple[float, ...]
+    targeted: bool = False
+    bounds: tuple[float, float] | None = None
+
+    def threats(self, bounds: tuple[float, float]) -> list[EvasionThreat]:
+        b = self.bounds or bounds
+        return [EvasionThreat(self.norm, e, b, self.targeted) for e in self.eps]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"norm": self.norm.value, "eps": list(self.eps), "targeted": self.targeted,
+                "bounds": None if self.bounds is None else list(self.bounds)}
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
+                "weight_decay": self.weight_decay}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One trained model: dataset x model x defense x poisoning threat x seed."""
+
+    dataset: Spec
+    model: Spec
+    defense: Spec
+    poisoning: PoisonThreat | None
+    seed: int
+
+    @property
+    def group(self) -> tuple[str, str, str, str]:
+        """The cell's coordinates without the seed (what seeds are aggregated over)."""
+        return (self.dataset.label, self.model.label, self.defense.label, self.poison_id)
+
+    @property
+    def poison_id(self) -> str:
+        return "none" if self.poisoning is None else self.poisoning.id
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset.to_dict(),
+            "model": self.model.to_dict(),
+            "defense": self.defense.to_dict(),
+            "poisoning": None if self.poisoning is None else self.poisoning.to_dict(),
+            "seed": self.seed,
+        }
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A validated suite. ``cells()`` expands the grid; ``key(cell)`` identifies a result."""
+
+    name: str
+    version: int
+    description: str
+    datasets: tuple[Spec, ...]
+    models: tuple[Spec, ...]
+    defenses: tuple[Spec, ...]
+    poisoning: tuple[PoisonThreat, ...]
+    evasion: tuple[EvasionSpec, ...]
+    attacks: tuple[Spec, ...]
+    seeds: tuple[int, ...]
+    training: TrainSpec = field(default_factory=TrainSpec)
+    metrics: tuple[str, ...] = METRIC_GROUPS
+    n_noise: int = 1000
+    source: str = "<memory>"
+
+    def cells(self) -> Iterator[Cell]:
+        """Cells in a fixed order; the clean (unpoisoned) cell precedes its poisoned ones."""
+        for d in self.datasets:
+            for m in self.models:
+                for df in self.defenses:
+                    for p in (None, *self.poisoning):
+                        for s in self.seeds:
+                            yield Cell(d, m, df, p, s)
+
+    def eval_config(self) -> dict[str, Any]:
+        """Everything besides the cell itself that changes a cell's numbers."""
+        return {
+            "training": self.training.to_dict(),
+            "evasion": [e.to_dict() for e in self.evasion],
+            "attacks": [a.to_dict() for a in self.attacks],
+            "metrics": list(self.metrics),
+            "n_noise": self.n_noise,
+        }
+
+    def key(self, cell: Cell) -> str:
+        """sha256 of the cell's resolved config, the evaluation config and the seed."""
+        blob = json.dumps({"cell": cell.to_dict(), "eval": self.eval_config()},
+                          sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "version": self.version, "description": self.description,
+            "datasets": [d.to_dict() for d in self.datasets],
+            "models": [m.to_dict() for m in self.models],
+            "defenses": [d.to_dict() for d in self.defenses],
+            "poisoning": [p.to_dict() for p in self.poisoning],
+            "seeds": list(self.seeds), **self.eval_config(),
+        }
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read, merge includes, and validate a suite file. Raises SuiteError (one line)."""
+    p = Path(path)
+    raw = _read(p, seen=())
+    try:
+        return parse_suite(raw, source=str(p))
+    except SuiteError:
+        raise
+    except PoisonlabError as e:
+        raise SuiteError(f"{p}: {e}") from None
+
+
+def _read(p: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    if p.resolve() in seen:
+        raise SuiteError(f"{p}: include cycle through {' -> '.join(map(str, seen))}")
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise SuiteError(f"suite file {str(p)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SuiteError(f"suite file {str(p)!r} cannot be read: {e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SuiteError(f"{p}: malformed YAML{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise SuiteError(f"{p}: expected a mapping of suite keys, got {type(data).__name__}")
+    inc = data.pop("include", None)
+    if inc is None:
+        return data
+    base_files = inc if isinstance(inc, list) else [inc]
+    merged: dict[str, Any] = {}
+    for f in base_files:
+        if not isinstance(f, str):
+            raise SuiteError(f"{p}: include={f!r} is not allowed: expected a file path")
+        merged.update(_read(p.parent / f, seen=(*seen, p.resolve())))
+    merged.update(data)
+    return merged
+
+
+class _Ctx:
+    """Prefixes a ConfigError raised inside the block with the suite path of the entry."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, et: Any, e: BaseException | None, tb: Any) -> bool:
+        if isinstance(e, SuiteError):
+            return False
+        if isinstance(e, PoisonlabError):
+            raise SuiteError(f"{self.where}: {e}") from None
+        return False
+
+
+def _spec(entry: Any, where: str, field_name: str = "name") -> Spec:
+    if isinstance(entry, str):
+        return Spec(entry)
+    if isinstance(entry, dict) and isinstance(entry.get(field_name), str):
+        params = {k: v for k, v in entry.items() if k != field_name}
+        return Spec(entry[field_name], tuple(sorted((k, _freeze(v)) for k, v in params.items())))
+    raise SuiteError(f"{where}={entry!r} is not allowed: expected a name or a mapping with "
+                     f"'{field_name}'")
+
+
+def _list(raw: dict[str, Any], key: str, *, required: bool = True) -> list[Any]:
+    v = raw.get(key)
+    if v is None:
+        if required:
+            raise SuiteError(f"{key} is missing: expected a non-empty list")
+        return []
+    if not isinstance(v, list) or (required and not v):
+        raise SuiteError(f"{key}={v!r} is not allowed: expected a non-empty list")
+    return v
+
+
+def _unique(items: list[Any], key: str, ident: Any) -> None:
+    seen: set[Any] = set()
+    for i, it in enumerate(items):
+        k = ident(it)
+        if k in seen:
+            raise SuiteError(f"{key}[{i}]={k} is listed twice: expected distinct entries")
+        seen.add(k)
+
+
+def parse_suite(raw: dict[str, Any], *, source: str = "<memory>") -> Suite:
+    """Validate a suite mapping (as loaded from YAML) into a :class:`Suite`."""
+    for k in raw:
+        if k not in _TOP_KEYS:
+            raise SuiteError(f"unknown suite key {k!r}: expected one of "
+                             f"{', '.join(_TOP_KEYS)}{did_you_mean(str(k), list(_TOP_KEYS))}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise SuiteError(f"name={name!r} is not allowed: expected a non-empty string")
+    version = raw.get("version", SUITE_VERSION)
+    if version != SUITE_VERSION:
+        raise SuiteError(f"version={version!r} is not allowed: expected {SUITE_VERSION}")
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise SuiteError(f"description={description!r} is not allowed: expected a string")
+
+    ds_specs = [_spec(e, f"datasets[{i}]") for i, e in enumerate(_list(raw, "datasets"))]
+    for i, s in enumerate(ds_specs):
+        with _Ctx(f"datasets[{i}]"):
+            check_params(f"dataset {s.name!r}", datasets.get(s.name), s.kwargs, skip=("seed",))
+    m_specs = [_spec(e, f"models[{i}]") for i, e in enumerate(_list(raw, "models"))]
+    for i, s in enumerate(m_specs):
+        with _Ctx(f"models[{i}]"):
+            check_params(f"model {s.name!r}", models.get(s.name), s.kwargs,
+                         skip=("input_shape", "n_classes"))
+    d_specs = [_spec(e, f"defenses[{i}]") for i, e in enumerate(_list(raw, "defenses"))]
+    for i, s in enumerate(d_specs):
+        with _Ctx(f"defenses[{i}]"):
+            get_defense(s.name, **s.kwargs)
+    a_specs = [_spec(e, f"attacks[{i}]") for i, e in enumerate(_list(raw, "attacks",
+                                                                     required=False))]
+    for i, s in enumerate(a_specs):
+        with _Ctx(f"attacks[{i}]"):
+            get_attack(s.name, **s.kwargs)
+
+    tm = raw.get("threat_model") or {}
+    if not isinstance(tm, dict):
+        raise SuiteError(f"threat_model={tm!r} is not allowed: expected a mapping")
+    for k in tm:
+        if k not in ("poisoning", "evasion"):
+            raise SuiteError(f"unknown threat_model key {k!r}: expected poisoning, evasion"
+                             f"{did_you_mean(str(k), ['poisoning', 'evasion'])}")
+    poisoning = [_poison(e, f"threat_model.poisoning[{i}]")
+                 for i, e in enumerate(_list(tm, "poisoning", required=False))]
+    evasion = [_evasion(e, f"threat_model.evasion[{i}]")
+               for i, e in enumerate(_list(tm, "evasion", required=False))]
+    if evasion and not a_specs:
+        raise SuiteError("attacks is missing: evasion threats need at least one attack")
+    if a_specs and not evasion:
+        raise SuiteError("threat_model.evasion is missing: attacks need evasion threats")
+
+    seeds_raw = _list(raw, "seeds")
+    seeds = []
+    for i, s in enumerate(seeds_raw):
+        with _Ctx(f"seeds[{i}]"):
+            seeds.append(check_seed("seed", s))
+
+    tr = raw.get("training") or {}
+    if not isinstance(tr, dict):
+        raise SuiteError(f"training={tr!r} is not allowed: expected a mapping")
+    with _Ctx("training"):
+        check_params("training", TrainSpec, tr)
+        training = TrainSpec(
+            epochs=check_scalar("epochs", tr.get("epochs", 30), lo=1, integer=True),
+            batch_size=check_scalar("batch_size", tr.get("batch_size", 64), lo=1, integer=True),
+            lr=check_scalar("lr", tr.get("lr", 1e-3), lo=0, lo_closed=False),
+            weight_decay=check_scalar("weight_decay", tr.get("weight_decay", 0.0), lo=0),
+        )
+
+    metrics_raw = raw.get("metrics", list(METRIC_GROUPS))
+    if not isinstance(metrics_raw, list) or not metrics_raw:
+        raise SuiteError(f"metrics={metrics_raw!r} is not allowed: expected a non-empty list "
+                         f"of {', '.join(METRIC_GROUPS)}")
+    for i, m in enumerate(metrics_raw):
+        if m not in METRIC_GROUPS:
+            hint = did_you_mean(str(m), list(METRIC_GROUPS))
+            raise SuiteError(f"metrics[{i}]={m!r} is not known: expected one of "
+                             f"{', '.join(METRIC_GROUPS)}{hint}")
+    om = raw.get("offmanifold") or {}
+    if not isinstance(om, dict) or any(k != "n_noise" for k in om):
+        raise SuiteError(f"offmanifold={om!r} is not allowed: expected {{n_noise: int}}")
+    with _Ctx("offmanifold"):
+        n_noise = check_scalar("n_noise", om.get("n_noise", 1000), lo=10, integer=True)
+
+    suite = Suite(
+        name=name, version=version, description=description.strip(),
+        datasets=tuple(ds_specs), models=tuple(m_specs), defenses=tuple(d_specs),
+        poisoning=tuple(poisoning), evasion=tuple(evasion), attacks=tuple(a_specs),
+        seeds=tuple(seeds), training=training,
+        metrics=tuple(m for m in METRIC_GROUPS if m in metrics_raw),
+        n_noise=n_noise, source=source,
+    )
+    for key, items, ident in (
+        ("datasets", ds_specs, lambda s: s.label), ("models", m_specs, lambda s: s.label),
+        ("defenses", d_specs, lambda s: s.label), ("attacks", a_specs, lambda s: s.label),
+        ("seeds", seeds, str), ("threat_model.poisoning", poisoning, lambda t: t.id),
+    ):
+        _unique(items, key, ident)
+    eps_ids = [(e.norm, e.targeted, x) for e in evasion for x in e.eps]
+    if len(set(eps_ids)) != len(eps_ids):
+        raise SuiteError("threat_model.evasion lists one norm/eps twice: expected distinct "
+                         "threats")
+    return suite
+
+
+def _poison(entry: Any, where: str) -> PoisonThreat:
+    if not isinstance(entry, dict):
+        raise SuiteError(f"{where}={entry!r} is not allowed: expected a mapping like "
+                         "{strategy: random, rate: 0.2}")
+    allowed = ("strategy", "rate", "source", "target", "knowledge", "kind")
+    for k in entry:
+        if k not in allowed:
+            raise SuiteError(f"{where}: unknown key {k!r}: expected one of {', '.join(allowed)}"
+                             f"{did_you_mean(str(k), list(allowed))}")
+    with _Ctx(where):
+        t = PoisonThreat(**entry)
+    if t.rate == 0:
+        raise SuiteError(f"{where}: rate=0 is not allowed here: the clean cell is always run")
+    return t
+
+
+def _evasion(entry: Any, where: str) -> EvasionSpec:
+    if not isinstance(entry, dict):
+        raise SuiteError(f"{where}={entry!r} is not allowed: expected a mapping like "
+                         "{norm: linf, eps: [0.05, 0.1]}")
+    allowed = ("norm", "eps", "targeted", "bounds")
+    for k in entry:
+        if k not in allowed:
+            raise SuiteError(f"{where}: unknown key {k!r}: expected one of {', '.join(allowed)}"
+                             f"{did_you_mean(str(k), list(allowed))}")
+    eps = entry.get("eps")
+    eps_list = eps if isinstance(eps, list) else [eps]
+    with _Ctx(where):
+        threats = [EvasionThreat(norm=entry.get("norm", "linf"), eps=e,
+                                 bounds=tuple(entry.get("bounds") or (0.0, 1.0)),
+                                 targeted=check_bool("targeted", entry.get("targeted", False)))
+                   for e in eps_list]
+    if not threats:
+        raise SuiteError(f"{where}: eps=[] is not allowed: expected at least one eps")
+    b = entry.get("bounds")
+    return EvasionSpec(norm=threats[0].norm, eps=tuple(t.eps for t in threats),
+                       targeted=threats[0].targeted,
+                       bounds=None if b is None else threats[0].bounds)
+

@@ -1,0 +1,146 @@
+"""Model architectures: every model is an ``nn.Module`` mapping inputs to logits.
+
+Models are built on the meta device and initialised from a private ``torch.Generator``
+seeded by ``seed``, so building a model never reads or advances the global RNG and the same
+seed always gives the same weights. Initialisation follows PyTorch's defaults
+(Kaiming-uniform weights with ``a = sqrt(5)``, uniform biases in ``+-1/sqrt(fan_in)``).
+
+Built-ins: ``logistic`` (multinomial logistic regression), ``mlp`` (two ReLU hidden
+layers) and ``cnn`` (two conv blocks and a dense head, for image inputs ``(C, H, W)``).
+
+>>> m = build_model("mlp", (1, 8, 8), 10, seed=0)
+>>> m(torch.zeros(2, 1, 8, 8)).shape
+torch.Size([2, 10])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._validation import check_params, check_scalar, check_seed
+from .errors import ConfigError
+from .registry import Registry
+
+models: Registry[Callable[..., nn.Module]] = Registry("model")
+
+
+def build_model(
+    name: str,
+    input_shape: Sequence[int],
+    n_classes: int,
+    *,
+    seed: int = 0,
+    **params: Any,
+) -> nn.Module:
+    """Build a registered architecture with seeded initialisation.
+
+    Parameters
+    ----------
+    name : str
+        ``"logistic"``, ``"mlp"``, ``"cnn"`` or any registered name.
+    input_shape : sequence of int
+        Shape of one input, e.g. ``(1, 8, 8)`` or ``(2,)``.
+    n_classes : int >= 2
+    seed : int >= 0
+    **params
+        Architecture settings (``hidden`` for ``mlp``, ``channels`` for ``cnn``).
+
+    Returns
+    -------
+    nn.Module in eval mode, on the CPU, returning logits of shape (n, n_classes).
+    """
+    builder = models.get(name)
+    seed = check_seed("seed", seed)
+    k = check_scalar("n_classes", n_classes, lo=2, integer=True)
+    shape = tuple(int(check_scalar("input_shape", s, lo=1, integer=True)) for s in input_shape)
+    if not shape:
+        raise ConfigError("input_shape=() is not allowed: expected at least one dimension")
+    check_params(f"model {name!r}", builder, params, skip=("input_shape", "n_classes"))
+    with torch.device("meta"):
+        model = builder(input_shape=shape, n_classes=k, **params)
+    model = model.to_empty(device="cpu")
+    init_parameters(model, torch.Generator().manual_seed(seed))
+    return model.eval()
+
+
+def init_parameters(model: nn.Module, generator: torch.Generator) -> None:
+    """(Re)initialise every Linear and Conv layer of ``model`` from ``generator``."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Linear | nn.Conv1d | nn.Conv2d):
+                nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5), generator=generator)
+                if module.bias is not None:
+                    fan_in = module.weight[0].numel()
+                    bound = 1 / math.sqrt(fan_in)
+                    nn.init.uniform_(module.bias, -bound, bound, generator=generator)
+            elif any(True for _ in module.parameters(recurse=False)):
+                raise ConfigError(
+                    f"model layer {type(module).__name__} has no seeded initialiser: "
+                    "register it in poisonlab.models.init_parameters"
+                )
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode inside the block and restore each one's mode after."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, was_training in modes:
+            m.train(was_training)
+
+
+def _flat(shape: tuple[int, ...]) -> int:
+    return math.prod(shape)
+
+
+@models.register("logistic", help="multinomial logistic regression (one linear layer)")
+def _logistic(*, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(_flat(input_shape), n_classes))
+
+
+@models.register("mlp", help="multilayer perceptron with ReLU hidden layers")
+def _mlp(
+    *, input_shape: tuple[int, ...], n_classes: int, hidden: Sequence[int] = (128, 128)
+) -> nn.Module:
+    widths = [int(check_scalar("hidden", h, lo=1, integer=True)) for h in hidden]
+    layers: list[nn.Module] = [nn.Flatten()]
+    prev = _flat(input_shape)
+    for w in widths:
+        layers += [nn.Linear(prev, w), nn.ReLU()]
+        prev = w
+    layers.append(nn.Linear(prev, n_classes))
+    return nn.Sequential(*layers)
+
+
+@models.register("cnn", help="two conv+ReLU+maxpool blocks and a dense head (image inputs)")
+def _cnn(
+    *,
+    input_shape: tuple[int, ...],
+    n_classes: int,
+    channels: Sequence[int] = (32, 64),
+    hidden: int = 128,
+) -> nn.Module:
+    if len(input_shape) != 3 or min(input_shape[1:]) < 4:
+        raise ConfigError(
+            f"model 'cnn' got input_shape={input_shape}: expected an image shape (C, H, W) "
+            "with H, W >= 4"
+        )
+    c1, c2 = (int(check_scalar("channels", c, lo=1, integer=True)) for c in channels)
+    h = int(check_scalar("hidden", hidden, lo=1, integer=True))
+    c, height, width = input_shape
+    return nn.Sequential(
+        nn.Conv2d(c, c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(c2 * (height // 4) * (width // 4), h), nn.ReLU(),
+        nn.Linear(h, n_classes),
+    )

@@ -1,0 +1,121 @@
+"""One training loop that every defense plugs into.
+
+Adam over shuffled minibatches for a fixed number of epochs. All randomness (the shuffle
+and any label transform of the defense) comes from one private ``torch.Generator`` seeded
+by ``seed``, so training is deterministic on the CPU and never touches the global RNG.
+Batches are slices of a pre-shuffled tensor (no DataLoader, no per-batch Python overhead
+beyond the step itself).
+
+>>> from poisonlab import load_dataset, build_model, get_defense
+>>> ds = load_dataset("digits", seed=0)
+>>> m = build_model("logistic", ds.input_shape, ds.n_classes, seed=0)
+>>> m = train(m, ds.x_train, ds.y_train, defense=get_defense("none"), epochs=2, seed=0)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ._validation import check_inputs, check_scalar, check_seed
+from .defenses import Defense, NoDefense
+from .errors import ConfigError, DataError, TrainingError
+
+
+def model_device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def output_width(model: nn.Module, x: torch.Tensor) -> int:
+    """Number of logits ``model`` returns for inputs shaped like ``x`` (one forward pass)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x[:1].to(model_device(model)))
+    finally:
+        model.train(was_training)
+    if out.dim() != 2:
+        raise DataError(f"model output has shape {tuple(out.shape)}: expected (n, n_classes)")
+    return int(out.shape[1])
+
+
+def train(
+    model: nn.Module,
+    x: Any,
+    y: Any,
+    *,
+    defense: Defense | None = None,
+    epochs: int = 30,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    progress: bool = False,
+) -> nn.Module:
+    """Train ``model`` in place on ``(x, y)`` under ``defense`` and return it in eval mode.
+
+    Parameters
+    ----------
+    model : nn.Module returning logits of shape (n, K)
+    x : Tensor (n, *input_shape); y : Tensor (n,) of class ids in ``0 .. K - 1``
+    defense : Defense, optional
+        ``None`` means plain cross-entropy (``get_defense("none")``).
+    epochs : int >= 1; batch_size : int >= 1; lr : float > 0; weight_decay : float >= 0
+    seed : int >= 0
+        Seeds the shuffle and the defense's label randomness.
+    progress : bool
+        Show a progress bar over epochs.
+
+    Raises
+    ------
+    DataError
+        Malformed inputs, or labels outside the model's output width.
+    TrainingError
+        The loss became NaN or infinite (the step is not applied).
+    """
+    defense = NoDefense() if defense is None else defense
+    if not isinstance(defense, Defense):
+        raise ConfigError(f"defense={defense!r} is not allowed: expected a Defense")
+    epochs = check_scalar("epochs", epochs, lo=1, integer=True)
+    batch_size = check_scalar("batch_size", batch_size, lo=1, integer=True)
+    lr = check_scalar("lr", lr, lo=0, lo_closed=False)
+    weight_decay = check_scalar("weight_decay", weight_decay, lo=0)
+    seed = check_seed("seed", seed)
+    x_t, y_t = check_inputs(x, y)
+    k = output_width(model, x_t)
+    if int(y_t.max()) >= k or int(y_t.min()) < 0:
+        raise DataError(
+            f"y has labels in [{int(y_t.min())}, {int(y_t.max())}]: expected class ids in "
+            f"[0, {k - 1}] to match the model's {k} outputs"
+        )
+    device = model_device(model)
+    x_t, y_t = x_t.to(device), y_t.to(device)
+    generator = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    n = x_t.shape[0]
+    model.train()
+    try:
+        for epoch in tqdm(range(epochs), desc="train", disable=not progress, leave=False):
+            perm = torch.randperm(n, generator=generator).to(device)
+            xs, ys = x_t[perm], y_t[perm]
+            for start in range(0, n, batch_size):
+                xb, yb = xs[start : start + batch_size], ys[start : start + batch_size]
+                yb = defense.transform_labels(yb, n_classes=k, generator=generator)
+                loss = defense.loss(model(xb), yb, n_classes=k)
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"training loss became {float(loss)} at epoch {epoch + 1}, batch "
+                        f"{start // batch_size + 1} under defense {defense.label}: lower lr "
+                        f"(now {lr:g}) or check the data"
+                    )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+    finally:
+        model.eval()
+    return model

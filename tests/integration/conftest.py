@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+TINY = {
+    "name": "tiny",
+    "version": 1,
+    "description": "two defenses, one flip threat, two eps, two seeds on 2-D blobs",
+    "datasets": [{"name": "blobs", "n_samples": 300}],
+    "models": [{"name": "mlp", "hidden": [16]}],
+    "training": {"epochs": 5, "batch_size": 32, "lr": 0.01},
+    "defenses": ["none", {"name": "label_smoothing", "eps": 0.1}],
+    "threat_model": {
+        "poisoning": [{"strategy": "random", "rate": 0.3}],
+        "evasion": [{"norm": "linf", "eps": [0.05, 0.2]}],
+    },
+    "attacks": ["fgsm", {"name": "pgd", "steps": 10}],
+    "seeds": [0, 1],
+    "offmanifold": {"n_noise": 100},
+}
+
+
+def write_suite(tmp_path: Path, data: dict | str, name: str = "suite.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def tiny_suite(tmp_path: Path) -> Path:
+    return write_suite(tmp_path, TINY)
