@@ -24,7 +24,8 @@ def test_quickstart_declares_what_the_demo_promises():
         "confidence_penalty(beta=1.0)",
     ]
     assert [p.id for p in s.poisoning] == ["random 0.2", "pairwise 3->8 0.1"]
-    assert [a.name for a in s.attacks] == ["fgsm", "pgd"]
+    assert [a.name for a in s.attacks] == ["fgsm", "pgd", "pgd"]
+    assert [a.kwargs.get("loss", "ce") for a in s.attacks[1:]] == ["ce", "margin"]
     assert s.evasion[0].eps == (0.05, 0.1, 0.2) and s.evasion[0].norm.value == "linf"
     assert s.seeds == (0, 1, 2)
     assert sum(1 for _ in s.cells()) == 36
