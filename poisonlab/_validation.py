@@ -35,10 +35,14 @@ def check_scalar(
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
         kind = "an integer" if integer else "a number"
         raise ConfigError(f"{name}={value!r} is not allowed: expected {kind}")
-    if integer and not float(value).is_integer():
-        raise ConfigError(f"{name}={value!r} is not allowed: expected an integer")
-    if not math.isfinite(float(value)):
+    try:
+        as_float = float(value)
+    except OverflowError:  # an int beyond float range
+        raise ConfigError(f"{name}={value!r} is not allowed: expected a finite number") from None
+    if not math.isfinite(as_float):
         raise ConfigError(f"{name}={value!r} is not allowed: expected a finite number")
+    if integer and not as_float.is_integer():
+        raise ConfigError(f"{name}={value!r} is not allowed: expected an integer")
     v: int | float = int(value) if integer else float(value)
     below = lo is not None and (v < lo if lo_closed else v <= lo)
     above = hi is not None and (v > hi if hi_closed else v >= hi)

@@ -49,8 +49,10 @@ class Registry(Generic[T]):
         if name in self._entries:
             raise ConfigError(f"{self.kind} {name!r} is already registered")
         self._entries[name] = obj
-        doc = help or (getattr(obj, "__doc__", None) or "").strip().splitlines()[:1]
-        self._help[name] = doc if isinstance(doc, str) else (doc[0] if doc else "")
+        if not help and not isinstance(obj, str):  # a lazy "module:attr" has no doc yet
+            lines = (getattr(obj, "__doc__", None) or "").strip().splitlines()
+            help = lines[0] if lines else ""
+        self._help[name] = help
 
     def get(self, name: str) -> T:
         if not isinstance(name, str) or name not in self._entries:

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from ._validation import check_inputs, check_scalar, check_seed
 from .defenses import Defense, NoDefense
 from .errors import ConfigError, DataError, TrainingError
+from .models import eval_mode
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -32,13 +33,17 @@ def model_device(model: nn.Module) -> torch.device:
 
 def output_width(model: nn.Module, x: torch.Tensor) -> int:
     """Number of logits ``model`` returns for inputs shaped like ``x`` (one forward pass)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
+    if x.shape[0] == 0:
+        raise DataError(f"x has shape {tuple(x.shape)}: expected at least one input")
+    with eval_mode(model), torch.no_grad():
+        try:
             out = model(x[:1].to(model_device(model)))
-    finally:
-        model.train(was_training)
+        except RuntimeError as e:  # the forward pass cannot take inputs of this shape
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise DataError(
+                f"x has input shape {tuple(x.shape[1:])}, which the model cannot take: "
+                f"{first}"
+            ) from None
     if out.dim() != 2:
         raise DataError(f"model output has shape {tuple(out.shape)}: expected (n, n_classes)")
     return int(out.shape[1])
@@ -109,7 +114,7 @@ def train(
                 loss = defense.loss(model(xb), yb, n_classes=k)
                 if not torch.isfinite(loss):
                     raise TrainingError(
-                        f"training loss became {float(loss)} at epoch {epoch + 1}, batch "
+                        f"training loss became {float(loss.detach())} at epoch {epoch + 1}, batch "
                         f"{start // batch_size + 1} under defense {defense.label}: lower lr "
                         f"(now {lr:g}) or check the data"
                     )

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -213,7 +214,9 @@ def prepare_call(
     if threat.targeted:
         if target is None:
             raise ConfigError("target=None is not allowed: a targeted threat needs target=")
-        t = torch.full_like(y_t, int(target)) if isinstance(target, int) else target
+        scalar = isinstance(target, int | np.integer) or (
+            isinstance(target, torch.Tensor | np.ndarray) and target.ndim == 0)
+        t = torch.full_like(y_t, int(target)) if scalar else target
         _, t = check_inputs(x_t, t, n_classes=k, name_y="target")
     elif target is not None:
         raise ConfigError("target= is not allowed: the threat is untargeted (targeted=False)")
@@ -290,8 +293,13 @@ def finish(
     if not torch.isfinite(x_adv).all():
         raise DataError(f"attack {name!r} produced NaN or Inf inputs under {threat.id}")
     with torch.no_grad():
-        pred_clean = model(x).argmax(dim=1)
-        pred_adv = model(x_adv).argmax(dim=1)
+        logits_clean, logits_adv = model(x), model(x_adv)
+    if not (torch.isfinite(logits_clean).all() and torch.isfinite(logits_adv).all()):
+        raise DataError(
+            f"the model returned NaN or Inf logits under attack {name!r} ({threat.id}): "
+            "success flags would be meaningless"
+        )
+    pred_clean, pred_adv = logits_clean.argmax(dim=1), logits_adv.argmax(dim=1)
     return AttackResult(
         x_adv=x_adv, success=is_success(pred_adv, y, target), y=y, pred_clean=pred_clean,
         pred_adv=pred_adv, target=target, threat=threat, attack=name, params=params,
