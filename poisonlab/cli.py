@@ -68,34 +68,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return _dispatch(args)
-    except PoisonlabError:
+    except PoisonlabError as e:
+        print(f"poisonlab: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
+        print("poisonlab: interrupted; finished cells are stored: rerun with --resume",
+              file=sys.stderr)
         return 130
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     if args.command == "list":
         kinds = _kinds()
         for kind in [args.kind] if args.kind else sorted(kinds):
             reg = kinds[kind]
-            for _name in reg.names():  # type: ignore[attr-defined]
-                pass  # type: ignore[attr-defined]
+            print(f"{kind}:")
+            for name in reg.names():  # type: ignore[attr-defined]
+                print(f"  {name:<20} {reg.help(name)}")  # type: ignore[attr-defined]
         return EXIT_OK
 
     from .harness import load_suite
 
     if args.command == "validate":
         suite = load_suite(args.suite)
-        sum(1 for _ in suite.cells())
+        n = sum(1 for _ in suite.cells())
+        print(f"{args.suite}: ok ({n} cells: {len(suite.datasets)} datasets x "
+              f"{len(suite.models)} models x {len(suite.defenses)} defenses x "
+              f"{len(suite.poisoning) + 1} poisoning settings x {len(suite.seeds)} seeds)")
         return EXIT_OK
 
-    from .harness.report import summary_rows
+    from .harness.report import summary_rows, text_table
     from .harness.runner import run_suite, write_results
 
     if args.command == "report":
-        from pathlib import Path
-
         from .errors import ConfigError
         from .harness.store import STORE_NAME
 
@@ -103,16 +110,19 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise ConfigError(f"run_dir={args.run_dir!r} holds no {STORE_NAME}: expected a "
                               "folder written by 'poisonlab run'")
         write_results(args.run_dir)
+        print(f"report: {Path(args.run_dir) / 'report.html'}")
         return EXIT_OK
 
     suite = load_suite(args.suite)
     doc = run_suite(suite, args.out, executor=args.executor, resume=args.resume,
                     progress=not args.quiet)
     if not args.quiet:
-        from pathlib import Path
-
-        _headers, _rows = summary_rows(doc)
-        Path(args.out)
+        headers, rows = summary_rows(doc)
+        print(text_table(headers, rows))
+        print(f"\n{doc['n_cells']} cells ({doc['n_failed']} failed); mean ± std over seeds")
+        out = Path(args.out)
+        print(f"results: {out / 'results.json'}\nreport:  {out / 'report.md'}\n"
+              f"         {out / 'report.html'}")
     return EXIT_OK
 
 
