@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .errors import ConfigError, UnknownNameError
 
@@ -67,6 +67,14 @@ class Registry(Generic[T]):
             obj = getattr(importlib.import_module(module), attr)
             self._entries[name] = obj
         return obj  # type: ignore[return-value]
+
+    def build(self, name: str, **params: Any) -> Any:
+        """Look up ``name`` and call it with ``params``, refusing unknown parameters."""
+        from ._validation import check_params
+
+        factory = self.get(name)
+        check_params(f"{self.kind} {name!r}", factory, params)
+        return factory(**params)  # type: ignore[operator]
 
     def help(self, name: str) -> str:
         self.get(name)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._validation import check_params
 from ..registry import Registry
 from .base import NORMS, Attack, AttackResult, project
 from .evasion import FGSM, PGD, fgsm, pgd, security_curve
@@ -21,9 +20,8 @@ attacks.add("pgd", PGD, help="projected gradient descent with restarts (Madry et
 
 def get_attack(name: str, **params: Any) -> Attack:
     """Build the registered evasion attack ``name`` with validated settings."""
-    cls = attacks.get(name)
-    check_params(f"attack {name!r}", cls, params)
-    return cls(**params)
+    built: Attack = attacks.build(name, **params)
+    return built
 
 
 __all__ = [

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._validation import check_params
 from ..registry import Registry
 from .base import Defense
 from .losses import ConfidencePenalty, FlipAugment, LabelSmoothing, NoDefense
@@ -31,9 +30,8 @@ for _cls in (NoDefense, FlipAugment, LabelSmoothing, ConfidencePenalty):
 
 def get_defense(name: str, **params: Any) -> Defense:
     """Build the registered defense ``name`` with its parameters (validated)."""
-    cls = defenses.get(name)
-    check_params(f"defense {name!r}", cls, params)
-    return cls(**params)
+    built: Defense = defenses.build(name, **params)
+    return built
 
 
 __all__ = [

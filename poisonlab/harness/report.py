@@ -22,6 +22,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from .runner import atomic_write
+from .suite import spec_label
 
 BASELINE = "none"
 #: A difference counts as real when |mean difference| > Z_SE * its standard error.
@@ -68,9 +69,9 @@ class Results:
         self.scopes = sorted({(a["dataset"], a["model"]) for a in doc["aggregates"]})
         order: dict[str, None] = {}
         for c in doc["cells"]:
-            order.setdefault(_label(c["defense"]), None)
+            order.setdefault(spec_label(c["defense"]), None)
         self.defenses = list(order)
-        self.attacks = [_label(a) for a in doc["threat_model"]["attacks"]]
+        self.attacks = [spec_label(a) for a in doc["threat_model"]["attacks"]]
         self.poisonings = [p["id"] for p in doc["threat_model"]["poisoning"]]
 
     def get(self, scope: tuple[str, str], defense: str, metric: str, *, poisoning: str = "none",
@@ -90,13 +91,6 @@ class Results:
         if len(self.attacks) > 1:
             return "worst-case"
         return self.attacks[0] if self.attacks else None
-
-
-def _label(spec: dict[str, Any]) -> str:
-    params = spec.get("params") or {}
-    if not params:
-        return spec["name"]
-    return spec["name"] + "(" + ", ".join(f"{k}={v}" for k, v in sorted(params.items())) + ")"
 
 
 def fmt(a: dict[str, Any] | None, digits: int = 3) -> str:
@@ -324,7 +318,7 @@ def threat_summary(doc: dict[str, Any]) -> list[str]:
         kind = "targeted (random target class per point)" if e["targeted"] else "untargeted"
         lines.append(f"Evasion: white-box, {kind}, {e['norm']} perturbations of radius eps in "
                      f"{{{eps}}} inside the input bounds, attacks: "
-                     + ", ".join(_label(a) for a in tm["attacks"]) + ".")
+                     + ", ".join(spec_label(a) for a in tm["attacks"]) + ".")
     flips: dict[str, list[float]] = defaultdict(list)
     for c in doc["cells"]:
         for m in c["metrics"]:
@@ -374,7 +368,7 @@ def write_reports(doc: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     md += [f"- {line}" for line in found] + [""]
     if failed:
         md += ["## Failed cells", ""]
-        md += [f"- {_label(c['defense'])}, {c['poisoning']['id'] if c['poisoning'] else 'none'}"
+        md += [f"- {spec_label(c['defense'])}, {c['poisoning']['id'] if c['poisoning'] else 'none'}"
                f", seed {c['seed']}: {c['error']}" for c in failed] + [""]
     md += ["## Figures", ""]
     md += [f"![{n}](figures/{n})" for n in figs] + [""]
@@ -396,7 +390,7 @@ def write_reports(doc: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     h += [f"<li>{_inline(x)}</li>" for x in found] + ["</ul>"]
     if failed:
         h += ["<h2>Failed cells</h2><ul>"] + [
-            f"<li>{html.escape(_label(c['defense']))}, seed {c['seed']}: "
+            f"<li>{html.escape(spec_label(c['defense']))}, seed {c['seed']}: "
             f"{html.escape(str(c['error']))}</li>" for c in failed] + ["</ul>"]
     h += ["<h2>Figures</h2>"]
     h += [f"<img alt='{html.escape(n)}' src='data:image/png;base64,"

@@ -24,7 +24,7 @@ from ..metrics import HIGHER_IS_BETTER, aggregate
 from .evaluate import derive_poisoning
 from .executors import executors
 from .store import STORE_NAME, Store
-from .suite import Suite
+from .suite import Suite, spec_label
 
 RESULTS_NAME = "results.json"
 SCHEMA_VERSION = 1
@@ -157,8 +157,8 @@ def aggregate_cells(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     labels: dict[tuple[str, ...], dict[str, Any]] = {}
     for c in cells:
         coords = {
-            "dataset": _label(c["dataset"]), "model": _label(c["model"]),
-            "defense": _label(c["defense"]),
+            "dataset": spec_label(c["dataset"]), "model": spec_label(c["model"]),
+            "defense": spec_label(c["defense"]),
             "poisoning": "none" if c["poisoning"] is None else c["poisoning"]["id"],
         }
         base = tuple(coords.values())
@@ -176,13 +176,6 @@ def aggregate_cells(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "n_failed": failed.get(key[:4], 0),
                     "higher_is_better": HIGHER_IS_BETTER[labels[key]["metric"]]})
     return out
-
-
-def _label(spec: dict[str, Any]) -> str:
-    params = spec.get("params") or {}
-    if not params:
-        return spec["name"]
-    return spec["name"] + "(" + ", ".join(f"{k}={v}" for k, v in sorted(params.items())) + ")"
 
 
 def _own_version() -> str:

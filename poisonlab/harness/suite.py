@@ -70,12 +70,18 @@ class Spec:
 
     @property
     def label(self) -> str:
-        if not self.params:
-            return self.name
-        return f"{self.name}(" + ", ".join(f"{k}={_thaw(v)}" for k, v in self.params) + ")"
+        return spec_label(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "params": self.kwargs}
+
+
+def spec_label(spec: dict[str, Any]) -> str:
+    """``name(k=v, ...)`` with parameters sorted by key, e.g. ``label_smoothing(eps=0.1)``."""
+    params = spec.get("params") or {}
+    if not params:
+        return str(spec["name"])
+    return spec["name"] + "(" + ", ".join(f"{k}={v}" for k, v in sorted(params.items())) + ")"
 
 
 def _freeze(v: Any) -> Any:
