@@ -108,12 +108,16 @@ def _evaluate(suite: Suite, cell: Cell) -> dict[str, Any]:
 def _evasion(suite: Suite, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
              n_classes: int, bounds: tuple[float, float], seed: int) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    attack_seeds = child_seeds(seed, len(suite.evasion) * max(len(suite.attacks), 1))
+    # One child seed per (threat group, attack), then one per group for its targets;
+    # SeedSequence children are index-stable, so the attack seeds do not depend on the rest.
+    n_attack_seeds = len(suite.evasion) * len(suite.attacks)
+    all_seeds = child_seeds(seed, n_attack_seeds + len(suite.evasion))
+    attack_seeds, target_seeds = all_seeds[:n_attack_seeds], all_seeds[n_attack_seeds:]
     for gi, spec in enumerate(suite.evasion):
         threats = spec.threats(bounds)
         target = None
         if spec.targeted:
-            g = torch.Generator().manual_seed(attack_seeds[gi])
+            g = torch.Generator().manual_seed(target_seeds[gi])
             target = (y + torch.randint(1, n_classes, y.shape, generator=g)) % n_classes
         # Per threat: samples still correctly classified under every attack so far.
         robust_all = {t.id: torch.ones(len(y), dtype=torch.bool) for t in threats}
