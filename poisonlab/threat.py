@@ -11,6 +11,9 @@ dataclasses; closed sets are enums, and the constructors accept the enum or its 
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -38,6 +41,13 @@ class Knowledge(StrEnum):
 class FlipStrategy(StrEnum):
     RANDOM = "random"
     PAIRWISE = "pairwise"
+    NOISE_MATRIX = "noise_matrix"
+    MARGIN = "margin"
+    ADVERSARIAL = "adversarial"
+
+
+#: Tolerance on the column sums of a noise matrix.
+NOISE_MATRIX_TOL = 1e-6
 
 
 @dataclass(frozen=True)
@@ -106,12 +116,31 @@ class PoisonThreat:
     rate : float in [0, 1)
         Fraction of the training labels the attacker flips: exactly
         ``round(rate * n_train)`` labels change, each to a different class.
-    strategy : "random" | "pairwise"
+    strategy : "random" | "pairwise" | "noise_matrix" | "margin" | "adversarial"
+        Which labels flip and to what (see :mod:`poisonlab.attacks.label_flip`):
         ``random`` moves each chosen label uniformly to another class; ``pairwise`` flips
-        labels of class ``source`` to class ``target`` only.
+        labels of class ``source`` to class ``target`` only; ``noise_matrix`` follows the
+        shape of a class-conditional noise matrix; ``margin`` flips the points a surrogate
+        is most confident about to its runner-up class; ``adversarial`` picks the flips
+        that most increase a surrogate's validation loss (ALFA, Xiao et al. 2012).
     source, target : int, optional
-        Class ids, required by ``pairwise``.
+        Class ids, required by ``pairwise`` (and refused by every other strategy).
     knowledge : "white-box" | "transfer" | "black-box"
+    kind : "label_flip"
+    noise_matrix : K x K nested sequence of float, optional
+        Required by ``noise_matrix`` (refused otherwise), in cleanlab's convention:
+        ``noise_matrix[i][j] = P(observed label = i | true label = j)``; entries finite and
+        non-negative, every column sums to 1 (tolerance 1e-6), and with ``rate > 0`` some
+        off-diagonal mass. Stored as a tuple of tuples of float.
+    max_per_class : float in (0, 1], optional
+        Per-class cap: at most ``floor(max_per_class * n_j)`` labels of each training class
+        ``j`` may be flipped (for ``pairwise``: of the source class). ``None``: no cap.
+
+    >>> PoisonThreat(rate=0.2, max_per_class=0.3).id
+    'random 0.2 cap=0.3'
+    >>> PoisonThreat(rate=0.1, strategy="noise_matrix",
+    ...              noise_matrix=[[1, 0.5], [0, 0.5]]).id.startswith("noise_matrix[")
+    True
     """
 
     rate: float = 0.0
@@ -120,6 +149,8 @@ class PoisonThreat:
     target: int | None = None
     knowledge: Knowledge | str = Knowledge.BLACK_BOX
     kind: str = field(default="label_flip")
+    noise_matrix: tuple[tuple[float, ...], ...] | None = None
+    max_per_class: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -152,13 +183,55 @@ class PoisonThreat:
                 f"source={self.source!r}, target={self.target!r} are not allowed: only "
                 "strategy 'pairwise' takes class ids"
             )
+        if strategy is FlipStrategy.NOISE_MATRIX:
+            if self.noise_matrix is None:
+                raise ConfigError(
+                    "noise_matrix=None is not allowed: strategy 'noise_matrix' needs a K x K "
+                    "matrix with noise_matrix[i][j] = P(observed i | true j)"
+                )
+            matrix = check_noise_matrix("noise_matrix", self.noise_matrix)
+            if self.rate > 0 and all(
+                matrix[i][j] == 0 for i in range(len(matrix)) for j in range(len(matrix))
+                if i != j
+            ):
+                raise ConfigError(
+                    f"noise_matrix={_short(matrix)} is not allowed with rate={self.rate:g}: "
+                    "expected some off-diagonal mass (it is the identity, so no label can flip)"
+                )
+            object.__setattr__(self, "noise_matrix", matrix)
+        elif self.noise_matrix is not None:
+            raise ConfigError(
+                f"noise_matrix={_short(self.noise_matrix)} is not allowed: only strategy "
+                f"'noise_matrix' takes a matrix (strategy is {strategy.value!r})"
+            )
+        if self.max_per_class is not None:
+            object.__setattr__(
+                self, "max_per_class",
+                check_scalar("max_per_class", self.max_per_class, lo=0, lo_closed=False, hi=1),
+            )
 
     @property
     def id(self) -> str:
-        """A short stable name, e.g. ``'random 0.2'`` or ``'pairwise 3->8 0.1'``."""
+        """A short stable name, e.g. ``'random 0.2'``, ``'pairwise 3->8 0.1'``,
+        ``'noise_matrix[a1b2c3d4] 0.2'`` (the first 8 hex digits of the matrix's sha256) or
+        ``'random 0.2 cap=0.3'``."""
         if self.strategy is FlipStrategy.PAIRWISE:
-            return f"pairwise {self.source}->{self.target} {self.rate:g}"
-        return f"{self.strategy.value} {self.rate:g}"
+            name = f"pairwise {self.source}->{self.target} {self.rate:g}"
+        elif self.strategy is FlipStrategy.NOISE_MATRIX:
+            name = f"noise_matrix[{self.noise_matrix_digest}] {self.rate:g}"
+        else:
+            name = f"{self.strategy.value} {self.rate:g}"
+        if self.max_per_class is not None:
+            name += f" cap={self.max_per_class:g}"
+        return name
+
+    @property
+    def noise_matrix_digest(self) -> str | None:
+        """First 8 hex digits of the sha256 of the matrix's JSON form (``None`` if unused)."""
+        if self.noise_matrix is None:
+            return None
+        blob = json.dumps([list(row) for row in self.noise_matrix])
+        return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -168,8 +241,54 @@ class PoisonThreat:
             "source": self.source,
             "target": self.target,
             "knowledge": self.knowledge.value,
+            "noise_matrix": (None if self.noise_matrix is None
+                             else [list(row) for row in self.noise_matrix]),
+            "max_per_class": self.max_per_class,
             "id": self.id,
         }
+
+
+def check_noise_matrix(name: str, value: Any) -> tuple[tuple[float, ...], ...]:
+    """Check a K x K column-stochastic matrix and return it as a tuple of tuples of float.
+
+    ``value[i][j] = P(observed label = i | true label = j)`` (cleanlab's convention): K >= 2,
+    every entry finite and >= 0, every column summing to 1 within 1e-6. Accepts nested
+    sequences and anything with ``tolist()`` (numpy arrays, tensors).
+
+    >>> check_noise_matrix("m", [[0.9, 0.2], [0.1, 0.8]])
+    ((0.9, 0.2), (0.1, 0.8))
+    """
+    rows = value.tolist() if hasattr(value, "tolist") else value
+    if not isinstance(rows, list | tuple) or not all(isinstance(r, list | tuple) for r in rows):
+        raise ConfigError(
+            f"{name}={_short(value)} is not allowed: expected a square K x K matrix "
+            "(a list of K rows of K numbers)"
+        )
+    k = len(rows)
+    if k < 2:
+        raise ConfigError(f"{name} has {k} rows: expected a square K x K matrix with K >= 2")
+    for i, r in enumerate(rows):
+        if len(r) != k:
+            raise ConfigError(
+                f"{name} row {i} has {len(r)} entries: expected {k} (a square K x K matrix)"
+            )
+    matrix = tuple(
+        tuple(float(check_scalar(f"{name}[{i}][{j}]", v, lo=0)) for j, v in enumerate(r))
+        for i, r in enumerate(rows)
+    )
+    for j in range(k):
+        total = math.fsum(matrix[i][j] for i in range(k))
+        if abs(total - 1.0) > NOISE_MATRIX_TOL:
+            raise ConfigError(
+                f"{name} column {j} sums to {total:.9g}: expected every column to sum to 1 "
+                f"(within {NOISE_MATRIX_TOL:g}), as {name}[i][j] = P(observed i | true j)"
+            )
+    return matrix
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value.tolist() if hasattr(value, "tolist") else value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)
