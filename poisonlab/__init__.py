@@ -11,6 +11,10 @@ what happened as numbers a CI job can hold steady. See README.md and docs/metric
 
 from __future__ import annotations
 
+# The registries (attacks, datasets, defenses, models) live in their modules:
+# ``from poisonlab.attacks import attacks``. They are not re-exported here, where their
+# names would shadow the subpackages ``poisonlab.attacks``, ``poisonlab.models`` and
+# ``poisonlab.defenses``.
 from . import metrics
 from .attacks import (
     FGSM,
@@ -19,13 +23,12 @@ from .attacks import (
     AttackResult,
     FlipResult,
     LabelFlip,
-    attacks,
     flip_labels,
     get_attack,
     security_curve,
 )
-from .data import Dataset, datasets, load_dataset
-from .defenses import Defense, defenses, get_defense
+from .data import Dataset, load_dataset
+from .defenses import Defense, get_defense
 from .errors import (
     ConfigError,
     DataError,
@@ -36,7 +39,7 @@ from .errors import (
     TrainingError,
     UnknownNameError,
 )
-from .models import build_model, eval_mode, models
+from .models import build_model, eval_mode
 from .registry import Registry
 from .threat import EvasionThreat, FlipStrategy, Knowledge, Norm, PoisonThreat, ThreatModel
 from .training import train
@@ -68,17 +71,13 @@ __all__ = [
     "TrainingError",
     "UnknownNameError",
     "__version__",
-    "attacks",
     "build_model",
-    "datasets",
-    "defenses",
     "eval_mode",
     "flip_labels",
     "get_attack",
     "get_defense",
     "load_dataset",
     "metrics",
-    "models",
     "security_curve",
     "train",
 ]

@@ -87,6 +87,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"{kind}:")
             for name in reg.names():  # type: ignore[attr-defined]
                 print(f"  {name:<20} {reg.help(name)}")  # type: ignore[attr-defined]
+            for label, text in reg.namespaces().items():  # type: ignore[attr-defined]
+                print(f"  {label:<20} {text}")
         return EXIT_OK
 
     from .harness import load_suite

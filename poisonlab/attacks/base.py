@@ -22,7 +22,7 @@ from torch import nn
 from .._validation import check_inputs, check_seed
 from ..errors import ConfigError, DataError
 from ..models import eval_mode
-from ..threat import EvasionThreat, Norm
+from ..threat import EvasionThreat, Knowledge, Norm
 from ..training import model_device, output_width
 
 # --------------------------------------------------------------------------- norm table
@@ -117,8 +117,32 @@ def _margin_loss(
     return logits.gather(1, target[:, None])[:, 0] - _others_max(logits, target)
 
 
+def _dlr_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    """Difference of logits ratio (Croce & Hein 2020, "Reliable evaluation of adversarial
+    robustness with an ensemble of diverse parameter-free attacks"), to maximise.
+
+    Untargeted: ``(max_{i != y} z_i - z_y) / (z_(1) - z_(3))``; targeted:
+    ``(z_t - z_y) / (z_(1) - (z_(3) + z_(4)) / 2)``, with ``z_(k)`` the k-th largest logit.
+    Invariant to shifting and rescaling the logits, so a saturated softmax or a
+    temperature cannot hide the gradient. Needs at least 3 classes (4 when targeted).
+    """
+    need = 3 if target is None else 4
+    if logits.shape[1] < need:
+        raise ConfigError(
+            f"loss='dlr' is not allowed for a model with {logits.shape[1]} classes: the "
+            f"{'targeted ' if target is not None else ''}DLR loss needs at least {need}; "
+            "use 'margin'"
+        )
+    z = logits.sort(dim=1, descending=True).values
+    z_y = logits.gather(1, y[:, None])[:, 0]
+    if target is None:
+        return (_others_max(logits, y) - z_y) / (z[:, 0] - z[:, 2] + 1e-12)
+    z_t = logits.gather(1, target[:, None])[:, 0]
+    return (z_t - z_y) / (z[:, 0] - 0.5 * (z[:, 2] + z[:, 3]) + 1e-12)
+
+
 #: Per-sample attack objectives to maximise: (logits, y, target or None) -> (n,).
-LOSSES: dict[str, LossFn] = {"ce": _ce_loss, "margin": _margin_loss}
+LOSSES: dict[str, LossFn] = {"ce": _ce_loss, "margin": _margin_loss, "dlr": _dlr_loss}
 
 
 def is_success(
@@ -234,9 +258,19 @@ class Attack:
 
     name: ClassVar[str] = "attack"
     clips: ClassVar[bool] = True
+    #: What the attacker needs: the model's gradients (white-box), a model of their own
+    #: (transfer) or only the model's outputs (black-box). Reports name it per attack.
+    knowledge: ClassVar[Knowledge] = Knowledge.WHITE_BOX
 
     def params(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def check_threat(self, threat: EvasionThreat) -> None:
+        """Raise ConfigError if this attack cannot honour ``threat`` (its norm, targeting).
+
+        Called before any work, and by ``poisonlab validate`` for every threat of a suite,
+        so that a suite asking for the impossible fails before it runs. Default: any threat.
+        """
 
     def _clip(self) -> bool:
         return self.clips
@@ -265,6 +299,7 @@ class Attack:
         target: Any = None,
     ) -> AttackResult:
         x_t, y_t, threat, t = prepare_call(model, x, y, threat, target)
+        self.check_threat(threat)
         generator, seed_used = as_generator(seed)
         with eval_mode(model):
             x_adv, grads = self._perturb(

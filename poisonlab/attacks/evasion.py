@@ -1,4 +1,4 @@
-"""Gradient evasion attacks: FGSM / FGM and PGD in linf and l2.
+"""Evasion attacks in plain torch: FGSM / FGM, PGD in linf and l2, and random noise.
 
 The algorithms are pure functions (``fgsm``, ``pgd``) in plain torch; ``FGSM`` and ``PGD``
 hold validated settings and run them inside the :class:`~poisonlab.attacks.base.Attack`
@@ -20,7 +20,7 @@ from torch import nn
 from .._validation import check_bool, check_choice, check_scalar, check_seed
 from ..errors import ConfigError
 from ..models import eval_mode
-from ..threat import EvasionThreat
+from ..threat import EvasionThreat, Knowledge
 from .base import (
     LOSSES,
     NORMS,
@@ -147,7 +147,8 @@ class FGSM(Attack):
 
     Parameters
     ----------
-    loss : "ce" | "margin"
+    loss : "ce" | "margin" | "dlr"
+        See PGD.
     clip : bool
         Clip to the threat's bounds (default); ``False`` reproduces the paper's setting.
 
@@ -184,8 +185,13 @@ class PGD(Attack):
         Step size in input units.
     restarts : int >= 1
         Independent random starts; each sample keeps its strongest result.
-    loss : "ce" | "margin"
-        Cross-entropy, or the Carlini-Wagner logit margin (robust to saturated softmax).
+    loss : "ce" | "margin" | "dlr"
+        Cross-entropy; the Carlini-Wagner logit margin (robust to a saturated softmax); or
+        Croce & Hein 2020's difference of logits ratio, a margin divided by the spread of
+        the top logits. With normalised steps the margin's direction is already
+        scale-invariant; DLR's normalisation also makes its *values* comparable across
+        samples and models, which is what picks the best restart. "dlr" needs at least
+        3 classes (4 when targeted).
     random_start : bool
         Start uniformly inside the ball (needed for restarts > 1).
     early_stop : bool
@@ -238,6 +244,65 @@ class PGD(Attack):
         )
 
 
+def random_noise(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    threat: EvasionThreat,
+    samples: int = 1,
+    target: torch.Tensor | None = None,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Random points on the surface of the eps-ball, best of ``samples`` draws per sample.
+
+    linf: ``x + eps * s`` with ``s`` uniform random signs (a random corner of the box);
+    l2: ``x + eps * u`` with ``u`` uniform on the unit sphere. Clipped to the bounds. A
+    sample keeps its first successful draw, else the last one. Returns x_adv like ``x``.
+    """
+    lo, hi = threat.bounds
+    best = x.clone()
+    done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    for _ in range(samples):
+        r = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
+        step = NORMS[threat.norm].normalize(r)  # sign(r) for linf; r / ||r||_2 for l2
+        cand = (x + threat.eps * step).clamp(lo, hi)
+        best[~done] = cand[~done]
+        with torch.no_grad():
+            done |= is_success(model(cand).argmax(dim=1), y, target)
+        if bool(done.all()):
+            break
+    return best
+
+
+@dataclass(frozen=True)
+class Noise(Attack):
+    """Random perturbation of the full budget: the baseline every real attack must beat.
+
+    A gradient attack that does not beat random noise of the same eps by a wide margin is
+    broken, or the model's gradients are (Carlini et al. 2019, "On Evaluating Adversarial
+    Robustness", section 4). Uses no gradients.
+
+    Parameters
+    ----------
+    samples : int >= 1
+        Random draws per sample; a sample counts as fooled if any draw fools it.
+    """
+
+    name: ClassVar[str] = "noise"
+    knowledge: ClassVar[Knowledge] = Knowledge.BLACK_BOX
+    samples: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "samples", check_scalar("samples", self.samples, lo=1, integer=True)
+        )
+
+    def _perturb(self, model, x, y, *, threat, target, generator):  # type: ignore[no-untyped-def]
+        return random_noise(model, x, y, threat=threat, samples=self.samples, target=target,
+                            generator=generator), 0
+
+
 def child_seeds(seed: int, n: int) -> list[int]:
     """``n`` independent 31-bit seeds derived from ``seed`` (numpy SeedSequence.spawn)."""
     return [int(s.generate_state(1)[0] >> 1) for s in np.random.SeedSequence(seed).spawn(n)]
@@ -274,6 +339,7 @@ def security_curve(
                 "bounds and targeting, varying eps only"
             )
     seed = check_seed("seed", seed)
+    attack.check_threat(first)
     x_t, y_t, _, t_t = prepare_call(model, x, y, first, target)
     order = sorted(range(len(threats)), key=lambda i: threats[i].eps)
     seeds = child_seeds(seed, len(threats))

@@ -3,15 +3,20 @@ suite settings, same machine -> the same numbers, whichever executor runs it."""
 
 from __future__ import annotations
 
+import json
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..attacks import LabelFlip, get_attack, security_curve
 from ..attacks.evasion import child_seeds
-from ..data import load_dataset
+from ..attacks.transfer import SurrogateSpec, Transfer
+from ..data import Dataset, load_dataset
 from ..defenses import get_defense
 from ..errors import PoisonlabError
 from ..metrics import (
@@ -34,8 +39,16 @@ from ..models import build_model
 from ..training import train
 from .suite import Cell, Suite
 
-#: Order of the child seeds drawn from a cell's seed.
-_SEED_SLOTS = ("model", "train", "flip", "attack", "noise")
+#: Order of the child seeds drawn from a cell's seed (append only: children are
+#: index-stable, so a new slot leaves the others' seeds unchanged).
+_SEED_SLOTS = ("model", "train", "flip", "attack", "noise", "surrogate")
+
+#: Trained transfer surrogates, keyed by everything that determines them; a surrogate
+#: depends on the dataset split and its own seed, not on the cell's defense or poisoning,
+#: so cells of one seed share it. Training is deterministic, so the cache never changes a
+#: number, only the time.
+_SURROGATES: OrderedDict[str, nn.Module] = OrderedDict()
+_SURROGATE_CACHE_SIZE = 8
 
 
 def metric(name: str, value: float, *, threat: str | None = None,
@@ -66,8 +79,9 @@ def _evaluate(suite: Suite, cell: Cell) -> dict[str, Any]:
     y_train = ds.y_train
     poison_info: dict[str, Any] | None = None
     if cell.poisoning is not None:
+        # The clean validation split is the objective of the "adversarial" strategy.
         flip = LabelFlip(cell.poisoning)(ds.x_train, ds.y_train, n_classes=ds.n_classes,
-                                         seed=seeds["flip"])
+                                         seed=seeds["flip"], x_val=ds.x_val, y_val=ds.y_val)
         y_train = flip.y_poisoned
         poison_info = {"n_flipped": flip.n_flipped, "n_train": len(y_train)}
     model = build_model(cell.model.name, ds.input_shape, ds.n_classes, seed=seeds["model"],
@@ -87,8 +101,11 @@ def _evaluate(suite: Suite, cell: Cell) -> dict[str, Any]:
         out += [metric("ece", ece(probs, ds.y_test)), metric("nll", nll(probs, ds.y_test)),
                 metric("brier", brier(probs, ds.y_test))]
     if "evasion" in suite.metrics:
+        def surrogate(spec: SurrogateSpec) -> nn.Module:
+            return _surrogate(suite, cell, ds, spec, seeds["surrogate"])
+
         out += _evasion(suite, model, ds.x_test, ds.y_test, ds.n_classes, ds.bounds,
-                        seeds["attack"])
+                        seeds["attack"], surrogate)
     if "offmanifold" in suite.metrics:
         out += _offmanifold(suite, model, ds.x_train, ds.x_test, ds.input_shape, ds.bounds,
                             seeds["noise"])
@@ -105,8 +122,33 @@ def _evaluate(suite: Suite, cell: Cell) -> dict[str, Any]:
     }
 
 
-def _evasion(suite: Suite, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
-             n_classes: int, bounds: tuple[float, float], seed: int) -> list[dict[str, Any]]:
+def _surrogate(suite: Suite, cell: Cell, ds: Dataset, spec: SurrogateSpec,
+               default_seed: int) -> nn.Module:
+    """Train (or reuse) a transfer attack's surrogate on the clean training labels."""
+    name = spec.model or cell.model.name
+    params = dict(spec.model_params) if spec.model else cell.model.kwargs
+    seed = spec.seed if spec.seed is not None else default_seed
+    key = json.dumps([cell.dataset.to_dict(), cell.seed, name, params, spec.defense,
+                      dict(spec.defense_params), seed, suite.training.to_dict()],
+                     sort_keys=True)
+    if key in _SURROGATES:
+        _SURROGATES.move_to_end(key)
+        return _SURROGATES[key]
+    s_model, s_train = child_seeds(seed, 2)
+    model = build_model(name, ds.input_shape, ds.n_classes, seed=s_model, **params)
+    tr = suite.training
+    train(model, ds.x_train, ds.y_train,
+          defense=get_defense(spec.defense, **dict(spec.defense_params)), epochs=tr.epochs,
+          batch_size=tr.batch_size, lr=tr.lr, weight_decay=tr.weight_decay, seed=s_train)
+    _SURROGATES[key] = model
+    if len(_SURROGATES) > _SURROGATE_CACHE_SIZE:
+        _SURROGATES.popitem(last=False)
+    return model
+
+
+def _evasion(suite: Suite, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             n_classes: int, bounds: tuple[float, float], seed: int,
+             surrogate: Callable[[SurrogateSpec], nn.Module]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     # One child seed per (threat group, attack), then one per group for its targets;
     # SeedSequence children are index-stable, so the attack seeds do not depend on the rest.
@@ -123,6 +165,8 @@ def _evasion(suite: Suite, model: torch.nn.Module, x: torch.Tensor, y: torch.Ten
         robust_all = {t.id: torch.ones(len(y), dtype=torch.bool) for t in threats}
         for ai, a in enumerate(suite.attacks):
             attack = get_attack(a.name, **a.kwargs)
+            if isinstance(attack, Transfer) and attack.needs_training:
+                attack = attack.with_surrogate(surrogate(attack.surrogate))
             results = security_curve(attack, model, x, y, threats=threats,
                                      seed=attack_seeds[gi * len(suite.attacks) + ai],
                                      target=target)
@@ -141,7 +185,7 @@ def _evasion(suite: Suite, model: torch.nn.Module, x: torch.Tensor, y: torch.Ten
     return out
 
 
-def _offmanifold(suite: Suite, model: torch.nn.Module, x_train: torch.Tensor,
+def _offmanifold(suite: Suite, model: nn.Module, x_train: torch.Tensor,
                  x_test: torch.Tensor, input_shape: tuple[int, ...],
                  bounds: tuple[float, float], seed: int) -> list[dict[str, Any]]:
     s_uniform, s_gauss = child_seeds(seed, 2)

@@ -262,9 +262,7 @@ def figures(r: Results) -> dict[str, Figure]:
             figs[f"robust_vs_eps_{si}_{tag}.png"] = fig
         strategies: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for p in r.doc["threat_model"]["poisoning"]:
-            key = p["strategy"] if p["strategy"] != "pairwise" else (
-                f"pairwise {p['source']}->{p['target']}")
-            strategies[key].append(p)
+            strategies[flip_family(p)].append(p)
         if strategies:
             fig = Figure(figsize=(5.2 * len(strategies), 3.8), layout="constrained")
             axes = fig.subplots(1, len(strategies), squeeze=False)[0]
@@ -310,15 +308,53 @@ def _png(fig: Figure) -> bytes:
 # --------------------------------------------------------------------------- documents
 
 
+def flip_family(p: dict[str, Any]) -> str:
+    """A poisoning threat's name without its rate: what one accuracy-vs-rate plot varies.
+
+    >>> flip_family({"strategy": "pairwise", "source": 3, "target": 8, "max_per_class": 0.5,
+    ...              "id": "pairwise 3->8 0.1 cap=0.5"})
+    'pairwise 3->8 cap=0.5'
+    """
+    base = {"pairwise": f"pairwise {p['source']}->{p['target']}",
+            "noise_matrix": p["id"].split()[0]}.get(p["strategy"], p["strategy"])
+    cap = p.get("max_per_class")
+    return base if cap is None else f"{base} cap={cap:g}"
+
+
+_FLIP_WHAT = {
+    "random": "labels moved uniformly to another class",
+    "noise_matrix": "class-conditional flips shaped by the noise matrix {digest} (cleanlab's "
+                    "convention, P(observed | true))",
+    "margin": "the points a surrogate trained on clean labels is most confident about, each "
+              "moved to the surrogate's runner-up class",
+    "adversarial": "flips chosen greedily to raise a surrogate's loss on clean validation "
+                   "data (ALFA-style, Xiao et al. 2012)",
+}
+
+
+def flip_description(p: dict[str, Any]) -> str:
+    """One phrase saying what a poisoning threat does to the labels."""
+    if p["strategy"] == "pairwise":
+        what = f"labels of class {p['source']} relabelled {p['target']}"
+    else:
+        what = _FLIP_WHAT.get(p["strategy"], p["strategy"]).format(
+            digest=p["id"].split()[0].removeprefix("noise_matrix"))
+    cap = p.get("max_per_class")
+    return what if cap is None else f"{what}, at most a fraction {cap:g} of any class"
+
+
 def threat_summary(doc: dict[str, Any]) -> list[str]:
     tm = doc["threat_model"]
     lines = []
     for e in tm["evasion"]:
         eps = ", ".join(f"{x:g}" for x in e["eps"])
         kind = "targeted (random target class per point)" if e["targeted"] else "untargeted"
-        lines.append(f"Evasion: white-box, {kind}, {e['norm']} perturbations of radius eps in "
+        know = tm.get("attack_knowledge", {})
+        attacks = [spec_label(a) for a in tm["attacks"]]
+        lines.append(f"Evasion: {kind}, {e['norm']} perturbations of radius eps in "
                      f"{{{eps}}} inside the input bounds, attacks: "
-                     + ", ".join(spec_label(a) for a in tm["attacks"]) + ".")
+                     + ", ".join(f"{a} ({know[a]})" if a in know else a for a in attacks)
+                     + ".")
     flips: dict[str, list[float]] = defaultdict(list)
     for c in doc["cells"]:
         for m in c["metrics"]:
@@ -327,8 +363,7 @@ def threat_summary(doc: dict[str, Any]) -> list[str]:
     n_train = {c["poisoning"]["id"]: c.get("poisoning_info", {}).get("n_train")
                for c in doc["cells"] if c["poisoning"] and c.get("poisoning_info")}
     for p in tm["poisoning"]:
-        what = ("labels moved uniformly to another class" if p["strategy"] == "random"
-                else f"labels of class {p['source']} relabelled {p['target']}")
+        what = flip_description(p)
         count = ""
         if flips.get(p["id"]):
             count = (f" ({int(flips[p['id']][0])} of {n_train.get(p['id'])} training labels)")

@@ -77,18 +77,41 @@ class Spec:
 
 
 def spec_label(spec: dict[str, Any]) -> str:
-    """``name(k=v, ...)`` with parameters sorted by key, e.g. ``label_smoothing(eps=0.1)``."""
+    """``name(k=v, ...)`` with parameters sorted by key, e.g. ``label_smoothing(eps=0.1)``.
+
+    A nested mapping with a ``name`` reads the same way, others as ``{k=v}``:
+    ``transfer(attack=pgd(steps=10), surrogate={defense=none})``.
+    """
     params = spec.get("params") or {}
     if not params:
         return str(spec["name"])
-    return spec["name"] + "(" + ", ".join(f"{k}={v}" for k, v in sorted(params.items())) + ")"
+    return spec["name"] + "(" + ", ".join(
+        f"{k}={_value_label(v)}" for k, v in sorted(params.items())) + ")"
+
+
+def _value_label(v: Any) -> str:
+    if not isinstance(v, dict):
+        return str(v)
+    if isinstance(v.get("name"), str):
+        return spec_label({"name": v["name"], "params": {k: x for k, x in v.items()
+                                                         if k != "name"}})
+    return "{" + ", ".join(f"{k}={_value_label(x)}" for k, x in sorted(v.items())) + "}"
+
+
+class _FrozenDict(tuple):  # type: ignore[type-arg]
+    """A mapping parameter (e.g. a transfer attack's ``surrogate:``) as sorted pairs."""
 
 
 def _freeze(v: Any) -> Any:
+    """Make a YAML value hashable: lists -> tuples, mappings -> sorted pairs."""
+    if isinstance(v, dict):
+        return _FrozenDict(sorted((k, _freeze(x)) for k, x in v.items()))
     return tuple(_freeze(x) for x in v) if isinstance(v, list | tuple) else v
 
 
 def _thaw(v: Any) -> Any:
+    if isinstance(v, _FrozenDict):
+        return {k: _thaw(x) for k, x in v}
     return [_thaw(x) for x in v] if isinstance(v, tuple) else v
 
 
@@ -169,6 +192,8 @@ class Suite:
     metrics: tuple[str, ...] = METRIC_GROUPS
     n_noise: int = 1000
     source: str = "<memory>"
+    #: Per attack: "white-box", "transfer" or "black-box" (what the attacker needs).
+    attack_knowledge: tuple[str, ...] = ()
 
     def cells(self) -> Iterator[Cell]:
         """Cells in a fixed order; the clean (unpoisoned) cell precedes its poisoned ones."""
@@ -203,6 +228,8 @@ class Suite:
             "defenses": [d.to_dict() for d in self.defenses],
             "poisoning": [p.to_dict() for p in self.poisoning],
             "seeds": list(self.seeds), **self.eval_config(),
+            "attack_knowledge": {a.label: k for a, k in
+                                 zip(self.attacks, self.attack_knowledge, strict=False)},
         }
 
 
@@ -330,9 +357,10 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<memory>") -> Suite:
             get_defense(s.name, **s.kwargs)
     a_specs = [_spec(e, f"attacks[{i}]") for i, e in enumerate(_list(raw, "attacks",
                                                                      required=False))]
+    built = []
     for i, s in enumerate(a_specs):
         with _Ctx(f"attacks[{i}]"):
-            get_attack(s.name, **s.kwargs)
+            built.append(get_attack(s.name, **s.kwargs))
 
     tm = raw.get("threat_model") or {}
     if not isinstance(tm, dict):
@@ -349,6 +377,10 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<memory>") -> Suite:
         raise SuiteError("attacks is missing: evasion threats need at least one attack")
     if a_specs and not evasion:
         raise SuiteError("threat_model.evasion is missing: attacks need evasion threats")
+    for i, attack in enumerate(built):  # e.g. an untargeted-only attack, a fixed-norm class
+        with _Ctx(f"attacks[{i}]"):
+            for e in evasion:
+                attack.check_threat(e.threats((0.0, 1.0))[0])
 
     seeds_raw = _list(raw, "seeds")
     seeds = []
@@ -390,6 +422,7 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<memory>") -> Suite:
         seeds=tuple(seeds), training=training,
         metrics=tuple(m for m in METRIC_GROUPS if m in metrics_raw),
         n_noise=n_noise, source=source,
+        attack_knowledge=tuple(a.knowledge.value for a in built),
     )
     for key, items, ident in (
         ("datasets", ds_specs, lambda s: s.label), ("models", m_specs, lambda s: s.label),
@@ -408,7 +441,8 @@ def _poison(entry: Any, where: str) -> PoisonThreat:
     if not isinstance(entry, dict):
         raise SuiteError(f"{where}={entry!r} is not allowed: expected a mapping like "
                          "{strategy: random, rate: 0.2}")
-    allowed = ("strategy", "rate", "source", "target", "knowledge", "kind")
+    allowed = ("strategy", "rate", "source", "target", "knowledge", "kind", "noise_matrix",
+               "max_per_class")
     for k in entry:
         if k not in allowed:
             raise SuiteError(f"{where}: unknown key {k!r}: expected one of {', '.join(allowed)}"

@@ -192,6 +192,19 @@ BAD_SUITES = [
     (_bad(training={"epochs": 5, "lr": -1}), r"training.*lr=-1"),
     (_bad(metrics=["calibraton"]), r"did you mean 'calibration'"),
     ({**TINY, "seedz": [0]}, r"unknown suite key 'seedz'.*did you mean 'seeds'"),
+    (_bad(threat_model={"evasion": [{"norm": "linf", "eps": [0.1], "targeted": True}]},
+          attacks=["pgd", "square"]), r"attacks\[1\].*for square.*untargeted only"),
+    (_bad(attacks=["foolbox:L2PGD"]), r"attacks\[0\].*did you mean 'foolbox:LinfPGD'"),
+    (_bad(attacks=["art:ProjectedGradientDecent"]),
+     r"attacks\[0\].*did you mean 'art:ProjectedGradientDescent'"),
+    (_bad(attacks=[{"name": "transfer", "surrogate": {"defence": "none"}}]),
+     r"attacks\[0\].*unknown key 'defence'.*did you mean 'defense'"),
+    (_bad(threat_model={"poisoning": [{"strategy": "noise_matrix", "rate": 0.1,
+                                       "noise_matrix": [[1, 0], [0, 1]]}]}, attacks=[]),
+     r"poisoning\[0\].*noise_matrix"),
+    (_bad(threat_model={"poisoning": [{"strategy": "adversarial", "rate": 0.1,
+                                       "max_per_class": 1.5}]}, attacks=[]),
+     r"poisoning\[0\].*max_per_class=1\.5"),
     ("name: x\ndatasets: [digits\n", r"malformed YAML at line"),
     ("- just\n- a list\n", r"expected a mapping"),
 ]
@@ -247,3 +260,31 @@ def test_targeted_threats_run_and_are_recorded_as_targeted(tmp_path: Path, capsy
         assert set(asr) == {"l2 eps=0.1 targeted", "l2 eps=1 targeted"}
         # success toward a random target class can only grow with the budget
         assert 0 <= asr["l2 eps=0.1 targeted"] <= asr["l2 eps=1 targeted"] <= 1
+
+
+def test_report_names_attacker_knowledge_and_flip_strategies(tmp_path: Path, capsys):
+    data = copy.deepcopy(TINY)
+    data["defenses"] = ["none"]
+    data["seeds"] = [0]
+    data["attacks"] = ["fgsm", "noise", {"name": "transfer", "attack": {"name": "pgd",
+                                                                        "steps": 5}}]
+    data["threat_model"] = {
+        "poisoning": [{"strategy": "margin", "rate": 0.1},
+                      {"strategy": "random", "rate": 0.1, "max_per_class": 0.2}],
+        "evasion": [{"norm": "linf", "eps": [0.1]}],
+    }
+    path = write_suite(tmp_path, data)
+    assert run(["run", str(path), "--out", str(tmp_path / "r"), "--quiet"], capsys)[0] == 0
+    doc = json.loads((tmp_path / "r" / "results.json").read_text())
+    jsonschema.validate(doc, schema())
+    assert doc["threat_model"]["attack_knowledge"] == {
+        "fgsm": "white-box", "noise": "black-box",
+        "transfer(attack=pgd(steps=5))": "transfer"}
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "fgsm (white-box), noise (black-box), transfer(attack=pgd(steps=5)) (transfer)" in report
+    assert "most confident about" in report
+    assert "at most a fraction 0.2 of any class" in report
+    flips = {c["poisoning"]["id"]: c["poisoning_info"]["n_flipped"] for c in doc["cells"]
+             if c["poisoning"]}
+    n_train = next(c["poisoning_info"]["n_train"] for c in doc["cells"] if c["poisoning"])
+    assert flips == {"margin 0.1": round(0.1 * n_train), "random 0.1 cap=0.2": round(0.1 * n_train)}

@@ -14,11 +14,16 @@ from poisonlab import (
     Defense,
     UnknownNameError,
     build_model,
-    defenses,
     get_defense,
     train,
 )
-from poisonlab.defenses import ConfidencePenalty, FlipAugment, LabelSmoothing, NoDefense
+from poisonlab.defenses import (
+    ConfidencePenalty,
+    FlipAugment,
+    LabelSmoothing,
+    NoDefense,
+    defenses,
+)
 from poisonlab.defenses.losses import disturb_labels, entropy, smoothed_targets
 
 

@@ -12,13 +12,13 @@ from poisonlab import (
     ConfigError,
     Registry,
     UnknownNameError,
-    attacks,
-    datasets,
-    defenses,
     get_attack,
     get_defense,
-    models,
 )
+from poisonlab.attacks import attacks
+from poisonlab.data import datasets
+from poisonlab.defenses import defenses
+from poisonlab.models import models
 from poisonlab.registry import did_you_mean
 
 
@@ -182,3 +182,20 @@ def test_get_attack_builds_with_settings() -> None:
 )
 def test_contract_names_are_registered(registry: Registry[object], names: set[str]) -> None:
     assert names <= set(registry.names())
+
+
+def test_registries_do_not_shadow_the_subpackages() -> None:
+    # `import poisonlab.models as m` must give the module, not the models registry.
+    import importlib
+
+    import poisonlab
+    import poisonlab.attacks.label_flip as label_flip
+    import poisonlab.models as models_module
+    from poisonlab.attacks import attacks
+    from poisonlab.models import models
+
+    assert models_module is importlib.import_module("poisonlab.models")
+    assert hasattr(label_flip, "flip_labels")
+    assert poisonlab.attacks is importlib.import_module("poisonlab.attacks")
+    assert poisonlab.defenses is importlib.import_module("poisonlab.defenses")
+    assert "pgd" in attacks.names() and "mlp" in models.names()
