@@ -21,9 +21,15 @@ Format (version 1)::
       poisoning:                               # the clean cell (rate 0) is always run
         - {strategy: random, rate: 0.2}
         - {strategy: pairwise, rate: 0.1, source: 3, target: 8}
+        - {strategy: adversarial, rate: 0.2, max_per_class: 0.5}   # also margin,
+        # noise_matrix (with noise_matrix: K x K, P(observed i | true j))
       evasion:
         - {norm: linf, eps: [0.05, 0.1, 0.2]}  # targeted: false, bounds: the dataset's
-    attacks: [fgsm, {name: pgd, steps: 40}]
+    attacks:                                   # `poisonlab list attacks`
+      - fgsm
+      - {name: pgd, steps: 40, loss: dlr}
+      - {name: transfer, attack: {name: pgd, steps: 40}, surrogate: {defense: none}}
+      - {name: "foolbox:LinfPGD", steps: 40}
     seeds: [0, 1, 2]
     metrics: [accuracy, evasion, poisoning, offmanifold, calibration]
     offmanifold: {n_noise: 1000}
