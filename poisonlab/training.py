@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._validation import check_inputs, check_scalar, check_seed
+from ._validation import check_bounds, check_inputs, check_scalar, check_seed
 from .defenses import Defense, NoDefense
 from .errors import ConfigError, DataError, TrainingError
 from .models import eval_mode
@@ -61,8 +61,17 @@ def train(
     weight_decay: float = 0.0,
     seed: int = 0,
     progress: bool = False,
+    x_val: Any = None,
+    y_val: Any = None,
+    bounds: tuple[float, float] | None = None,
 ) -> nn.Module:
     """Train ``model`` in place on ``(x, y)`` under ``defense`` and return it in eval mode.
+
+    The defense's hooks run in order (see :mod:`poisonlab.defenses.base`): ``prepare``
+    once (data filters), ``epoch_labels`` per epoch, ``transform_labels`` per batch, the
+    batch ``objective`` built on its ``loss``, and ``post_hoc`` on the validation split.
+    A post-hoc defense (temperature scaling) returns a wrapper around ``model``: use the
+    returned module.
 
     Parameters
     ----------
@@ -75,6 +84,11 @@ def train(
         Seeds the shuffle and the defense's label randomness.
     progress : bool
         Show a progress bar over epochs.
+    x_val, y_val : Tensor (m, *input_shape), Tensor (m,), optional
+        The validation split; required by post-hoc defenses, never trained on.
+    bounds : (lo, hi), optional
+        The input domain, for defenses that perturb inputs (adversarial training); default:
+        the range of ``x``.
 
     Raises
     ------
@@ -98,20 +112,43 @@ def train(
             f"y has labels in [{int(y_t.min())}, {int(y_t.max())}]: expected class ids in "
             f"[0, {k - 1}] to match the model's {k} outputs"
         )
+    if defense.needs_validation and (x_val is None or y_val is None):
+        raise ConfigError(
+            f"x_val=None is not allowed with defense {defense.label}: it is fitted on the "
+            "validation split (pass x_val=, y_val=)"
+        )
     device = model_device(model)
-    x_t, y_t = x_t.to(device), y_t.to(device)
     generator = torch.Generator().manual_seed(seed)
+    x_t, y_t = defense.prepare(x_t, y_t, n_classes=k, generator=generator)
+    if x_t.shape[0] == 0:
+        raise DataError(f"defense {defense.label} left no training data")
+    if bounds is None:
+        bounds = (float(x_t.min()), float(x_t.max()))
+    else:
+        bounds = check_bounds("bounds", bounds)
+        if float(x_t.min()) < bounds[0] or float(x_t.max()) > bounds[1]:
+            raise DataError(
+                f"x has values in [{float(x_t.min()):g}, {float(x_t.max()):g}]: expected "
+                f"values inside bounds [{bounds[0]:g}, {bounds[1]:g}]"
+            )
+    x_t, y_t = x_t.to(device), y_t.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     n = x_t.shape[0]
+
+    def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return defense.loss(logits, labels, n_classes=k)
+
     model.train()
     try:
         for epoch in tqdm(range(epochs), desc="train", disable=not progress, leave=False):
+            y_epoch = defense.epoch_labels(y_t, n_classes=k, generator=generator)
             perm = torch.randperm(n, generator=generator).to(device)
-            xs, ys = x_t[perm], y_t[perm]
+            xs, ys = x_t[perm], y_epoch[perm]
             for start in range(0, n, batch_size):
                 xb, yb = xs[start : start + batch_size], ys[start : start + batch_size]
                 yb = defense.transform_labels(yb, n_classes=k, generator=generator)
-                loss = defense.loss(model(xb), yb, n_classes=k)
+                loss = defense.objective(model, xb, yb, n_classes=k, generator=generator,
+                                         loss_fn=loss_fn, bounds=bounds)
                 if not torch.isfinite(loss):
                     raise TrainingError(
                         f"training loss became {float(loss.detach())} at epoch {epoch + 1}, batch "
@@ -123,4 +160,7 @@ def train(
                 opt.step()
     finally:
         model.eval()
+    if defense.needs_validation:
+        xv, yv = check_inputs(x_val, y_val, n_classes=k, name_x="x_val", name_y="y_val")
+        return defense.post_hoc(model, xv.to(device), yv.to(device))
     return model

@@ -42,8 +42,7 @@ def _named(value: Any, field: str) -> tuple[str | None, tuple[tuple[str, Any], .
     if isinstance(value, Mapping) and isinstance(value.get("name"), str):
         return value["name"], tuple(sorted((k, v) for k, v in value.items() if k != "name"))
     raise ConfigError(
-        f"surrogate.{field}={value!r} is not allowed: expected a name or a mapping with "
-        "a 'name' key"
+        f"{field}={value!r} is not allowed: expected a name or a mapping with a 'name' key"
     )
 
 
@@ -86,28 +85,35 @@ class SurrogateSpec:
                          dict(self.model_params), skip=("input_shape", "n_classes"))
         get_defense(self.defense, **dict(self.defense_params))
         if self.seed is not None:
-            object.__setattr__(self, "seed", check_seed("surrogate.seed", self.seed))
+            object.__setattr__(self, "seed", check_seed("seed", self.seed))
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any] | None) -> SurrogateSpec:
-        """Parse a suite's ``surrogate:`` mapping (keys model, defense, seed)."""
+    def from_config(cls, config: Mapping[str, Any] | None, *,
+                    role: str = "surrogate") -> SurrogateSpec:
+        """Parse a suite's ``surrogate:`` (or distillation's ``teacher:``) mapping.
+
+        Keys: model, defense, seed. ``role`` names the field in error messages.
+        """
         if config is None:
             return cls()
         if not isinstance(config, Mapping):
             raise ConfigError(
-                f"surrogate={config!r} is not allowed: expected a trained nn.Module or a "
+                f"{role}={config!r} is not allowed: expected a trained nn.Module or a "
                 "mapping like {model: mlp, defense: none, seed: 1}"
             )
         for k in config:
             if k not in _SPEC_KEYS:
                 raise ConfigError(
-                    f"surrogate: unknown key {k!r}: expected one of {', '.join(_SPEC_KEYS)}"
+                    f"{role}: unknown key {k!r}: expected one of {', '.join(_SPEC_KEYS)}"
                     f"{did_you_mean(str(k), list(_SPEC_KEYS))}"
                 )
-        model, model_params = _named(config.get("model"), "model")
-        defense, defense_params = _named(config.get("defense", "none"), "defense")
+        model, model_params = _named(config.get("model"), f"{role}.model")
+        defense, defense_params = _named(config.get("defense", "none"), f"{role}.defense")
+        seed = config.get("seed")
+        if seed is not None:
+            seed = check_seed(f"{role}.seed", seed)
         return cls(model=model, model_params=model_params, defense=defense or "none",
-                   defense_params=defense_params, seed=config.get("seed"))
+                   defense_params=defense_params, seed=seed)
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "model_params": dict(self.model_params),

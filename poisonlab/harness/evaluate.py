@@ -3,6 +3,7 @@ suite settings, same machine -> the same numbers, whichever executor runs it."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections import OrderedDict
@@ -17,7 +18,9 @@ from ..attacks import LabelFlip, get_attack, security_curve
 from ..attacks.evasion import child_seeds
 from ..attacks.transfer import SurrogateSpec, Transfer
 from ..data import Dataset, load_dataset
-from ..defenses import get_defense
+from ..defenses import Defense, get_defense
+from ..defenses.compose import Compose
+from ..defenses.distillation import Distillation
 from ..errors import PoisonlabError
 from ..metrics import (
     HIGHER_IS_BETTER,
@@ -41,12 +44,12 @@ from .suite import Cell, Suite
 
 #: Order of the child seeds drawn from a cell's seed (append only: children are
 #: index-stable, so a new slot leaves the others' seeds unchanged).
-_SEED_SLOTS = ("model", "train", "flip", "attack", "noise", "surrogate")
+_SEED_SLOTS = ("model", "train", "flip", "attack", "noise", "surrogate", "teacher")
 
-#: Trained transfer surrogates, keyed by everything that determines them; a surrogate
-#: depends on the dataset split and its own seed, not on the cell's defense or poisoning,
-#: so cells of one seed share it. Training is deterministic, so the cache never changes a
-#: number, only the time.
+#: Trained transfer surrogates and distillation teachers, keyed by everything that
+#: determines them; a surrogate depends on the dataset split and its own seed, not on the
+#: cell's defense or poisoning, so cells of one seed share it. Training is deterministic,
+#: so the cache never changes a number, only the time.
 _SURROGATES: OrderedDict[str, nn.Module] = OrderedDict()
 _SURROGATE_CACHE_SIZE = 8
 
@@ -87,10 +90,18 @@ def _evaluate(suite: Suite, cell: Cell) -> dict[str, Any]:
     model = build_model(cell.model.name, ds.input_shape, ds.n_classes, seed=seeds["model"],
                         **cell.model.kwargs)
     tr = suite.training
-    train(model, ds.x_train, y_train, defense=get_defense(cell.defense.name,
-                                                         **cell.defense.kwargs),
-          epochs=tr.epochs, batch_size=tr.batch_size, lr=tr.lr,
-          weight_decay=tr.weight_decay, seed=seeds["train"])
+    defense = get_defense(cell.defense.name, **cell.defense.kwargs)
+
+    def teacher(spec: SurrogateSpec) -> nn.Module:  # trained on this cell's labels
+        return _auxiliary(suite, cell, ds, spec, seeds["teacher"], y_train,
+                          labels=cell.poison_id)
+
+    defense = with_teachers(defense, teacher)
+    # Post-hoc defenses (temperature scaling) are fitted on the validation split and
+    # return a wrapper: use what train() returns.
+    model = train(model, ds.x_train, y_train, defense=defense, epochs=tr.epochs,
+                  batch_size=tr.batch_size, lr=tr.lr, weight_decay=tr.weight_decay,
+                  seed=seeds["train"], x_val=ds.x_val, y_val=ds.y_val, bounds=ds.bounds)
 
     out: list[dict[str, Any]] = []
     probs = predict_proba(model, ds.x_test)
@@ -101,8 +112,9 @@ def _evaluate(suite: Suite, cell: Cell) -> dict[str, Any]:
         out += [metric("ece", ece(probs, ds.y_test)), metric("nll", nll(probs, ds.y_test)),
                 metric("brier", brier(probs, ds.y_test))]
     if "evasion" in suite.metrics:
-        def surrogate(spec: SurrogateSpec) -> nn.Module:
-            return _surrogate(suite, cell, ds, spec, seeds["surrogate"])
+        def surrogate(spec: SurrogateSpec) -> nn.Module:  # trained on clean labels
+            return _auxiliary(suite, cell, ds, spec, seeds["surrogate"], ds.y_train,
+                              labels="clean")
 
         out += _evasion(suite, model, ds.x_test, ds.y_test, ds.n_classes, ds.bounds,
                         seeds["attack"], surrogate)
@@ -122,13 +134,26 @@ def _evaluate(suite: Suite, cell: Cell) -> dict[str, Any]:
     }
 
 
-def _surrogate(suite: Suite, cell: Cell, ds: Dataset, spec: SurrogateSpec,
-               default_seed: int) -> nn.Module:
-    """Train (or reuse) a transfer attack's surrogate on the clean training labels."""
+def with_teachers(defense: Defense, teacher: Callable[[SurrogateSpec], nn.Module]) -> Defense:
+    """``defense`` with every declared distillation teacher trained by ``teacher``."""
+    if isinstance(defense, Compose):
+        members = [with_teachers(m, teacher) for m in defense.members()]
+        return dataclasses.replace(defense, defenses=tuple(members))
+    if isinstance(defense, Distillation) and defense.needs_teacher:
+        return defense.with_teacher(teacher(defense.teacher))
+    return defense
+
+
+def _auxiliary(suite: Suite, cell: Cell, ds: Dataset, spec: SurrogateSpec,
+               default_seed: int, y: torch.Tensor, *, labels: str) -> nn.Module:
+    """Train (or reuse) a transfer surrogate or a distillation teacher on ``(x_train, y)``.
+
+    ``labels`` names the label set (``"clean"`` or the cell's poisoning id) in the cache key.
+    """
     name = spec.model or cell.model.name
     params = dict(spec.model_params) if spec.model else cell.model.kwargs
     seed = spec.seed if spec.seed is not None else default_seed
-    key = json.dumps([cell.dataset.to_dict(), cell.seed, name, params, spec.defense,
+    key = json.dumps([cell.dataset.to_dict(), cell.seed, labels, name, params, spec.defense,
                       dict(spec.defense_params), seed, suite.training.to_dict()],
                      sort_keys=True)
     if key in _SURROGATES:
@@ -137,9 +162,11 @@ def _surrogate(suite: Suite, cell: Cell, ds: Dataset, spec: SurrogateSpec,
     s_model, s_train = child_seeds(seed, 2)
     model = build_model(name, ds.input_shape, ds.n_classes, seed=s_model, **params)
     tr = suite.training
-    train(model, ds.x_train, ds.y_train,
-          defense=get_defense(spec.defense, **dict(spec.defense_params)), epochs=tr.epochs,
-          batch_size=tr.batch_size, lr=tr.lr, weight_decay=tr.weight_decay, seed=s_train)
+    model = train(model, ds.x_train, y,
+                  defense=get_defense(spec.defense, **dict(spec.defense_params)),
+                  epochs=tr.epochs, batch_size=tr.batch_size, lr=tr.lr,
+                  weight_decay=tr.weight_decay, seed=s_train, x_val=ds.x_val, y_val=ds.y_val,
+                  bounds=ds.bounds)
     _SURROGATES[key] = model
     if len(_SURROGATES) > _SURROGATE_CACHE_SIZE:
         _SURROGATES.popitem(last=False)

@@ -96,6 +96,8 @@ def spec_label(spec: dict[str, Any]) -> str:
 
 
 def _value_label(v: Any) -> str:
+    if isinstance(v, list | tuple) and any(isinstance(x, dict) for x in v):
+        return "[" + ", ".join(_value_label(x) for x in v) + "]"
     if not isinstance(v, dict):
         return str(v)
     if isinstance(v.get("name"), str):
