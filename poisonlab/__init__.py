@@ -39,6 +39,7 @@ from .errors import (
     TrainingError,
     UnknownNameError,
 )
+from .harness.results import load_aggregates, load_results
 from .models import build_model, eval_mode
 from .registry import Registry
 from .threat import EvasionThreat, FlipStrategy, Knowledge, Norm, PoisonThreat, ThreatModel
@@ -76,7 +77,9 @@ __all__ = [
     "flip_labels",
     "get_attack",
     "get_defense",
+    "load_aggregates",
     "load_dataset",
+    "load_results",
     "metrics",
     "security_curve",
     "train",

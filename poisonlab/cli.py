@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="skip the cells already stored in --out and finish the run")
     run.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    run.add_argument("--workers", type=int, default=1, metavar="N",
+                     help="processes evaluating cells side by side, >= 1; the numbers do "
+                          "not depend on it (default: 1)")
 
     val = sub.add_parser("validate", help="check a suite without running it")
     val.add_argument("suite")
@@ -61,7 +64,34 @@ def build_parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("list", help="list registered names")
     lst.add_argument("kind", nargs="?", choices=sorted(_kinds()),
                      help="which registry (default: all)")
+    _add_evaluate(sub)
     return p
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from .threat import Norm
+
+    ev = sub.add_parser("evaluate", help="evaluate a trained model (your own) without "
+                                         "training: accuracy, calibration, evasion, noise")
+    ev.add_argument("--model", required=True,
+                    help="package.module:factory (called with input_shape=, n_classes=) or "
+                         "a registered architecture")
+    ev.add_argument("--weights", required=True,
+                    help="state_dict file, loaded with torch.load(weights_only=True)")
+    ev.add_argument("--data", required=True,
+                    help="an .npz file (x_train, y_train, x_test, y_test), "
+                         "package.module:function or a registered dataset")
+    ev.add_argument("--eps", type=float, nargs="+", default=[],
+                    help="evasion budgets (default: none, no evasion metrics)")
+    ev.add_argument("--norm", default=Norm.LINF.value, choices=[n.value for n in Norm],
+                    help="perturbation norm (default: linf)")
+    ev.add_argument("--attacks", nargs="+", default=["pgd"],
+                    help="attack names, see 'poisonlab list attacks' (default: pgd)")
+    ev.add_argument("--seed", type=int, default=0, help="seed of split, attacks, noise")
+    ev.add_argument("--n-noise", type=int, default=1000,
+                    help="noise inputs for the off-manifold metrics (default: 1000)")
+    ev.add_argument("--out", required=True, help="output folder (created if missing)")
+    ev.add_argument("--quiet", action="store_true", help="no summary")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -91,6 +121,9 @@ def _dispatch(args: argparse.Namespace) -> int:
                 print(f"  {label:<20} {text}")
         return EXIT_OK
 
+    if args.command == "evaluate":
+        return _evaluate(args)
+
     from .harness import load_suite
 
     if args.command == "validate":
@@ -117,7 +150,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     suite = load_suite(args.suite)
     doc = run_suite(suite, args.out, executor=args.executor, resume=args.resume,
-                    progress=not args.quiet)
+                    progress=not args.quiet, workers=args.workers)
     if not args.quiet:
         headers, rows = summary_rows(doc)
         print(text_table(headers, rows))
@@ -125,6 +158,23 @@ def _dispatch(args: argparse.Namespace) -> int:
         out = Path(args.out)
         print(f"results: {out / 'results.json'}\nreport:  {out / 'report.md'}\n"
               f"         {out / 'report.html'}")
+    return EXIT_OK
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .harness.pretrained import evaluate_pretrained
+    from .harness.report import summary_rows, text_table
+
+    doc = evaluate_pretrained(args.model, args.weights, args.data, args.out, eps=args.eps,
+                              norm=args.norm, attacks=args.attacks, seed=args.seed,
+                              n_noise=args.n_noise)
+    if not args.quiet:
+        headers, rows = summary_rows(doc)
+        print(text_table(headers, rows))
+        out = Path(args.out)
+        print(f"\nresults: {out / 'results.json'}\nreport:  {out / 'report.md'}")
     return EXIT_OK
 
 

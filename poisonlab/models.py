@@ -8,6 +8,16 @@ seed always gives the same weights. Initialisation follows PyTorch's defaults
 Built-ins: ``logistic`` (multinomial logistic regression), ``mlp`` (two ReLU hidden
 layers) and ``cnn`` (two conv blocks and a dense head, for image inputs ``(C, H, W)``).
 
+Your own model: any ``"package.module:factory"`` name. The factory is called as
+``factory(input_shape=..., n_classes=..., **params)``; a factory that takes neither keyword
+is called with ``**params`` only. It must return an ``nn.Module`` mapping inputs to logits
+of shape (n, n_classes). Its layers keep PyTorch's default initialisation, drawn with
+``seed`` inside :func:`torch.random.fork_rng` (the global RNG is left as it was).
+``weights=`` names a ``state_dict`` file (``torch.save(model.state_dict(), path)``), loaded
+with ``torch.load(path, weights_only=True)``; it works for the built-ins too. In a suite
+(``models: [{name: "mypkg.models:make_net", weights: net.pt}]``) the weights are the
+initialisation that training starts from; ``poisonlab evaluate`` evaluates them as given.
+
 >>> m = build_model("mlp", (1, 8, 8), 10, seed=0)
 >>> m(torch.zeros(2, 1, 8, 8)).shape
 torch.Size([2, 10])
@@ -15,9 +25,12 @@ torch.Size([2, 10])
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Callable, Iterator, Sequence
+import pickle
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -36,37 +49,130 @@ def build_model(
     n_classes: int,
     *,
     seed: int = 0,
+    weights: str | Path | None = None,
     **params: Any,
 ) -> nn.Module:
-    """Build a registered architecture with seeded initialisation.
+    """Build a registered architecture (or your own) with seeded initialisation.
 
     Parameters
     ----------
     name : str
-        ``"logistic"``, ``"mlp"``, ``"cnn"`` or any registered name.
+        ``"logistic"``, ``"mlp"``, ``"cnn"``, any registered name, or
+        ``"package.module:factory"`` (see the module docstring).
     input_shape : sequence of int
         Shape of one input, e.g. ``(1, 8, 8)`` or ``(2,)``.
     n_classes : int >= 2
     seed : int >= 0
     **params
         Architecture settings (``hidden`` for ``mlp``, ``channels`` for ``cnn``).
+    weights : path, optional
+        A ``state_dict`` file loaded into the model after initialisation
+        (:func:`load_weights`).
 
     Returns
     -------
     nn.Module in eval mode, on the CPU, returning logits of shape (n, n_classes).
+
+    Raises
+    ------
+    UnknownNameError, ConfigError
     """
-    builder = models.get(name)
+    builder = models.resolve(name)
     seed = check_seed("seed", seed)
     k = check_scalar("n_classes", n_classes, lo=2, integer=True)
     shape = tuple(int(check_scalar("input_shape", s, lo=1, integer=True)) for s in input_shape)
     if not shape:
         raise ConfigError("input_shape=() is not allowed: expected at least one dimension")
     check_params(f"model {name!r}", builder, params, skip=("input_shape", "n_classes"))
-    with torch.device("meta"):
-        model = builder(input_shape=shape, n_classes=k, **params)
-    model = model.to_empty(device="cpu")
-    init_parameters(model, torch.Generator().manual_seed(seed))
+    if name in models.names():
+        with torch.device("meta"):
+            model = builder(input_shape=shape, n_classes=k, **params)
+        model = model.to_empty(device="cpu")
+        init_parameters(model, torch.Generator().manual_seed(seed))
+    else:
+        model = _call_factory(name, builder, shape, k, seed, params)
+    if weights is not None:
+        load_weights(model, weights)
     return model.eval()
+
+
+def _call_factory(name: str, factory: Callable[..., Any], shape: tuple[int, ...], k: int,
+                  seed: int, params: dict[str, Any]) -> nn.Module:
+    """Call a user factory with PyTorch's default initialisation seeded by ``seed``."""
+    sig: Mapping[str, inspect.Parameter]
+    try:
+        sig = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        sig = {}
+    var_kw = any(p.kind is p.VAR_KEYWORD for p in sig.values())
+    kwargs = dict(params)
+    for key, value in (("input_shape", shape), ("n_classes", k)):
+        if var_kw or key in sig:
+            kwargs[key] = value
+    if sig:
+        try:
+            inspect.signature(factory).bind(**kwargs)
+        except TypeError as e:
+            raise ConfigError(f"model {name!r} cannot be called with "
+                              f"{', '.join(kwargs) or 'no arguments'}: {e}") from None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = factory(**kwargs)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model {name!r} returned a {type(model).__name__}: expected a "
+                          "torch.nn.Module returning logits")
+    return model.cpu()
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a ``state_dict`` file into ``model`` with ``torch.load(weights_only=True)``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Loaded in place (``strict=True``: every key and shape must match).
+    path : str or Path
+        Written by ``torch.save(model.state_dict(), path)``. A pickle of anything besides
+        tensors and plain containers is refused by ``weights_only=True``.
+
+    Returns
+    -------
+    The same ``model``.
+
+    Raises
+    ------
+    ConfigError
+        A missing or unreadable file, a refused pickle, something other than a state_dict,
+        or keys and shapes that do not match the model (one line).
+    """
+    if not isinstance(path, str | Path):
+        raise ConfigError(f"weights={path!r} is not allowed: expected a file path")
+    p = Path(path)
+    expected = "expected a state_dict saved with torch.save(model.state_dict(), path)"
+    if not p.is_file():
+        raise ConfigError(f"weights={str(path)!r} does not exist: {expected}")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        why = next((ln.strip() for ln in str(e).splitlines() if "Unsupported" in ln), "")
+        why = why.split(" was not an allowed")[0].replace("WeightsUnpickler error: ", "")
+        raise ConfigError(f"weights={str(path)!r} is refused by torch.load(weights_only=True)"
+                          f"{' (' + why + ')' if why else ''}: {expected}") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"weights={str(path)!r} cannot be read ({first}): {expected}") from None
+    if not isinstance(state, Mapping) or not all(
+        isinstance(key, str) and isinstance(v, torch.Tensor) for key, v in state.items()
+    ):
+        raise ConfigError(f"weights={str(path)!r} holds a {type(state).__name__} that is not "
+                          f"a mapping of names to tensors: {expected}")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        msg = " ".join(ln.strip() for ln in str(e).splitlines() if ln.strip())
+        raise ConfigError(f"weights={str(path)!r} do not fit the model: "
+                          f"{msg[:400]}") from None
+    return model
 
 
 def init_parameters(model: nn.Module, generator: torch.Generator) -> None:

@@ -38,6 +38,36 @@ def _resolve(obj: Any) -> Any:
     return obj
 
 
+def import_target(target: str, *, kind: str = "target") -> Any:
+    """Import ``"package.module:attr"`` and return ``attr``; errors are one line.
+
+    >>> import_target("math:sqrt", kind="function")(4.0)
+    2.0
+    >>> import_target("no_such_mod:f", kind="model")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    poisonlab.errors.UnknownNameError: model='no_such_mod:f' is not known: module ...
+    """
+    module, sep, attr = target.partition(":") if isinstance(target, str) else ("", "", "")
+    if not sep or not module or not attr or ":" in attr:
+        raise UnknownNameError(f"{kind}={target!r} is not known: expected a registered name "
+                               "or 'package.module:attr'")
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        raise UnknownNameError(f"{kind}={target!r} is not known: module {module!r} cannot be "
+                               f"imported ({e})") from None
+    obj = mod
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise UnknownNameError(f"{kind}={target!r} is not known: module {module!r} has no "
+                                   f"attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ConfigError(f"{kind}={target!r} is a {type(obj).__name__}: expected a callable")
+    return obj
+
+
 def did_you_mean(name: str, options: list[str]) -> str:
     close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -198,6 +228,24 @@ class Registry(Generic[T]):
             raise self._unknown(name)
         obj = self._entries[name] = _resolve(self._entries[name])
         return obj  # type: ignore[return-value]
+
+    def resolve(self, name: str) -> T:
+        """Like :meth:`get`, but an unregistered ``"package.module:attr"`` is imported.
+
+        This is how a suite or the CLI names user code (``"mypkg.models:make_net"``):
+        registered names and namespaces win; otherwise the module is imported (running its
+        code, as any import does) and ``attr`` is returned.
+
+        Raises
+        ------
+        UnknownNameError
+            The name is neither registered nor an importable ``module:attr``; the message
+            names the module or attribute that is missing.
+        """
+        if not isinstance(name, str) or ":" not in name or name in self._entries or \
+                self._is_namespaced(name):
+            return self.get(name)
+        return import_target(name, kind=self.kind)  # type: ignore[no-any-return]
 
     def build(self, name: str, **params: Any) -> Any:
         """Look up ``name`` and call it with ``params``, refusing unknown parameters."""

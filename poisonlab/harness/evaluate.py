@@ -7,13 +7,14 @@ import dataclasses
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from .._validation import check_scalar, check_seed
 from ..attacks import LabelFlip, get_attack, security_curve
 from ..attacks.evasion import child_seeds
 from ..attacks.transfer import SurrogateSpec, Transfer
@@ -21,7 +22,7 @@ from ..data import Dataset, load_dataset
 from ..defenses import Defense, get_defense
 from ..defenses.compose import Compose
 from ..defenses.distillation import Distillation
-from ..errors import PoisonlabError
+from ..errors import ConfigError, PoisonlabError
 from ..metrics import (
     HIGHER_IS_BETTER,
     RAY_ALPHAS,
@@ -39,8 +40,9 @@ from ..metrics import (
     uniform_noise,
 )
 from ..models import build_model
+from ..threat import EvasionThreat
 from ..training import train
-from .suite import Cell, Suite
+from .suite import METRIC_GROUPS, SUITE_VERSION, Cell, EvasionSpec, Spec, Suite
 
 #: Order of the child seeds drawn from a cell's seed (append only: children are
 #: index-stable, so a new slot leaves the others' seeds unchanged).
@@ -259,3 +261,138 @@ def derive_poisoning(records: list[dict[str, Any]]) -> None:
             metric("poisoning_success_rate", asr, threat=p["id"]),
         ]
 
+
+
+#: What :func:`evaluate_model` measures by default (poisoning needs training, so never).
+PRETRAINED_METRICS: tuple[str, ...] = ("accuracy", "calibration", "evasion", "offmanifold")
+
+
+def evaluate_model(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    threats: Sequence[EvasionSpec | EvasionThreat] = (),
+    attacks: Sequence[str | Mapping[str, Any] | Spec] = (),
+    seed: int = 0,
+    metrics: Sequence[str] = PRETRAINED_METRICS,
+    n_noise: int = 1000,
+) -> list[dict[str, Any]]:
+    """Evaluate an already trained model on ``dataset``'s test split, without training.
+
+    The same measurements as a suite cell (clean accuracy, calibration, evasion under every
+    threat and attack with a per-sample worst case, off-manifold confidence), with seeds
+    derived from ``seed`` exactly as in a cell.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Returns logits of shape (n, dataset.n_classes) for inputs inside ``dataset.bounds``.
+    dataset : Dataset
+        Only ``x_test``/``y_test`` (and ``x_train`` for the Gaussian noise) are used.
+    threats : sequence of EvasionSpec or EvasionThreat
+        Consecutive threats with the same norm, targeting and bounds form one group (one
+        attack seed per group and attack, like a suite's ``threat_model.evasion`` entry).
+        An EvasionSpec without bounds uses the dataset's.
+    attacks : sequence of str, mapping with ``name`` or Spec
+        E.g. ``["fgsm", {"name": "pgd", "steps": 40}]``. Transfer attacks that need a
+        trained surrogate are refused (nothing is trained here).
+    seed : int >= 0
+    metrics : sequence of "accuracy", "calibration", "evasion", "offmanifold"
+    n_noise : int >= 10
+        Noise inputs for the off-manifold metrics.
+
+    Returns
+    -------
+    list of metric records ``{"metric", "value", "threat", "attack", "higher_is_better"}``,
+    the same records as a cell's ``metrics``.
+
+    Raises
+    ------
+    ConfigError
+        Unknown attacks, metrics or parameters; threats without attacks or the reverse; a
+        model whose output does not fit the dataset.
+    """
+    seed = check_seed("seed", seed)
+    n_noise = check_scalar("n_noise", n_noise, lo=10, integer=True)
+    for m in metrics:
+        if m not in PRETRAINED_METRICS:
+            raise ConfigError(f"metrics={m!r} is not allowed: expected one of "
+                              f"{', '.join(PRETRAINED_METRICS)}")
+    specs = _group_threats(threats)
+    a_specs = [_as_spec(a) for a in attacks]
+    if "evasion" in metrics and bool(specs) != bool(a_specs):
+        missing = "attacks" if specs else "threats"
+        raise ConfigError(f"{missing} is empty: evasion needs both threats and attacks")
+    for a in a_specs:
+        attack = get_attack(a.name, **a.kwargs)
+        for e in specs:
+            attack.check_threat(e.threats(dataset.bounds)[0])
+    with torch.no_grad():
+        try:
+            logits = model(dataset.x_test[:2])
+        except RuntimeError as e:
+            raise ConfigError(f"the model cannot take inputs of shape "
+                              f"{tuple(dataset.x_test.shape[1:])}: "
+                              f"{str(e).splitlines()[0]}") from None
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape[1:]) != (dataset.n_classes,):
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ConfigError(f"the model returns {got} for 2 inputs: expected logits of shape "
+                          f"(2, {dataset.n_classes}) for the dataset's {dataset.n_classes} "
+                          "classes")
+    suite = Suite(name="evaluate", version=SUITE_VERSION, description="", datasets=(),
+                  models=(), defenses=(), poisoning=(), evasion=tuple(specs),
+                  attacks=tuple(a_specs), seeds=(seed,),
+                  metrics=tuple(m for m in METRIC_GROUPS if m in metrics), n_noise=n_noise)
+    seeds = dict(zip(_SEED_SLOTS, child_seeds(seed, len(_SEED_SLOTS)), strict=True))
+    ds = dataset
+    out: list[dict[str, Any]] = []
+    probs = predict_proba(model, ds.x_test)
+    if "accuracy" in suite.metrics:
+        out.append(metric("clean_accuracy", accuracy(probs.argmax(dim=1), ds.y_test)))
+    if "calibration" in suite.metrics:
+        out += [metric("ece", ece(probs, ds.y_test)), metric("nll", nll(probs, ds.y_test)),
+                metric("brier", brier(probs, ds.y_test))]
+    if "evasion" in suite.metrics and specs:
+        def no_surrogate(spec: SurrogateSpec) -> nn.Module:
+            raise ConfigError("a transfer attack with a surrogate to train is not available "
+                              "for a pretrained model: give the transfer attack a trained "
+                              "surrogate or evaluate it in a suite")
+
+        out += _evasion(suite, model, ds.x_test, ds.y_test, ds.n_classes, ds.bounds,
+                        seeds["attack"], no_surrogate)
+    if "offmanifold" in suite.metrics:
+        out += _offmanifold(suite, model, ds.x_train, ds.x_test, ds.input_shape, ds.bounds,
+                            seeds["noise"])
+    return out
+
+
+def _as_spec(a: str | Mapping[str, Any] | Spec) -> Spec:
+    from .suite import _freeze
+
+    if isinstance(a, Spec):
+        return a
+    if isinstance(a, str):
+        return Spec(a)
+    if isinstance(a, Mapping) and isinstance(a.get("name"), str):
+        params = {k: v for k, v in a.items() if k != "name"}
+        return Spec(a["name"], tuple(sorted((k, _freeze(v)) for k, v in params.items())))
+    raise ConfigError(f"attack={a!r} is not allowed: expected a name or a mapping with 'name'")
+
+
+def _group_threats(threats: Sequence[EvasionSpec | EvasionThreat]) -> list[EvasionSpec]:
+    groups: list[EvasionSpec] = []
+    for t in threats:
+        if isinstance(t, EvasionSpec):
+            groups.append(t)
+            continue
+        if not isinstance(t, EvasionThreat):
+            raise ConfigError(f"threat={t!r} is not allowed: expected an EvasionThreat or "
+                              "EvasionSpec")
+        last = groups[-1] if groups else None
+        if (last is not None and last.norm == t.norm and last.targeted == t.targeted
+                and last.bounds == t.bounds):
+            groups[-1] = dataclasses.replace(last, eps=(*last.eps, t.eps))
+        else:
+            groups.append(EvasionSpec(norm=t.norm, eps=(t.eps,),  # type: ignore[arg-type]
+                                      targeted=t.targeted, bounds=t.bounds))
+    return groups

@@ -17,12 +17,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from .._validation import check_scalar
 from ..errors import ConfigError
 from ..metrics import HIGHER_IS_BETTER, aggregate
 from .evaluate import derive_poisoning
-from .executors import executors
+from .executors import CELL_THREADS, executors
 from .store import STORE_NAME, Store
 from .suite import Suite, spec_label
 
@@ -42,7 +41,8 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "machine": platform.machine(),
-        "torch_threads": torch.get_num_threads(),
+        # Cells run under a fixed thread count whatever the workers (executors.py).
+        "torch_threads": CELL_THREADS,
         "packages": {p: version(p) for p in ("poisonlab", "torch", "numpy", "scikit-learn",
                                              "scipy", "adversarial-robustness-toolbox",
                                              "foolbox", "pyyaml")},
@@ -86,14 +86,17 @@ def run_suite(
     resume: bool = False,
     progress: bool = False,
     report: bool = True,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Run every cell of ``suite`` not yet stored in ``out`` and write the results.
 
     Each finished cell is committed to ``out/results.sqlite`` before the next is handed
     over; results.json, report.md and report.html are then regenerated from the store.
-    Returns the results document (the content of results.json).
+    ``workers`` (>= 1) processes evaluate cells side by side; the numbers do not depend on
+    it. Returns the results document (the content of results.json).
     """
     run = executors.get(executor)
+    workers = check_scalar("workers", workers, lo=1, integer=True)
     out_dir = prepare_out(out, resume=resume)
     cells = list(enumerate(suite.cells()))
     with Store(out_dir / STORE_NAME) as store:
@@ -107,7 +110,7 @@ def run_suite(
         store.set_meta("suite_source", suite.source)
         done = store.keys()
         todo = [(i, c) for i, c in cells if suite.key(c) not in done]
-        run(suite, todo, store.put, progress=progress)
+        run(suite, todo, store.put, progress=progress, workers=workers)
     return write_results(out_dir, report=report)
 
 

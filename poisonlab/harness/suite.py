@@ -12,7 +12,10 @@ Format (version 1)::
     version: 1
     description: what this suite answers
     datasets: [digits]                         # or {name: moons, n_samples: 500}
+    # your own data: {name: npz, path: data.npz} or {name: "mypkg.data:load"}
     models: [mlp]                              # or {name: mlp, hidden: [64, 64]}
+    # your own model: {name: "mypkg.models:make_net", weights: net.pt}; weights (a
+    # state_dict) are the initialisation that training starts from
     training: {epochs: 30, batch_size: 64, lr: 0.001, weight_decay: 0.0}
     defenses:
       - none
@@ -353,12 +356,18 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<memory>") -> Suite:
     ds_specs = [_spec(e, f"datasets[{i}]") for i, e in enumerate(_list(raw, "datasets"))]
     for i, s in enumerate(ds_specs):
         with _Ctx(f"datasets[{i}]"):
-            check_params(f"dataset {s.name!r}", datasets.get(s.name), s.kwargs, skip=("seed",))
+            check_params(f"dataset {s.name!r}", datasets.resolve(s.name), s.kwargs,
+                         skip=("seed",))
+            if s.name == "npz":
+                _check_file(f"datasets[{i}]", "path", s.kwargs.get("path"))
     m_specs = [_spec(e, f"models[{i}]") for i, e in enumerate(_list(raw, "models"))]
     for i, s in enumerate(m_specs):
         with _Ctx(f"models[{i}]"):
-            check_params(f"model {s.name!r}", models.get(s.name), s.kwargs,
+            params = {k: v for k, v in s.kwargs.items() if k != "weights"}
+            check_params(f"model {s.name!r}", models.resolve(s.name), params,
                          skip=("input_shape", "n_classes"))
+            if "weights" in s.kwargs:
+                _check_file(f"models[{i}]", "weights", s.kwargs["weights"])
     d_specs = [_spec(e, f"defenses[{i}]") for i, e in enumerate(_list(raw, "defenses"))]
     for i, s in enumerate(d_specs):
         with _Ctx(f"defenses[{i}]"):
@@ -443,6 +452,13 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<memory>") -> Suite:
         raise SuiteError("threat_model.evasion lists one norm/eps twice: expected distinct "
                          "threats")
     return suite
+
+
+def _check_file(where: str, key: str, value: Any) -> None:
+    """A file named in the suite must exist before anything runs."""
+    if not isinstance(value, str) or not Path(value).is_file():
+        raise SuiteError(f"{where}: {key}={value!r} is not allowed: expected the path of an "
+                         "existing file (relative to the working directory)")
 
 
 def _poison(entry: Any, where: str) -> PoisonThreat:

@@ -1,0 +1,131 @@
+"""Evaluate your own trained model on your own data, without training (``poisonlab evaluate``).
+
+The model is ``"package.module:factory"`` (or a registered architecture) with a
+``state_dict`` file loaded by ``torch.load(weights_only=True)``; the data is an ``.npz``
+file, a ``"package.module:function"`` or a registered dataset (see :mod:`poisonlab.data`).
+The measurements are :func:`~poisonlab.harness.evaluate.evaluate_model`'s: clean accuracy,
+calibration, evasion (robust accuracy and attack success per eps and attack, with the
+per-sample worst case) and off-manifold confidence.
+
+The output folder gets a schema-valid ``results.json`` holding one cell whose defense is
+``pretrained`` (the model as given; nothing trained, no poisoning) and the usual
+``report.md`` / ``report.html``. A folder holding a suite run is refused; an earlier
+``evaluate`` result in the folder is replaced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..attacks import get_attack
+from ..attacks.evasion import child_seeds
+from ..data import Dataset, load_dataset, load_npz
+from ..models import build_model
+from ..threat import EvasionThreat, Norm
+from .evaluate import _SEED_SLOTS, PRETRAINED_METRICS, _as_spec, evaluate_model
+from .runner import RESULTS_NAME, atomic_write, build_results, prepare_out
+from .suite import SUITE_VERSION, EvasionSpec
+
+#: The defense label of a pretrained model in results.json and the report.
+PRETRAINED = "pretrained"
+
+
+def load_data(data: str, *, seed: int = 0) -> tuple[Dataset, dict[str, Any]]:
+    """Load ``data`` (an existing file or a ``.npz`` path, else a dataset name) and its spec.
+
+    Returns the dataset and its ``{"name", "params"}`` spec for results.json.
+    """
+    if str(data).endswith(".npz") or Path(data).is_file():
+        return load_npz(data, seed=seed), {"name": "npz", "params": {"path": str(data)}}
+    return load_dataset(data, seed=seed), {"name": data, "params": {}}
+
+
+def evaluate_pretrained(
+    model: str,
+    weights: str | Path,
+    data: str,
+    out: str | Path,
+    *,
+    eps: Sequence[float] = (),
+    norm: Norm | str = Norm.LINF,
+    attacks: Sequence[str | Mapping[str, Any]] = ("pgd",),
+    seed: int = 0,
+    n_noise: int = 1000,
+    report: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a trained model on a dataset's test split and write results to ``out``.
+
+    Parameters
+    ----------
+    model : str
+        ``"package.module:factory"`` or a registered architecture name.
+    weights : path
+        Its ``state_dict`` (``torch.save(model.state_dict(), path)``).
+    data : str
+        An ``.npz`` path, ``"package.module:function"`` or a registered dataset name.
+    out : path
+        Output folder (created); gets results.json, report.md, report.html.
+    eps : sequence of float >= 0
+        Evasion budgets; empty: no evasion metrics.
+    norm : "linf" | "l2"
+    attacks : sequence of attack names or ``{name: ..., **params}`` mappings
+    seed : int >= 0
+        Seeds the validation split, the attacks and the noise, as in a suite cell.
+    n_noise : int >= 10
+    report : bool
+        Also write report.md and report.html.
+
+    Returns
+    -------
+    dict, the results document (the content of results.json).
+
+    Raises
+    ------
+    ConfigError, DataError, UnknownNameError
+        Bad input, before anything is written.
+    """
+    t0 = time.perf_counter()
+    ds, ds_spec = load_data(data, seed=seed)
+    net = build_model(model, ds.input_shape, ds.n_classes, seed=seed, weights=weights)
+    threats = [EvasionThreat(norm=norm, eps=e, bounds=ds.bounds) for e in eps]
+    a_specs = [_as_spec(a) for a in attacks]
+    knowledge = {a.label: get_attack(a.name, **a.kwargs).knowledge.value for a in a_specs}
+    metrics = evaluate_model(net, ds, threats=threats, attacks=a_specs if threats else (),
+                             seed=seed, n_noise=n_noise)
+    out_dir = prepare_out(out, resume=False)
+    evasion = ([EvasionSpec(norm=threats[0].norm, eps=tuple(t.eps for t in threats),  # type: ignore[arg-type]
+                            bounds=ds.bounds).to_dict()] if threats else [])
+    config: dict[str, Any] = {
+        "name": "evaluate", "version": SUITE_VERSION,
+        "description": f"pretrained model {model} (weights {weights}) evaluated on {data}",
+        "datasets": [ds_spec], "models": [{"name": model, "params": {"weights": str(weights)}}],
+        "defenses": [{"name": PRETRAINED, "params": {}}], "poisoning": [], "seeds": [seed],
+        "training": None, "evasion": evasion,
+        "attacks": [a.to_dict() for a in a_specs] if threats else [],
+        "metrics": list(PRETRAINED_METRICS), "n_noise": n_noise,
+        "attack_knowledge": knowledge if threats else {},
+    }
+    cell: dict[str, Any] = {
+        "dataset": ds_spec, "model": config["models"][0], "defense": config["defenses"][0],
+        "poisoning": None, "seed": seed,
+    }
+    blob = json.dumps({"cell": cell, "eval": config}, sort_keys=True, separators=(",", ":"))
+    record = {
+        "key": hashlib.sha256(blob.encode()).hexdigest()[:24], **cell,
+        "seeds": dict(zip(_SEED_SLOTS, child_seeds(seed, len(_SEED_SLOTS)), strict=True)),
+        "status": "ok", "error": None, "dataset_summary": ds.summary(),
+        "poisoning_info": None, "metrics": metrics,
+        "timing": {"wall_s": round(time.perf_counter() - t0, 3)},
+    }
+    doc = build_results(config, None, [record])
+    atomic_write(out_dir / RESULTS_NAME, json.dumps(doc, indent=1) + "\n")
+    if report:
+        from .report import write_reports
+
+        write_reports(doc, out_dir)
+    return doc

@@ -1,0 +1,182 @@
+"""Read a run's results.json into pandas: one tidy row per measured number.
+
+Two readers, one table shape each (no argument changes what comes back):
+
+- :func:`load_results`: one row per cell x metric record (a metric record carries its
+  threat and attack), the numbers exactly as stored per seed;
+- :func:`load_aggregates`: the ``aggregates`` of results.json, mean, std and n over seeds.
+
+pandas is imported when they are called, not with poisonlab.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import DataError
+from .runner import RESULTS_NAME, SCHEMA_VERSION
+from .suite import spec_label
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: Columns of :func:`load_results`, in order.
+RESULT_COLUMNS = ("suite", "suite_version", "key", "dataset", "model", "defense", "poisoning",
+                  "seed", "status", "error", "metric", "threat", "attack", "value",
+                  "higher_is_better")
+#: Columns of :func:`load_aggregates`, in order.
+AGGREGATE_COLUMNS = ("suite", "suite_version", "dataset", "model", "defense", "poisoning",
+                     "metric", "threat", "attack", "mean", "std", "n", "n_failed",
+                     "higher_is_better")
+
+
+def read_results(path: str | Path) -> dict[str, Any]:
+    """Read results.json from a run folder or the file itself and check it is one.
+
+    Parameters
+    ----------
+    path : str or Path
+        A folder written by ``poisonlab run`` or its ``results.json``.
+
+    Returns
+    -------
+    dict
+        The results document, as written (``None`` where a number was undefined).
+
+    Raises
+    ------
+    DataError
+        ``path`` does not exist, the folder holds no results.json, or the file is not a
+        poisonlab results.json of schema version 1.
+    """
+    p = Path(path)
+    if p.is_dir():
+        p = p / RESULTS_NAME
+        if not p.is_file():
+            raise DataError(f"path={str(path)!r} holds no {RESULTS_NAME}: expected a folder "
+                            "written by 'poisonlab run' (or run 'poisonlab report' on it)")
+    elif not p.is_file():
+        raise DataError(f"path={str(path)!r} does not exist: expected a run folder or its "
+                        f"{RESULTS_NAME}")
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"path={str(p)!r} is not a poisonlab {RESULTS_NAME}: "
+                        f"{type(e).__name__}: {e}".replace("\n", " ")) from None
+    version = doc.get("schema_version") if isinstance(doc, dict) else None
+    if version != SCHEMA_VERSION:
+        raise DataError(f"path={str(p)!r} is not a poisonlab {RESULTS_NAME}: "
+                        f"schema_version={version!r}, expected {SCHEMA_VERSION}")
+    return doc
+
+
+def load_results(path: str | Path) -> pd.DataFrame:
+    """Every number of a run as a tidy table: one row per cell x metric record.
+
+    A metric record is measured under one threat (``"linf eps=0.1"``, ``"random 0.2"``,
+    ``None`` for clean metrics) and, for evasion, one attack; so a cell has one row per
+    (metric, threat, attack). A failed cell has no metrics: it keeps one row with
+    ``status="failed"``, its ``error``, and missing ``metric``, ``threat``, ``attack``,
+    ``value`` and ``higher_is_better``, so that no cell drops out unseen; filter with
+    ``df[df.status == "ok"]``.
+
+    Parameters
+    ----------
+    path : str or Path
+        A folder written by ``poisonlab run`` or its ``results.json``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`RESULT_COLUMNS`: ``suite`` (name) and ``suite_version``; the cell's
+        ``key``, ``dataset``, ``model`` and ``defense`` labels (as in the aggregates and
+        reports, e.g. ``"label_smoothing(eps=0.1)"``), ``poisoning`` (threat id or
+        ``"none"``), ``seed`` (int64), ``status`` (``"ok"`` or ``"failed"``) and ``error``;
+        the record's ``metric``, ``threat``, ``attack``, ``value`` (float64, NaN where
+        results.json holds null) and ``higher_is_better`` (nullable boolean). Rows in
+        cell (grid) order, then in the cell's metric order.
+
+    Raises
+    ------
+    DataError
+        ``path`` does not exist or is not a poisonlab results.json (see
+        :func:`read_results`).
+
+    See Also
+    --------
+    load_aggregates : mean, std and n over seeds.
+
+    Examples
+    --------
+    >>> from poisonlab import load_results
+    >>> df = load_results("runs/quickstart")  # doctest: +SKIP
+    >>> ra = df[(df.metric == "robust_accuracy") & (df.attack == "worst-case")]  # doctest: +SKIP
+    >>> ra.groupby(["defense", "threat"]).value.mean()  # doctest: +SKIP
+    """
+    import pandas as pd
+
+    doc = read_results(path)
+    suite, version = doc["suite"]["name"], doc["suite"]["version"]
+    rows: list[tuple[Any, ...]] = []
+    for c in doc["cells"]:
+        cell = (suite, version, c["key"], spec_label(c["dataset"]), spec_label(c["model"]),
+                spec_label(c["defense"]),
+                "none" if c["poisoning"] is None else c["poisoning"]["id"],
+                c["seed"], c["status"], c.get("error"))
+        if not c["metrics"]:
+            rows.append((*cell, None, None, None, None, None))
+        for m in c["metrics"]:
+            rows.append((*cell, m["metric"], m["threat"], m["attack"], m["value"],
+                         m["higher_is_better"]))
+    df = pd.DataFrame.from_records(rows, columns=list(RESULT_COLUMNS))
+    return df.astype({"suite_version": "int64", "seed": "int64", "value": "float64",
+                      "higher_is_better": "boolean"})
+
+
+def load_aggregates(path: str | Path) -> pd.DataFrame:
+    """The aggregates of a run: mean, std and n over seeds, one row per group x metric.
+
+    A group is (dataset, model, defense, poisoning); failed cells are left out of ``mean``
+    and counted in ``n_failed``. The table is results.json's ``aggregates``, not
+    recomputed.
+
+    Parameters
+    ----------
+    path : str or Path
+        A folder written by ``poisonlab run`` or its ``results.json``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`AGGREGATE_COLUMNS`: ``suite``, ``suite_version``, the group's
+        ``dataset``, ``model``, ``defense`` and ``poisoning`` labels (as in
+        :func:`load_results`), ``metric``, ``threat``, ``attack``, ``mean`` and ``std``
+        (float64, sample std with ddof=1, 0 for n=1, NaN where results.json holds null),
+        ``n`` and ``n_failed`` (int64), ``higher_is_better`` (bool).
+
+    Raises
+    ------
+    DataError
+        ``path`` does not exist or is not a poisonlab results.json.
+
+    See Also
+    --------
+    load_results : the per-seed numbers these are computed from.
+
+    Examples
+    --------
+    >>> from poisonlab import load_aggregates
+    >>> agg = load_aggregates("runs/quickstart")  # doctest: +SKIP
+    >>> acc = agg[agg.metric == "clean_accuracy"]  # doctest: +SKIP
+    >>> acc.pivot(index="defense", columns="poisoning", values="mean")  # doctest: +SKIP
+    """
+    import pandas as pd
+
+    doc = read_results(path)
+    suite, version = doc["suite"]["name"], doc["suite"]["version"]
+    rows = [(suite, version, *(a[k] for k in AGGREGATE_COLUMNS[2:])) for a in doc["aggregates"]]
+    df = pd.DataFrame.from_records(rows, columns=list(AGGREGATE_COLUMNS))
+    return df.astype({"suite_version": "int64", "mean": "float64", "std": "float64",
+                      "n": "int64", "n_failed": "int64", "higher_is_better": "bool"})

@@ -1,0 +1,33 @@
+"""User code for the bring-your-own model and data tests, named as "module:attr"."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+
+def make_net(input_shape: tuple[int, ...], n_classes: int, hidden: int = 16) -> nn.Module:
+    """A small MLP: the kind of factory a user writes."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), hidden), nn.ReLU(),
+                         nn.Linear(hidden, n_classes))
+
+
+def blobs(*, seed: int, n: int = 240) -> dict[str, Any]:
+    """Three Gaussian blobs in [0, 1]^2 as a mapping of splits (no validation part)."""
+    rng = np.random.default_rng(seed)
+    centers = np.array([[0.25, 0.25], [0.75, 0.3], [0.5, 0.75]])
+    y = np.arange(n) % 3
+    x = np.clip(centers[y] + rng.normal(0, 0.06, (n, 2)), 0, 1).astype(np.float32)
+    k = n * 3 // 4
+    return {"x_train": x[:k], "y_train": y[:k], "x_test": x[k:], "y_test": y[k:],
+            "bounds": np.array([0.0, 1.0])}
+
+
+class NotAStateDict:
+    """Pickled into a weights file: torch.load(weights_only=True) must refuse it."""
+
+    def __init__(self) -> None:
+        self.payload = [1, 2, 3]
