@@ -28,11 +28,9 @@ from ..data import Dataset, load_dataset, load_npz
 from ..models import build_model
 from ..threat import EvasionThreat, Norm
 from .evaluate import _SEED_SLOTS, PRETRAINED_METRICS, _as_spec, evaluate_model
+from .report import PRETRAINED
 from .runner import RESULTS_NAME, atomic_write, build_results, prepare_out
 from .suite import SUITE_VERSION, EvasionSpec
-
-#: The defense label of a pretrained model in results.json and the report.
-PRETRAINED = "pretrained"
 
 
 def load_data(data: str, *, seed: int = 0) -> tuple[Dataset, dict[str, Any]]:

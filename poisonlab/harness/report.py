@@ -116,11 +116,19 @@ def compare(a: dict[str, Any] | None, b: dict[str, Any] | None) -> tuple[str, fl
     return ("better" if good else "worse"), diff
 
 
+#: The defense label ``poisonlab evaluate`` gives a model it evaluates as given.
+PRETRAINED = "pretrained"
+
+
 def findings(r: Results) -> list[str]:
     """Plain sentences: what each defense did against the baseline, by seed noise."""
     lines: list[str] = []
     head = r.headline_attack()
     for scope in r.scopes:
+        if r.defenses == [PRETRAINED]:
+            lines.append("One pretrained model evaluated as given (`poisonlab evaluate`): "
+                         "no defense to compare; the tables below hold its numbers.")
+            continue
         if BASELINE not in r.defenses:
             lines.append(f"No `{BASELINE}` defense in this suite: nothing to compare against.")
             continue
@@ -184,7 +192,8 @@ def tables(r: Results) -> list[Table]:
                     fmt(r.get(scope, d, "alpha_star", threat="uniform"), 1),
                     fmt(r.get(scope, d, "offmanifold_auroc", threat="uniform"))]
             rows.append(row)
-        out.append(Table(f"Clean training ({where})", headers, rows,
+        title = "Pretrained model" if r.defenses == [PRETRAINED] else "Clean training"
+        out.append(Table(f"{title} ({where})", headers, rows,
                          f"mean ± std over n seeds; robust accuracy is the {head} over attacks "
                          f"per sample" if head else "mean ± std over n seeds"))
         if r.poisonings:

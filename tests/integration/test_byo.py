@@ -269,3 +269,17 @@ def test_suite_byo_errors(tmp_path: Path, capsys, entry: dict[str, Any], match: 
     suite = write_suite(tmp_path, {**base, **entry})
     code, _, err = run(["validate", str(suite)], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and re.search(match, err), err
+
+
+def test_evaluate_report_speaks_of_one_pretrained_model(
+    tmp_path: Path, npz: Path, trained: tuple[Path, float], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "eval"
+    code, _, err = run(["evaluate", "--model", FACTORY, "--weights", str(trained[0]),
+                        "--data", str(npz), "--eps", "0.1", "--out", str(out), "--quiet"],
+                       capsys)
+    assert code == 0, err
+    report = (out / "report.md").read_text()
+    assert "One pretrained model evaluated as given" in report
+    assert "### Pretrained model" in report
+    assert "nothing to compare against" not in report and "Clean training" not in report
