@@ -148,12 +148,17 @@ def _stop(pool: ProcessPoolExecutor) -> None:
     """Cancel queued cells and terminate the worker processes without waiting for them."""
     # ProcessPoolExecutor has no public way to stop running calls; CPython keeps its
     # processes in ``_processes`` (pid -> Process), as in every version we support.
+    # Terminate before shutting down: a worker that exits on shutdown's sentinel makes the
+    # pool's manager thread spawn a replacement (CPython 3.11), which would outlive us.
     procs = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
     for p in procs:
         p.terminate()
     for p in procs:
         p.join(timeout=5)
+        if p.is_alive():  # SIGTERM not acted on yet: insist
+            p.kill()
+            p.join()
+    pool.shutdown(wait=True, cancel_futures=True)  # the manager thread sees a broken pool
 
 
 #: The suite a worker process evaluates cells of, set once by :func:`_init_worker`.
