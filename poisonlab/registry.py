@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
@@ -66,6 +66,22 @@ def import_target(target: str, *, kind: str = "target") -> Any:
     if not callable(obj):
         raise ConfigError(f"{kind}={target!r} is a {type(obj).__name__}: expected a callable")
     return obj
+
+
+def split_named(entry: Any, key: str = "name") -> tuple[str, dict[str, Any]] | None:
+    """A registry entry as written in a suite: ``"pgd"`` or ``{name: pgd, steps: 40}``.
+
+    Returns ``(name, params)``, or None when ``entry`` is neither a string nor a mapping
+    with a string under ``key`` (the caller raises its own error).
+
+    >>> split_named({"name": "pgd", "steps": 40}), split_named("fgsm"), split_named(3)
+    (('pgd', {'steps': 40}), ('fgsm', {}), None)
+    """
+    if isinstance(entry, str):
+        return entry, {}
+    if isinstance(entry, Mapping) and isinstance(entry.get(key), str):
+        return entry[key], {k: v for k, v in entry.items() if k != key}
+    return None
 
 
 def did_you_mean(name: str, options: list[str]) -> str:

@@ -27,7 +27,7 @@ from torch import nn
 from .._validation import check_params, check_seed
 from ..errors import ConfigError, DataError
 from ..models import eval_mode
-from ..registry import did_you_mean
+from ..registry import did_you_mean, split_named
 from ..threat import EvasionThreat, Knowledge
 from ..training import model_device, output_width
 from .base import Attack
@@ -37,10 +37,11 @@ _SPEC_KEYS = ("model", "defense", "seed")
 
 def _named(value: Any, field: str) -> tuple[str | None, tuple[tuple[str, Any], ...]]:
     """``"mlp"`` or ``{name: mlp, hidden: [64]}`` -> ``("mlp", (("hidden", [64]),))``."""
-    if value is None or isinstance(value, str):
-        return value, ()
-    if isinstance(value, Mapping) and isinstance(value.get("name"), str):
-        return value["name"], tuple(sorted((k, v) for k, v in value.items() if k != "name"))
+    if value is None:
+        return None, ()
+    named = split_named(value)
+    if named is not None:
+        return named[0], tuple(sorted(named[1].items()))
     raise ConfigError(
         f"{field}={value!r} is not allowed: expected a name or a mapping with a 'name' key"
     )
@@ -154,17 +155,14 @@ class Transfer(Attack):
         inner = self.attack
         if inner is None:
             inner = get_attack("pgd")
-        elif isinstance(inner, str):
-            inner = get_attack(inner)
-        elif isinstance(inner, Mapping):
-            params = dict(inner)
-            name = params.pop("name", None)
-            if not isinstance(name, str):
+        elif isinstance(inner, str | Mapping):
+            named = split_named(inner)
+            if named is None:
                 raise ConfigError(
                     f"attack={self.attack!r} is not allowed: a mapping needs a 'name' key, "
                     "e.g. {name: pgd, steps: 40}"
                 )
-            inner = get_attack(name, **params)
+            inner = get_attack(named[0], **named[1])
         if not isinstance(inner, Attack) or isinstance(inner, Transfer):
             raise ConfigError(
                 f"attack={self.attack!r} is not allowed: expected a white-box attack (an "

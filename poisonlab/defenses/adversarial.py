@@ -248,6 +248,13 @@ class FGSMTraining(AdversarialTraining):
         return self.alpha * loss_fn(model(x), y) + (1.0 - self.alpha) * adv
 
 
+def _check_inner_steps(d: PGDTraining | TRADES) -> None:
+    """Validate (and normalise) the inner attack's ``steps`` and ``rel_stepsize`` in place."""
+    object.__setattr__(d, "steps", check_scalar("steps", d.steps, lo=1, integer=True))
+    object.__setattr__(d, "rel_stepsize",
+                       check_scalar("rel_stepsize", d.rel_stepsize, lo=0, lo_closed=False))
+
+
 @dataclass(frozen=True)
 class PGDTraining(AdversarialTraining):
     """PGD adversarial training (Madry et al. 2018).
@@ -302,11 +309,7 @@ class PGDTraining(AdversarialTraining):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        object.__setattr__(self, "steps", check_scalar("steps", self.steps, lo=1, integer=True))
-        object.__setattr__(
-            self, "rel_stepsize",
-            check_scalar("rel_stepsize", self.rel_stepsize, lo=0, lo_closed=False),
-        )
+        _check_inner_steps(self)
 
     def _craft(
         self,
@@ -394,11 +397,7 @@ class TRADES(AdversarialTraining):
     def __post_init__(self) -> None:
         super().__post_init__()
         object.__setattr__(self, "beta", check_scalar("beta", self.beta, lo=0))
-        object.__setattr__(self, "steps", check_scalar("steps", self.steps, lo=1, integer=True))
-        object.__setattr__(
-            self, "rel_stepsize",
-            check_scalar("rel_stepsize", self.rel_stepsize, lo=0, lo_closed=False),
-        )
+        _check_inner_steps(self)
 
     def _craft(
         self,

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..registry import split_named
 from .base import Defense, LossFn
 
 #: Kinds of which a composition may hold at most one.
@@ -32,11 +33,9 @@ def _build(entry: Any, where: str) -> Defense:
 
     if isinstance(entry, Defense):
         return entry
-    if isinstance(entry, str):
-        return get_defense(entry)
-    if isinstance(entry, Mapping) and isinstance(entry.get("name"), str):
-        params = {k: v for k, v in entry.items() if k != "name"}
-        return get_defense(entry["name"], **params)
+    named = split_named(entry)
+    if named is not None:
+        return get_defense(named[0], **named[1])
     raise ConfigError(f"{where}={entry!r} is not allowed: expected a defense name, "
                       "{name: ..., params} or a Defense")
 

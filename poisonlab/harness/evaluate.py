@@ -40,6 +40,7 @@ from ..metrics import (
     uniform_noise,
 )
 from ..models import build_model
+from ..registry import split_named
 from ..threat import EvasionThreat
 from ..training import train
 from .suite import METRIC_GROUPS, SUITE_VERSION, Cell, EvasionSpec, Spec, Suite
@@ -367,15 +368,11 @@ def evaluate_model(
 
 
 def _as_spec(a: str | Mapping[str, Any] | Spec) -> Spec:
-    from .suite import _freeze
-
     if isinstance(a, Spec):
         return a
-    if isinstance(a, str):
-        return Spec(a)
-    if isinstance(a, Mapping) and isinstance(a.get("name"), str):
-        params = {k: v for k, v in a.items() if k != "name"}
-        return Spec(a["name"], tuple(sorted((k, _freeze(v)) for k, v in params.items())))
+    named = split_named(a)
+    if named is not None:
+        return Spec.of(*named)
     raise ConfigError(f"attack={a!r} is not allowed: expected a name or a mapping with 'name'")
 
 

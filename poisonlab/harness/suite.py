@@ -55,7 +55,7 @@ from ..data import datasets
 from ..defenses import get_defense
 from ..errors import PoisonlabError, SuiteError
 from ..models import models
-from ..registry import did_you_mean
+from ..registry import did_you_mean, split_named
 from ..threat import EvasionThreat, Norm, PoisonThreat
 
 SUITE_VERSION = 1
@@ -72,6 +72,11 @@ class Spec:
 
     name: str
     params: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def of(cls, name: str, params: dict[str, Any]) -> Spec:
+        """A Spec from a name and plain (YAML) parameters, frozen and sorted by key."""
+        return cls(name, tuple(sorted((k, _freeze(v)) for k, v in params.items())))
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -308,11 +313,9 @@ class _Ctx:
 
 
 def _spec(entry: Any, where: str, field_name: str = "name") -> Spec:
-    if isinstance(entry, str):
-        return Spec(entry)
-    if isinstance(entry, dict) and isinstance(entry.get(field_name), str):
-        params = {k: v for k, v in entry.items() if k != field_name}
-        return Spec(entry[field_name], tuple(sorted((k, _freeze(v)) for k, v in params.items())))
+    named = split_named(entry, field_name)
+    if named is not None:
+        return Spec.of(*named)
     raise SuiteError(f"{where}={entry!r} is not allowed: expected a name or a mapping with "
                      f"'{field_name}'")
 
