@@ -65,7 +65,36 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("kind", nargs="?", choices=sorted(_kinds()),
                      help="which registry (default: all)")
     _add_evaluate(sub)
+    _add_gate(sub)
     return p
+
+
+def _add_gate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from .harness.gate import DEFAULT_K
+
+    bl = sub.add_parser("baseline", help="make a regression baseline from a run's results "
+                                         "(see docs/regression.md)")
+    bl.add_argument("results", help="results.json, or the run folder holding it")
+    bl.add_argument("--out", required=True, help="baseline file to write (JSON)")
+    bl.add_argument("--k", type=float, default=DEFAULT_K,
+                    help="standard errors of the difference a number may move, > 0 "
+                         f"(default: {DEFAULT_K:g})")
+    bl.add_argument("--floor", type=float, default=None,
+                    help="one absolute floor for every metric, >= 0 (default: per metric, "
+                         "see docs/regression.md)")
+
+    ck = sub.add_parser("check", help="compare a run's results with a baseline: exit 1 if "
+                                      "a number regressed or is missing")
+    ck.add_argument("results", help="results.json, or the run folder holding it")
+    ck.add_argument("--baseline", required=True, help="baseline file ('poisonlab baseline')")
+    ck.add_argument("--fail-on-improvement", action="store_true",
+                    help="also fail when a number improved beyond its tolerance (forces "
+                         "a baseline refresh)")
+    ck.add_argument("--summary", metavar="FILE",
+                    help="also write the report as Markdown to FILE (the report is "
+                         "appended to $GITHUB_STEP_SUMMARY when that is set)")
+    ck.add_argument("--all", action="store_true",
+                    help="list the numbers within tolerance too")
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -124,6 +153,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "evaluate":
         return _evaluate(args)
 
+    if args.command in ("baseline", "check"):
+        return _gate(args)
+
     from .harness import load_suite
 
     if args.command == "validate":
@@ -176,6 +208,42 @@ def _evaluate(args: argparse.Namespace) -> int:
         out = Path(args.out)
         print(f"\nresults: {out / 'results.json'}\nreport:  {out / 'report.md'}")
     return EXIT_OK
+
+
+def _gate(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from .errors import ConfigError
+    from .harness.gate import check, load_baseline, load_results_doc, make_baseline, write_baseline
+
+    if args.command == "baseline":
+        base = make_baseline(load_results_doc(args.results), k=args.k, floor=args.floor)
+        out = write_baseline(base, args.out)
+        entries = base["entries"]
+        by = {b: sum(e["basis"] == b for e in entries) for b in ("spread", "floor",
+                                                                  "floor-only", "fixed")}
+        print(f"baseline: {len(entries)} numbers of suite {base['suite']['name']!r} "
+              f"(tolerance set by the seed spread: {by['spread']}, the floor: {by['floor']}, "
+              f"the floor alone, n=1: {by['floor-only']}, fixed: {by['fixed']}); "
+              f"{len(base['descriptive'])} descriptive metrics and {len(base['skipped'])} "
+              f"numbers without a value not gated\n-> {out}")
+        return EXIT_OK
+
+    result = check(load_results_doc(args.results), load_baseline(args.baseline),
+                   fail_on_improvement=args.fail_on_improvement)
+    print(result.text(show_within=args.all))
+    md = result.markdown(show_within=args.all)
+    targets = [(args.summary, "w", "--summary")] if args.summary else []
+    if os.environ.get("GITHUB_STEP_SUMMARY"):
+        targets.append((os.environ["GITHUB_STEP_SUMMARY"], "a", "GITHUB_STEP_SUMMARY"))
+    for path, mode, what in targets:
+        try:
+            with Path(path).open(mode, encoding="utf-8") as f:
+                f.write(md + "\n")
+        except OSError as e:
+            raise ConfigError(f"{what}={path!r} cannot be written: {e.strerror or e}") from None
+    return EXIT_OK if result.ok else EXIT_REGRESSION
 
 
 if __name__ == "__main__":  # pragma: no cover

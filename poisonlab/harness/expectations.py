@@ -1,0 +1,877 @@
+"""Expectations: claims about directions between the defenses of a suite, judged by seed noise.
+
+A suite may state what it expects to see, e.g. that label smoothing lowers the ECE or that
+a defense loses less accuracy under label flips than the undefended model. Each claim
+compares one metric between two defenses in the same scope (dataset, model), poisoning,
+threat and attack, and gets a verdict from the seed spread: *holds*, *does not hold* or
+*inconclusive*. ``poisonlab check`` fails when a claim marked ``required`` does not hold.
+
+Two forms are accepted in a suite's ``expectations:`` list::
+
+    expectations:
+      - "ece of label_smoothing below none"
+      - "accuracy_drop of gce below none under random 0.4"
+      - {claim: "robust_accuracy of pgd_at above none at linf eps=0.1 by worst-case",
+         required: true}
+      - {metric: ece, defense: "label_smoothing(eps=0.1)", below: none, required: true}
+
+The one-line grammar (:data:`GRAMMAR`)::
+
+    METRIC of DEFENSE (below|above) DEFENSE [under POISONING] [at THREAT] [by ATTACK]
+        [by more than MARGIN]
+
+Keywords (``of below above under at by``) are whole words outside brackets; names are
+everything between two keywords (a label such as ``pgd(rel_stepsize=0.1, steps=40)``
+keeps its spaces inside the brackets, a poisoning id such as ``random 0.4`` its spaces
+between words). The clauses after the second defense come in any order, each at most once;
+``by more than M`` is the margin and any other ``by`` names the attack. The defaults that
+let the common claims go without extra words are in :func:`parse_expectations`.
+
+The verdict rule (:func:`evaluate_expectations`). With ``diff = mean_a - mean_b`` (``a`` the
+defense the claim is about, ``b`` the one it is compared with), ``claimed = -diff`` for
+``below`` and ``+diff`` for ``above``, and ``se = sqrt(std_a**2/n_a + std_b**2/n_b)``::
+
+    holds          claimed > margin + Z_SE * se
+    does not hold  claimed < margin - Z_SE * se
+    inconclusive   otherwise, or n < 2 on either side, or a number missing
+
+``Z_SE`` is the report's :data:`poisonlab.harness.report.Z_SE` (2): the same "clearly
+different" as the report's verdicts against the baseline defense.
+
+>>> e, = parse_expectations(["ece of label_smoothing below none"],
+...                         defenses=["none", "label_smoothing(eps=0.1)"])
+>>> e.defense, e.relation, e.than, e.threat
+('label_smoothing(eps=0.1)', 'below', 'none', None)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError, DataError, SuiteError, UnknownNameError
+from ..metrics import HIGHER_IS_BETTER, RAY_ALPHAS
+from ..registry import did_you_mean
+
+if TYPE_CHECKING:
+    from .suite import Suite
+
+__all__ = [
+    "GRAMMAR", "WORST_CASE", "Expectation", "ExpectationResult", "ExpectationVerdict",
+    "evaluate_expectations", "expectations_from_doc", "expectations_to_doc",
+    "measured_metrics", "parse_expectations", "parse_suite_expectations",
+]
+
+GRAMMAR = ("METRIC of DEFENSE below|above DEFENSE [under POISONING] [at THREAT] "
+           "[by ATTACK] [by more than MARGIN]")
+RELATIONS = ("below", "above")
+KEYWORDS = ("of", "below", "above", "under", "at", "by")
+#: The attack label of the per-sample worst case over a suite's attacks (robust accuracy).
+WORST_CASE = "worst-case"
+#: Poisoning id of the clean (unpoisoned) cells.
+NO_POISONING = "none"
+
+#: Metrics measured under an evasion threat and one attack.
+EVASION_METRICS = frozenset({"robust_accuracy", "attack_success_rate"})
+#: Metrics measured under a poisoning; their threat is the poisoning's id.
+POISONING_METRICS = frozenset({"accuracy_drop", "poisoning_success_rate", "n_flipped"})
+#: Metrics measured on one fixed kind of noise (the threat id evaluate.py records).
+FIXED_THREATS: dict[str, str] = {
+    "offmanifold_confidence": "uniform", "alpha_star": "uniform",
+    "offmanifold_auroc": "uniform", "gaussian_confidence": "gaussian",
+}
+#: ray_confidence is recorded once per ray multiplier, as threat ``alpha=A``.
+RAY_THREATS: tuple[str, ...] = tuple(f"alpha={a:g}" for a in RAY_ALPHAS)
+
+#: The metrics each of a suite's metric groups records (poisoning metrics are recorded
+#: whenever the suite declares a poisoning).
+GROUP_METRICS: dict[str, tuple[str, ...]] = {
+    "accuracy": ("clean_accuracy", "teacher_accuracy"),
+    "evasion": ("robust_accuracy", "attack_success_rate"),
+    "poisoning": ("accuracy_drop", "poisoning_success_rate", "n_flipped"),
+    "offmanifold": ("offmanifold_confidence", "gaussian_confidence", "alpha_star",
+                    "offmanifold_auroc", "ray_confidence"),
+    "calibration": ("ece", "nll", "brier", "temperature", "mean_entropy"),
+    "information": ("mutual_information", "logit_norm", "weight_norm"),
+}
+
+_STRUCTURED_KEYS = ("metric", "defense", "below", "above", "poisoning", "threat", "attack",
+                    "dataset", "model", "margin", "required", "claim")
+_CLAIM_KEYS = ("claim", "required", "dataset", "model")
+
+
+def z_se() -> float:
+    """Standard errors a difference must exceed to be clear: the report's ``Z_SE``.
+
+    Imported when called: report.py imports matplotlib and may import this module.
+    """
+    from .report import Z_SE
+
+    return Z_SE
+
+
+def measured_metrics(groups: Iterable[str]) -> tuple[str, ...]:
+    """The metric names a suite with these metric groups records (for ``metrics=``).
+
+    >>> measured_metrics(["accuracy"])
+    ('clean_accuracy', 'teacher_accuracy', 'accuracy_drop', 'poisoning_success_rate', 'n_flipped')
+    """
+    out = [m for g in groups for m in GROUP_METRICS.get(g, ())]
+    out += GROUP_METRICS["poisoning"]
+    return tuple(dict.fromkeys(out))
+
+
+# --------------------------------------------------------------------------- the claim
+
+
+class ExpectationVerdict(StrEnum):
+    """The verdict of one claim in one scope."""
+
+    HOLDS = "holds"
+    DOES_NOT_HOLD = "does not hold"
+    INCONCLUSIVE = "inconclusive"
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """A claim: ``metric`` of ``defense`` is ``relation`` (below/above) that of ``than``.
+
+    Both defenses are compared under the same ``poisoning`` (``"none"``: the clean cells),
+    ``threat`` and ``attack`` (None where the metric has none), in each (dataset, model)
+    scope of the results, or only in ``dataset``/``model`` when given. ``margin`` (in the
+    metric's units, >= 0) is how much beyond the other defense the claim says it is.
+    ``claim`` is the text shown in reports.
+    """
+
+    metric: str
+    defense: str
+    relation: str
+    than: str
+    poisoning: str = NO_POISONING
+    threat: str | None = None
+    attack: str | None = None
+    dataset: str | None = None
+    model: str | None = None
+    margin: float = 0.0
+    required: bool = False
+    claim: str = ""
+
+    @property
+    def sign(self) -> int:
+        """+1 when the claim is ``above`` (a larger mean), -1 when ``below``."""
+        return 1 if self.relation == "above" else -1
+
+    @property
+    def text(self) -> str:
+        """The claim as written, or :meth:`canonical` when none was."""
+        return self.claim or self.canonical()
+
+    def canonical(self) -> str:
+        """The claim in the one-line grammar, every default spelled out.
+
+        >>> Expectation("accuracy_drop", "gce", "below", "none", poisoning="random 0.4",
+        ...             threat="random 0.4", margin=0.02).canonical()
+        'accuracy_drop of gce below none under random 0.4 by more than 0.02'
+        """
+        out = f"{self.metric} of {self.defense} {self.relation} {self.than}"
+        if self.poisoning != NO_POISONING:
+            out += f" under {self.poisoning}"
+        if self.threat not in (None, self.poisoning, FIXED_THREATS.get(self.metric)):
+            out += f" at {self.threat}"
+        if self.attack is not None:
+            out += f" by {self.attack}"
+        if self.margin:
+            out += f" by more than {self.margin:g}"
+        return out
+
+    def key(self) -> tuple[Any, ...]:
+        """What the claim says, independent of how it is phrased: (lower, higher, where)."""
+        lower, higher = ((self.defense, self.than) if self.relation == "below"
+                         else (self.than, self.defense))
+        return (self.metric, self.poisoning, self.threat, self.attack, self.dataset,
+                self.model, lower, higher)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: every field, ``claim`` as shown (:attr:`text`)."""
+        return {**asdict(self), "claim": self.text}
+
+    @classmethod
+    def from_dict(cls, d: Any, *, where: str = "expectation") -> Expectation:
+        """The inverse of :meth:`to_dict`; other keys (``verdict``, ``results``) are ignored.
+
+        Raises
+        ------
+        DataError
+            A field is missing or has the wrong type (the message names it).
+        """
+        if not isinstance(d, Mapping):
+            raise DataError(f"{where}={d!r} is not allowed: expected a mapping")
+
+        def get(key: str, ok: Any, expected: str, default: Any = ...) -> Any:
+            if key not in d:
+                if default is ...:
+                    raise DataError(f"{where} has no {key!r}: expected {expected}")
+                return default
+            if not ok(d[key]):
+                raise DataError(f"{where}.{key}={d[key]!r} is not allowed: expected {expected}")
+            return d[key]
+
+        def is_str(v: Any) -> bool:
+            return isinstance(v, str) and bool(v)
+
+        def is_opt(v: Any) -> bool:
+            return v is None or is_str(v)
+
+        relation = get("relation", lambda v: v in RELATIONS, "'below' or 'above'")
+        margin = get("margin", _is_margin, "a number >= 0", 0.0)
+        return cls(
+            metric=get("metric", is_str, "a metric name"),
+            defense=get("defense", is_str, "a defense label"), relation=relation,
+            than=get("than", is_str, "a defense label"),
+            poisoning=get("poisoning", is_str, "a poisoning id or 'none'", NO_POISONING),
+            threat=get("threat", is_opt, "a threat id or null", None),
+            attack=get("attack", is_opt, "an attack label or null", None),
+            dataset=get("dataset", is_opt, "a dataset label or null", None),
+            model=get("model", is_opt, "a model label or null", None),
+            margin=float(margin),
+            required=get("required", lambda v: isinstance(v, bool), "true or false", False),
+            claim=get("claim", lambda v: isinstance(v, str), "a string", ""),
+        )
+
+
+def _is_margin(v: Any) -> bool:
+    return (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            and v >= 0)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+_OPEN, _CLOSE = "([{", ")]}"
+
+
+def _words(text: str, where: str) -> list[str]:
+    """Split at whitespace outside brackets: ``'pgd(a=1, b=2) x'`` -> two words."""
+    words: list[str] = []
+    cur: list[str] = []
+    depth = 0
+    for ch in text:
+        if ch in _OPEN:
+            depth += 1
+        elif ch in _CLOSE:
+            depth -= 1
+            if depth < 0:
+                break
+        if ch.isspace() and depth == 0:
+            if cur:
+                words.append("".join(cur))
+                cur = []
+        else:
+            cur.append(ch)
+    if depth != 0:
+        raise SuiteError(f"{where}={text!r} is not allowed: unbalanced brackets")
+    if cur:
+        words.append("".join(cur))
+    return words
+
+
+def _grammar_error(where: str, text: str, why: str) -> SuiteError:
+    return SuiteError(f"{where}={text!r} is not allowed: {why}; expected '{GRAMMAR}'")
+
+
+_MARGIN = re.compile(r"more than (\S+)")
+
+
+def _parse_claim(text: str, where: str) -> dict[str, Any]:
+    """The fields of a one-line claim, names not yet resolved."""
+    words = _words(text, where)
+    if len(words) < 2 or words[1] != "of":
+        hint = did_you_mean(words[1], ["of"]) if len(words) > 1 else ""
+        raise _grammar_error(where, text, f"the second word must be 'of'{hint}")
+    rel = next((i for i, w in enumerate(words) if w in RELATIONS), None)
+    if rel is None:
+        hint = next((h for w in words[2:] if (h := did_you_mean(w, list(RELATIONS)))), "")
+        raise _grammar_error(where, text, f"no 'below' or 'above'{hint}")
+    out: dict[str, Any] = {"metric": words[0], "relation": words[rel]}
+    # Split the rest at keywords into (keyword, value) segments.
+    segments: list[tuple[str, list[str]]] = [("of", [])]
+    for w in words[2:]:
+        if w in KEYWORDS:
+            segments.append((w, []))
+        else:
+            segments[-1][1].append(w)
+    seen: set[str] = set()
+    for kw, value_words in segments:
+        value = " ".join(value_words)
+        if not value:
+            raise _grammar_error(where, text, f"nothing after {kw!r}")
+        if kw == "by" and (m := _MARGIN.fullmatch(value)):
+            slot, value = "margin", m.group(1)
+        else:
+            slot = {"of": "defense", "below": "than", "above": "than", "under": "poisoning",
+                    "at": "threat", "by": "attack"}[kw]
+        if slot in seen:
+            what = ("'below'/'above'" if slot == "than" else
+                    "'by more than'" if slot == "margin" else repr(kw))
+            raise _grammar_error(where, text, f"{what} given twice")
+        seen.add(slot)
+        out[slot] = value
+    if "margin" in out:
+        try:
+            out["margin"] = float(out["margin"])
+        except ValueError:
+            raise ConfigError(f"{where}.margin={out['margin']!r} is not allowed: expected a "
+                              "number >= 0") from None
+    return out
+
+
+def _resolve_label(where: str, field: str, name: Any, labels: Sequence[str],
+                   extra: Sequence[str] = ()) -> str:
+    """A suite label (``label_smoothing(eps=0.1)``) from the label or a unique bare name."""
+    options = [*labels, *extra]
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}.{field}={name!r} is not allowed: expected one of "
+                          f"{', '.join(options) or '(none declared)'}")
+    if name in options:
+        return name
+    bare = [lab for lab in labels if lab.split("(", 1)[0] == name]
+    if len(bare) == 1:
+        return bare[0]
+    if len(bare) > 1:
+        raise ConfigError(f"{where}.{field}={name!r} is ambiguous: the suite has "
+                          f"{', '.join(bare)}: name one of them by its label")
+    names = list(dict.fromkeys([*options, *(lab.split("(", 1)[0] for lab in labels)]))
+    raise UnknownNameError(f"{where}.{field}={name!r} is not known: expected one of "
+                           f"{', '.join(options) or '(none declared)'}"
+                           f"{did_you_mean(name, names)}")
+
+
+def _choose(where: str, field: str, value: Any, options: Sequence[str], what: str) -> str:
+    if not isinstance(value, str) or value not in options:
+        hint = did_you_mean(value, list(options)) if isinstance(value, str) else ""
+        raise UnknownNameError(f"{where}.{field}={value!r} is not known: expected one of "
+                               f"{', '.join(options) or f'(the suite declares no {what})'}"
+                               f"{hint}")
+    return value
+
+
+def _only(where: str, field: str, options: Sequence[str], metric: str, keyword: str,
+          what: str) -> str:
+    """The default of a field that a metric needs: the suite's only option, else an error."""
+    if len(options) == 1:
+        return options[0]
+    if not options:
+        raise ConfigError(f"{where}: {metric} needs {what}, and the suite declares none")
+    raise ConfigError(f"{where}.{field} is missing: {metric} needs {what}: add "
+                      f"'{keyword} X' (or {field}: X) with X one of {', '.join(options)}")
+
+
+def _one(
+    raw: Any,
+    where: str,
+    *,
+    defenses: Sequence[str],
+    poisonings: Sequence[str],
+    threats: Sequence[str],
+    attacks: Sequence[str],
+    metrics: Sequence[str],
+    datasets: Sequence[str] | None,
+    models: Sequence[str] | None,
+) -> Expectation:
+    if isinstance(raw, str):
+        f = _parse_claim(raw, where)
+        f["claim"] = " ".join(raw.split())
+    elif isinstance(raw, Mapping):
+        for k in raw:
+            if k not in _STRUCTURED_KEYS:
+                raise SuiteError(f"{where}: unknown key {k!r}: expected one of "
+                                 f"{', '.join(_STRUCTURED_KEYS)}"
+                                 f"{did_you_mean(str(k), list(_STRUCTURED_KEYS))}")
+        if "metric" in raw:
+            if "defense" not in raw:
+                raise SuiteError(f"{where} has no 'defense': expected the defense the "
+                                 "claim is about")
+            present = [r for r in RELATIONS if r in raw]
+            if len(present) != 1:
+                has = " and ".join(present) or "neither below nor above"
+                raise SuiteError(f"{where} has {has}: expected exactly one of below: DEFENSE "
+                                 "or above: DEFENSE")
+            f = {k: v for k, v in raw.items() if k not in RELATIONS}
+            f["relation"] = present[0]
+            f["than"] = raw[present[0]]
+            if "claim" in raw and (not isinstance(raw["claim"], str) or
+                                   not raw["claim"].strip()):
+                raise ConfigError(f"{where}.claim={raw['claim']!r} is not allowed: expected "
+                                  "a non-empty string (the text shown in reports)")
+        else:
+            others = [k for k in raw if k not in _CLAIM_KEYS]
+            if "claim" not in raw:
+                raise SuiteError(
+                    f"{where} has neither claim nor metric: expected {{claim: '{GRAMMAR}'}} "
+                    "or {metric: M, defense: D, below|above: D}")
+            if others:
+                raise SuiteError(
+                    f"{where}: {', '.join(others)} beside a one-line claim is not allowed: "
+                    f"expected only {', '.join(_CLAIM_KEYS[1:])} (a margin goes in the line: "
+                    "'by more than M'), or a structured entry with metric:")
+            if not isinstance(raw["claim"], str):
+                raise SuiteError(f"{where}.claim={raw['claim']!r} is not allowed: expected "
+                                 f"'{GRAMMAR}'")
+            f = {**_parse_claim(raw["claim"], f"{where}.claim"),
+                 **{k: raw[k] for k in ("required", "dataset", "model") if k in raw},
+                 "claim": " ".join(raw["claim"].split())}
+    else:
+        raise SuiteError(f"{where}={raw!r} is not allowed: expected a string '{GRAMMAR}' "
+                         "or a mapping {metric: M, defense: D, below|above: D}")
+
+    metric = f["metric"]
+    if not isinstance(metric, str) or metric not in metrics:
+        if isinstance(metric, str) and metric in HIGHER_IS_BETTER:
+            raise ConfigError(f"{where}.metric={metric!r} is not measured by this suite: "
+                              f"expected one of {', '.join(metrics)} (add its metric group "
+                              "to the suite's metrics)")
+        raise UnknownNameError(f"{where}.metric={metric!r} is not known: expected one of "
+                               f"{', '.join(metrics)}{did_you_mean(str(metric), list(metrics))}")
+    defense = _resolve_label(where, "defense", f["defense"], defenses)
+    # A structured entry names the other defense under below:/above:, a line after them.
+    than_field = f["relation"] if isinstance(raw, Mapping) and "metric" in raw else "than"
+    than = _resolve_label(where, than_field, f["than"], defenses)
+    if defense == than:
+        raise ConfigError(f"{where}: defense={defense!r} is compared with itself: expected "
+                          "two different defenses")
+    poisoning = f.get("poisoning", NO_POISONING)
+    if poisoning != NO_POISONING:
+        poisoning = _choose(where, "poisoning", poisoning, [NO_POISONING, *poisonings],
+                            "poisoning")
+
+    threat, attack = f.get("threat"), f.get("attack")
+    if threat is not None and not isinstance(threat, str):
+        raise ConfigError(f"{where}.threat={threat!r} is not allowed: expected a threat id")
+    if metric in EVASION_METRICS:
+        threat = (_only(where, "threat", threats, metric, "at", "an evasion threat")
+                  if threat is None else _choose(where, "threat", threat, threats,
+                                                 "evasion threat"))
+        options = list(attacks)
+        if metric == "robust_accuracy" and len(attacks) > 1:
+            options.append(WORST_CASE)
+        if attack is None:
+            attack = (WORST_CASE if WORST_CASE in options
+                      else _only(where, "attack", options, metric, "by", "an attack"))
+        else:
+            attack = _resolve_label(where, "attack", attack, attacks,
+                                    [WORST_CASE] if WORST_CASE in options else [])
+    else:
+        if attack is not None:
+            raise ConfigError(f"{where}.attack={attack!r} is not allowed: {metric} is not "
+                              "measured by an attack (only robust_accuracy and "
+                              "attack_success_rate are)")
+        if metric in POISONING_METRICS:
+            if poisoning == NO_POISONING:
+                if "poisoning" in f:
+                    raise ConfigError(f"{where}.poisoning='none' is not allowed: {metric} "
+                                      "is measured under a poisoning")
+                poisoning = _only(where, "poisoning", poisonings, metric, "under",
+                                  "a poisoning")
+            if threat not in (None, poisoning):
+                raise ConfigError(f"{where}.threat={threat!r} is not allowed: {metric} is "
+                                  f"measured under its poisoning ({poisoning!r}): leave the "
+                                  "threat out")
+            threat = poisoning
+        elif metric in FIXED_THREATS:
+            fixed = FIXED_THREATS[metric]
+            if threat not in (None, fixed):
+                raise ConfigError(f"{where}.threat={threat!r} is not allowed: {metric} is "
+                                  f"measured on {fixed!r} noise only: leave the threat out")
+            threat = fixed
+        elif metric == "ray_confidence":
+            threat = (_only(where, "threat", RAY_THREATS, metric, "at", "a ray multiplier")
+                      if threat is None else _choose(where, "threat", threat, RAY_THREATS,
+                                                     "ray"))
+        elif metric in HIGHER_IS_BETTER and threat is not None:
+            raise ConfigError(f"{where}.threat={threat!r} is not allowed: {metric} is "
+                              "measured on the clean test inputs: leave the threat out")
+        # A metric poisonlab does not know (registered by you) keeps what it was given.
+
+    dataset, model = f.get("dataset"), f.get("model")
+    if dataset is not None:
+        dataset = (_resolve_label(where, "dataset", dataset, datasets) if datasets is not None
+                   else _str_field(where, "dataset", dataset))
+    if model is not None:
+        model = (_resolve_label(where, "model", model, models) if models is not None
+                 else _str_field(where, "model", model))
+    margin = f.get("margin", 0.0)
+    if not _is_margin(margin):
+        raise ConfigError(f"{where}.margin={margin!r} is not allowed: expected a number >= 0 "
+                          "(in the metric's units)")
+    required = f.get("required", False)
+    if not isinstance(required, bool):
+        raise ConfigError(f"{where}.required={required!r} is not allowed: expected true or "
+                          "false")
+    e = Expectation(metric=metric, defense=defense, relation=f["relation"], than=than,
+                    poisoning=poisoning, threat=threat, attack=attack, dataset=dataset,
+                    model=model, margin=float(margin), required=required,
+                    claim=str(f.get("claim") or ""))
+    # No text given: show the canonical line (stored as such, so that it round-trips).
+    return e if e.claim else dataclasses.replace(e, claim=e.canonical())
+
+
+def _str_field(where: str, field: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}.{field}={value!r} is not allowed: expected a label")
+    return value
+
+
+def parse_expectations(
+    raw: Any,
+    *,
+    defenses: Sequence[str],
+    poisonings: Sequence[str] = (),
+    threats: Sequence[str] = (),
+    attacks: Sequence[str] = (),
+    metrics: Iterable[str] | None = None,
+    datasets: Sequence[str] | None = None,
+    models: Sequence[str] | None = None,
+    where: str = "expectations",
+) -> tuple[Expectation, ...]:
+    """Validate a suite's ``expectations:`` list into :class:`Expectation` objects.
+
+    Each entry is a one-line claim (:data:`GRAMMAR`), a mapping ``{claim: LINE, required:
+    true}`` (also ``dataset``, ``model``), or a structured mapping ``{metric, defense,
+    below|above, poisoning, threat, attack, dataset, model, margin, required, claim}``
+    where ``claim`` is then free text shown in reports (default :meth:`Expectation.canonical`).
+
+    Names. A defense (or attack, dataset, model) is its suite label
+    (``label_smoothing(eps=0.1)``) or its bare name (``label_smoothing``) when only one
+    label of the suite has that name. Defaults, so that common claims need no extra words:
+
+    - ``poisoning``: ``none`` (the clean cells); for accuracy_drop, poisoning_success_rate
+      and n_flipped, the suite's only poisoning (several: ``under`` is required).
+    - ``threat``: robust_accuracy and attack_success_rate: the suite's only evasion threat
+      (several: ``at`` is required); poisoning metrics: the poisoning id;
+      offmanifold_confidence, alpha_star, offmanifold_auroc: ``uniform``;
+      gaussian_confidence: ``gaussian``; ray_confidence: ``at alpha=A`` is required;
+      every other metric has no threat (giving one is an error).
+    - ``attack``: robust_accuracy: ``worst-case`` when the suite has several attacks, else
+      its only attack; attack_success_rate: the only attack (several: ``by`` is required);
+      no other metric takes one.
+    - ``dataset``, ``model``: none, i.e. the claim is judged in every scope of the results.
+    - ``margin``: 0; ``required``: false.
+
+    Descriptive metrics (direction None, e.g. weight_norm) are allowed: a claim about a
+    direction needs no notion of better.
+
+    Parameters
+    ----------
+    raw : list or None
+        The suite's ``expectations:`` value; None: no expectations.
+    defenses : sequence of str
+        The suite's defense labels (``spec_label``).
+    poisonings, threats, attacks : sequence of str
+        The suite's poisoning ids, evasion threat ids and attack labels.
+    metrics : iterable of str, optional
+        The metric names the suite measures (:func:`measured_metrics` of its metric
+        groups); default every metric of :data:`poisonlab.metrics.HIGHER_IS_BETTER`.
+    datasets, models : sequence of str, optional
+        The suite's dataset and model labels; None: ``dataset``/``model`` are not checked.
+    where : str
+        How messages name the list.
+
+    Returns
+    -------
+    tuple of Expectation
+        Names resolved to labels and defaults filled in, in the order given.
+
+    Raises
+    ------
+    SuiteError
+        The list or an entry does not follow the format (not a list, an unknown key, a
+        line off the grammar, no or two relations), or two entries make the same claim or
+        opposite claims.
+    UnknownNameError
+        A metric, defense, poisoning, threat, attack, dataset or model is not known (with
+        a did-you-mean hint).
+    ConfigError
+        A value is not allowed (an ambiguous bare name, a threat for a metric without one,
+        a negative margin, a defense compared with itself...).
+
+    Examples
+    --------
+    >>> es = parse_expectations(
+    ...     ["accuracy_drop of gce below none under random 0.4",
+    ...      {"claim": "robust_accuracy of pgd_at above none at linf eps=0.1",
+    ...       "required": True}],
+    ...     defenses=["none", "gce(q=0.7)", "pgd_at(eps=0.1)"],
+    ...     poisonings=["random 0.2", "random 0.4"], threats=["linf eps=0.1"],
+    ...     attacks=["fgsm", "pgd(steps=40)"])
+    >>> for e in es:
+    ...     print(e.defense, "|", e.threat, "|", e.attack, "|", e.required)
+    gce(q=0.7) | random 0.4 | None | False
+    pgd_at(eps=0.1) | linf eps=0.1 | worst-case | True
+    >>> parse_expectations(["ece of lable_smoothing below none"],
+    ...                    defenses=["none", "label_smoothing(eps=0.1)"])
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    poisonlab.errors.UnknownNameError: expectations[0].defense=... (did you mean 'label_smoothing'?)
+    """
+    if raw is None:
+        return ()
+    if not isinstance(raw, list | tuple):
+        raise SuiteError(f"{where}={raw!r} is not allowed: expected a list of claims like "
+                         f"'{GRAMMAR}'")
+    known = list(HIGHER_IS_BETTER if metrics is None else dict.fromkeys(metrics))
+    out: list[Expectation] = []
+    seen: dict[tuple[Any, ...], int] = {}
+    for i, entry in enumerate(raw):
+        at = f"{where}[{i}]"
+        e = _one(entry, at, defenses=defenses, poisonings=poisonings, threats=threats,
+                 attacks=attacks, metrics=known, datasets=datasets, models=models)
+        key = e.key()
+        if key in seen:
+            raise SuiteError(f"{at} repeats {where}[{seen[key]}]: both claim "
+                             f"{e.canonical()!r}")
+        lower, higher = key[-2:]
+        opposite = (*key[:-2], higher, lower)
+        if opposite in seen:
+            raise SuiteError(f"{at} contradicts {where}[{seen[opposite]}]: "
+                             f"{e.canonical()!r} and its opposite cannot both hold")
+        seen[key] = i
+        out.append(e)
+    return tuple(out)
+
+
+def parse_suite_expectations(raw: Any, suite: Suite,
+                             *, where: str = "expectations") -> tuple[Expectation, ...]:
+    """:func:`parse_expectations` with the names a parsed :class:`Suite` declares."""
+    return parse_expectations(
+        raw,
+        defenses=[d.label for d in suite.defenses],
+        poisonings=[p.id for p in suite.poisoning],
+        threats=[t.id for e in suite.evasion for t in e.threats((0.0, 1.0))],
+        attacks=[a.label for a in suite.attacks],
+        metrics=measured_metrics(suite.metrics),
+        datasets=[d.label for d in suite.datasets],
+        models=[m.label for m in suite.models],
+        where=where,
+    )
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+@dataclass(frozen=True)
+class ExpectationResult:
+    """The verdict of one :class:`Expectation` in one (dataset, model) scope.
+
+    ``a_*`` are the aggregate of ``expectation.defense``, ``b_*`` that of
+    ``expectation.than``; ``diff = a_mean - b_mean``; ``se`` the standard error of that
+    difference. Numbers are None where they could not be read; ``reason`` says why a
+    verdict is inconclusive.
+    """
+
+    expectation: Expectation
+    dataset: str | None
+    model: str | None
+    verdict: ExpectationVerdict
+    a_mean: float | None = None
+    a_std: float | None = None
+    a_n: int | None = None
+    b_mean: float | None = None
+    b_std: float | None = None
+    b_n: int | None = None
+    diff: float | None = None
+    se: float | None = None
+    reason: str = ""
+
+    @property
+    def scope(self) -> str:
+        return f"{self.dataset or '*'}/{self.model or '*'}"
+
+    @property
+    def claimed(self) -> float | None:
+        """``diff`` signed so that a positive value goes the way the claim says."""
+        return None if self.diff is None else self.expectation.sign * self.diff
+
+    @property
+    def holds(self) -> bool:
+        return self.verdict is ExpectationVerdict.HOLDS
+
+    @property
+    def failing(self) -> bool:
+        """A required claim that was not demonstrated: fails ``poisonlab check``."""
+        return self.expectation.required and not self.holds
+
+    def to_dict(self) -> dict[str, Any]:
+        """The per-scope record stored under an expectation's ``results``."""
+        return {"dataset": self.dataset, "model": self.model, "verdict": self.verdict.value,
+                "a_mean": self.a_mean, "a_std": self.a_std, "a_n": self.a_n,
+                "b_mean": self.b_mean, "b_std": self.b_std, "b_n": self.b_n,
+                "diff": self.diff, "se": self.se, "reason": self.reason}
+
+
+def _agg_index(doc: Mapping[str, Any]) -> dict[tuple[Any, ...], Mapping[str, Any]]:
+    return {(a["dataset"], a["model"], a["defense"], a["poisoning"], a["metric"],
+             a["threat"], a["attack"]): a for a in doc.get("aggregates") or []}
+
+
+def _judge(e: Expectation, scope: tuple[str, str],
+           index: Mapping[tuple[Any, ...], Mapping[str, Any]], z: float) -> ExpectationResult:
+    dataset, model = scope
+
+    def look(defense: str) -> Mapping[str, Any] | None:
+        return index.get((dataset, model, defense, e.poisoning, e.metric, e.threat, e.attack))
+
+    a, b = look(e.defense), look(e.than)
+    nums: dict[str, Any] = {}
+    for side, agg in (("a", a), ("b", b)):
+        if agg is not None:
+            nums.update({f"{side}_mean": agg.get("mean"), f"{side}_std": agg.get("std"),
+                         f"{side}_n": agg.get("n")})
+
+    def result(verdict: ExpectationVerdict, reason: str = "", **more: Any) -> ExpectationResult:
+        return ExpectationResult(e, dataset, model, verdict, **nums, **more, reason=reason)
+
+    what = e.metric
+    if e.poisoning != NO_POISONING:
+        what += f" under {e.poisoning}"
+    if e.threat is not None and e.threat != e.poisoning:
+        what += f" at {e.threat}"
+    if e.attack is not None:
+        what += f" by {e.attack}"
+    for defense, agg in ((e.defense, a), (e.than, b)):
+        if agg is None:
+            return result(ExpectationVerdict.INCONCLUSIVE,
+                          f"no {what} for {defense} in the results")
+        if agg.get("mean") is None or not agg.get("n"):
+            return result(ExpectationVerdict.INCONCLUSIVE,
+                          f"no value of {what} for {defense} (n=0, "
+                          f"n_failed={agg.get('n_failed')})")
+    if a is None or b is None:  # unreachable: narrows the types for the checker
+        return result(ExpectationVerdict.INCONCLUSIVE, "no numbers")
+    diff = float(a["mean"]) - float(b["mean"])
+    small = [f"n={agg['n']} for {d}" for d, agg in ((e.defense, a), (e.than, b))
+             if agg["n"] < 2]
+    if small:
+        return result(ExpectationVerdict.INCONCLUSIVE,
+                      f"{', '.join(small)}: no seed spread to judge by (needs n >= 2)",
+                      diff=diff)
+    if a.get("std") is None or b.get("std") is None:
+        return result(ExpectationVerdict.INCONCLUSIVE, "no std recorded", diff=diff)
+    se = math.sqrt(float(a["std"]) ** 2 / a["n"] + float(b["std"]) ** 2 / b["n"])
+    claimed = e.sign * diff
+    if claimed > e.margin + z * se:
+        verdict, reason = ExpectationVerdict.HOLDS, ""
+    elif claimed < e.margin - z * se:
+        verdict, reason = ExpectationVerdict.DOES_NOT_HOLD, ""
+    else:
+        verdict = ExpectationVerdict.INCONCLUSIVE
+        reason = (f"within {z:g} standard errors of the margin {e.margin:g}" if e.margin
+                  else f"no clear difference: |diff| <= {z:g} standard errors")
+    return result(verdict, reason, diff=diff, se=se)
+
+
+def evaluate_expectations(
+    doc: Mapping[str, Any],
+    expectations: Iterable[Expectation] | None = None,
+) -> list[ExpectationResult]:
+    """Judge each expectation in each (dataset, model) scope of a results document.
+
+    Parameters
+    ----------
+    doc : mapping
+        A results document (its ``aggregates``: mean, std with ddof=1, n per number).
+    expectations : iterable of Expectation, optional
+        Default: those stored in ``doc`` (:func:`expectations_from_doc`).
+
+    Returns
+    -------
+    list of ExpectationResult
+        Per expectation, in order, one result per scope of the results (sorted), or only
+        the scope its ``dataset``/``model`` names. An expectation whose scope is absent
+        from the results gets one inconclusive result saying so.
+
+    Examples
+    --------
+    >>> doc = {"aggregates": [
+    ...     {"dataset": "d", "model": "m", "defense": x, "poisoning": "none",
+    ...      "metric": "ece", "threat": None, "attack": None, "mean": mu, "std": 0.01, "n": 3}
+    ...     for x, mu in (("ls", 0.02), ("none", 0.10))]}
+    >>> e = Expectation("ece", "ls", "below", "none")
+    >>> [r.verdict.value for r in evaluate_expectations(doc, [e])]
+    ['holds']
+    """
+    expectations = (expectations_from_doc(doc) if expectations is None
+                    else tuple(expectations))
+    if not expectations:
+        return []
+    index = _agg_index(doc)
+    scopes = sorted({(k[0], k[1]) for k in index})
+    z = z_se()
+    out: list[ExpectationResult] = []
+    for e in expectations:
+        mine = [s for s in scopes if e.dataset in (None, s[0]) and e.model in (None, s[1])]
+        if not mine:
+            what = " and ".join(f"{k} {v!r}" for k, v in (("dataset", e.dataset),
+                                                           ("model", e.model)) if v)
+            out.append(ExpectationResult(e, e.dataset, e.model,
+                                         ExpectationVerdict.INCONCLUSIVE,
+                                         reason=f"no results for {what or 'any scope'}"))
+            continue
+        out += [_judge(e, s, index, z) for s in mine]
+    return out
+
+
+def overall(results: Iterable[ExpectationResult]) -> ExpectationVerdict:
+    """One verdict over scopes: holds only if it holds in every scope; does not hold if it
+    fails in any; inconclusive otherwise."""
+    verdicts = [r.verdict for r in results]
+    if verdicts and all(v is ExpectationVerdict.HOLDS for v in verdicts):
+        return ExpectationVerdict.HOLDS
+    if ExpectationVerdict.DOES_NOT_HOLD in verdicts:
+        return ExpectationVerdict.DOES_NOT_HOLD
+    return ExpectationVerdict.INCONCLUSIVE
+
+
+# --------------------------------------------------------------------------- storage
+
+
+def expectations_to_doc(results: Iterable[ExpectationResult]) -> list[dict[str, Any]]:
+    """The ``expectations`` list of results.json: one entry per expectation, in order.
+
+    Each entry is :meth:`Expectation.to_dict` plus ``verdict`` (:func:`overall`) and
+    ``results`` (one :meth:`ExpectationResult.to_dict` per scope).
+    """
+    grouped: dict[Expectation, list[ExpectationResult]] = {}
+    for r in results:
+        grouped.setdefault(r.expectation, []).append(r)
+    return [{**e.to_dict(), "verdict": overall(rs).value, "results": [r.to_dict() for r in rs]}
+            for e, rs in grouped.items()]
+
+
+def expectations_from_doc(doc: Mapping[str, Any]) -> tuple[Expectation, ...]:
+    """The expectations stored in a results document (``doc["expectations"]``); () if none.
+
+    Only the definitions are read: stored verdicts are ignored, so that the caller
+    re-evaluates them from the aggregates.
+
+    Raises
+    ------
+    DataError
+        ``expectations`` is not a list, or an entry is malformed (the message names it).
+    """
+    raw = doc.get("expectations")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise DataError(f"results.expectations={raw!r} is not allowed: expected a list")
+    return tuple(Expectation.from_dict(d, where=f"results.expectations[{i}]")
+                 for i, d in enumerate(raw))
+
+
+#: Field names of :class:`Expectation`, the keys of its stored form besides verdict/results.
+EXPECTATION_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Expectation))

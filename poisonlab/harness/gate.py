@@ -1,0 +1,990 @@
+"""The regression gate: baselines with noise-aware tolerances, and a check that names what moved.
+
+A *baseline* is made from one run's results.json (:func:`make_baseline`): for every gated
+number (one aggregate: dataset, model, defense, poisoning, metric, threat, attack) it
+stores the mean over seeds, the seed spread (std, n), the direction and a tolerance.
+:func:`check` compares a later run's results with it, number by number, and returns one
+:class:`CheckResult` that says what regressed, improved, stayed within tolerance, or is
+missing on either side. The rule, its reasoning and the CI workflow are in
+docs/regression.md.
+
+The tolerance rule (:func:`tolerance`)::
+
+    tol = max(floor, rel_floor * |baseline|, k * std * sqrt(1/n_base + 1/n_new))
+
+``k * std * sqrt(1/n_base + 1/n_new)`` is ``k`` standard errors of the difference of two
+means, each over its own seeds: the new run carries its own seed noise, not only the
+baseline's. ``k`` defaults to :data:`DEFAULT_K` = 4 because a suite gates hundreds of
+numbers at once (see the docs for the false-alarm arithmetic). The floors (:data:`FLOORS`)
+are the smallest change that is treated as real: for accuracies and rates one
+percentage point, and never less than :data:`MIN_POINTS` test points. With one seed
+(n = 1) there is no spread and the floor alone applies.
+
+>>> from poisonlab.harness.gate import tolerance
+>>> round(tolerance(0.02, 3, k=4.0, floor=0.01), 4)     # 4 * 0.02 * sqrt(2/3)
+0.0653
+>>> tolerance(0.02, 1, k=4.0, floor=0.01)               # n=1: the floor alone
+0.01
+
+Metrics without a direction (``higher_is_better`` null: entropy, norms, temperatures,
+mutual information) describe a model and are never gated: a baseline lists them under
+``descriptive`` and :func:`check` gives them no verdict.
+
+:func:`check` also judges the suite's *expectations* stored in the results (claims such as
+"ece of label_smoothing below none", :mod:`poisonlab.harness.expectations`), afresh from
+the aggregates: a claim marked ``required`` that does not hold, or cannot be shown to hold
+(inconclusive), fails the gate; the others are listed and never fail it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, DataError, UnknownNameError
+from ..metrics import ALPHA_GRID, HIGHER_IS_BETTER
+from ..registry import did_you_mean
+from .expectations import (
+    ExpectationResult,
+    ExpectationVerdict,
+    evaluate_expectations,
+    expectations_from_doc,
+    z_se,
+)
+
+BASELINE_KIND = "poisonlab-baseline"
+BASELINE_SCHEMA_VERSION = 1
+RESULTS_SCHEMA_VERSION = 1
+
+#: Standard errors of the difference a number may move before it counts as changed.
+DEFAULT_K = 4.0
+#: Floor of metrics not listed in :data:`FLOORS` (a metric you registered yourself).
+DEFAULT_FLOOR = 0.01
+#: A rate metric's floor is never below this many test points (``MIN_POINTS / n_test``).
+MIN_POINTS = 2
+#: Fractions of test points: their floor is ``max(0.01, MIN_POINTS / n_test)``.
+RATE_METRICS = frozenset({"clean_accuracy", "robust_accuracy", "attack_success_rate",
+                          "accuracy_drop", "poisoning_success_rate"})
+#: Absolute floor of the tolerance per metric (the smallest change that counts as real).
+FLOORS: dict[str, float] = {
+    # fractions of test points: one percentage point (4.5 of digits' 450 test points)
+    "clean_accuracy": 0.01, "robust_accuracy": 0.01, "attack_success_rate": 0.01,
+    "accuracy_drop": 0.01, "poisoning_success_rate": 0.01,
+    # calibration: ECE and Brier are on the scale of a probability; NLL in nats
+    "ece": 0.01, "brier": 0.01, "nll": 0.02,
+    # mean max-softmax and AUROC are probabilities as well
+    "offmanifold_confidence": 0.01, "gaussian_confidence": 0.01, "ray_confidence": 0.01,
+    "offmanifold_auroc": 0.01,
+    # alpha_star lives on a geometric grid: its floor is relative (REL_FLOORS)
+    "alpha_star": 0.0,
+    # a count of labels that is exact given the seed: any whole label is a change
+    "n_flipped": 0.5,
+}
+#: Relative floor (a fraction of ``|baseline|``) per metric; 0 for metrics not listed.
+#: alpha_star moves in steps of the grid (8 points per decade, a factor 1.334).
+REL_FLOORS: dict[str, float] = {
+    "alpha_star": float(ALPHA_GRID[1] / ALPHA_GRID[0]) - 1.0,
+}
+#: Fields of a per-metric override (a suite's ``tolerances:`` or ``overrides=``).
+OVERRIDE_FIELDS = ("tolerance", "floor", "rel_floor", "k")
+#: The coordinates that identify one gated number, in order.
+IDENTITY = ("dataset", "model", "defense", "poisoning", "metric", "threat", "attack")
+#: Environment fields compared between the baseline and the results (besides packages).
+ENV_FIELDS = ("python", "platform", "machine", "torch_threads")
+
+RULE = "max(floor, rel_floor * |value|, k * std * sqrt(1/n + 1/n_new))"
+
+Identity = tuple[str, str, str, str, str, str | None, str | None]
+
+
+class Verdict(StrEnum):
+    """What happened to one gated number. ``missing`` fails the gate; ``new`` does not."""
+
+    REGRESSED = "regressed"
+    MISSING = "missing"
+    IMPROVED = "improved"
+    NEW = "new"
+    WITHIN = "within"
+
+    @property
+    def label(self) -> str:
+        return {"missing": "missing in results", "new": "new in results"}.get(self.value,
+                                                                             self.value)
+
+
+# The order in which the table lists verdicts.
+_ORDER = (Verdict.REGRESSED, Verdict.MISSING, Verdict.IMPROVED, Verdict.NEW, Verdict.WITHIN)
+
+
+# --------------------------------------------------------------------------- the rule
+
+
+def tolerance(
+    std: float,
+    n: int,
+    *,
+    n_new: int | None = None,
+    k: float = DEFAULT_K,
+    floor: float = 0.0,
+    rel_floor: float = 0.0,
+    value: float = 0.0,
+) -> float:
+    """The tolerance of one number: ``max(floor, rel_floor*|value|, k*std*sqrt(1/n + 1/n_new))``.
+
+    Parameters
+    ----------
+    std : float
+        Sample standard deviation (ddof=1) of the baseline's per-seed values, >= 0.
+    n : int
+        Seeds behind the baseline's mean, >= 1. With ``n == 1`` there is no spread and
+        the floors alone apply, whatever ``std`` says.
+    n_new : int, optional
+        Seeds behind the mean it is compared with; default ``n`` (the same suite rerun).
+    k : float
+        Standard errors of the difference allowed, > 0 (default :data:`DEFAULT_K`).
+    floor, rel_floor : float
+        Absolute floor and floor relative to ``|value|``, >= 0.
+    value : float
+        The baseline's mean (only used by ``rel_floor``).
+
+    Returns
+    -------
+    float
+        The largest change of the mean, in the metric's units, that counts as noise.
+
+    Examples
+    --------
+    >>> tolerance(0.0, 5, floor=0.01)
+    0.01
+    >>> round(tolerance(0.01, 4, n_new=2, k=3.0), 5)   # 3 * 0.01 * sqrt(1/4 + 1/2)
+    0.02598
+    """
+    n_new = n if n_new is None else n_new
+    spread = k * std * math.sqrt(1.0 / n + 1.0 / n_new) if n > 1 and n_new >= 1 else 0.0
+    return max(floor, rel_floor * abs(value), spread)
+
+
+def default_floor(metric: str, n_test: int | None = None) -> float:
+    """The absolute floor of ``metric`` when nothing overrides it.
+
+    Rate metrics (:data:`RATE_METRICS`) never go below :data:`MIN_POINTS` test points.
+
+    >>> default_floor("clean_accuracy", 450), default_floor("clean_accuracy", 100)
+    (0.01, 0.02)
+    """
+    floor = FLOORS.get(metric, DEFAULT_FLOOR)
+    if metric in RATE_METRICS and n_test:
+        floor = max(floor, MIN_POINTS / n_test)
+    return floor
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def _number(where: str, value: Any, *, positive: bool = False) -> float:
+    ok = (isinstance(value, int | float) and not isinstance(value, bool)
+          and math.isfinite(value) and (value > 0 if positive else value >= 0))
+    if not ok:
+        raise ConfigError(f"{where}={value!r} is not allowed: expected a number "
+                          f"{'> 0' if positive else '>= 0'}")
+    return float(value)
+
+
+def parse_tolerances(
+    raw: Any,
+    *,
+    metrics: Mapping[str, bool | None] | None = None,
+    where: str = "tolerances",
+) -> dict[str, dict[str, float]]:
+    """Validate per-metric tolerance overrides, as a suite's ``tolerances:`` mapping.
+
+    Each metric maps to one or more of ``floor`` (absolute, >= 0), ``rel_floor``
+    (fraction of ``|baseline|``, >= 0) and ``k`` (> 0), which replace the defaults of the
+    rule, or to ``tolerance`` alone (>= 0), a fixed tolerance that replaces the rule.
+
+    Parameters
+    ----------
+    raw : mapping or None
+        ``{metric: {field: number}}``, e.g. ``{"ece": {"floor": 0.02}}``. None: no
+        overrides.
+    metrics : mapping, optional
+        Known metric names and their direction (``higher_is_better``); default the
+        metrics of :data:`poisonlab.metrics.HIGHER_IS_BETTER`.
+    where : str
+        How errors name the mapping (``"tolerances"`` for a suite).
+
+    Returns
+    -------
+    dict
+        ``{metric: {field: float}}``.
+
+    Raises
+    ------
+    UnknownNameError
+        A metric name is not known (with a did-you-mean hint).
+    ConfigError
+        A field or value is not allowed, or the metric is descriptive (never gated).
+
+    Examples
+    --------
+    >>> parse_tolerances({"ece": {"floor": 0.02}, "robust_accuracy": {"tolerance": 0.05}})
+    {'ece': {'floor': 0.02}, 'robust_accuracy': {'tolerance': 0.05}}
+    >>> parse_tolerances({"ece": {"floor": -1}})
+    Traceback (most recent call last):
+    ...
+    poisonlab.errors.ConfigError: tolerances.ece.floor=-1 is not allowed: expected a number >= 0
+    """
+    known = dict(HIGHER_IS_BETTER if metrics is None else metrics)
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}={raw!r} is not allowed: expected a mapping like "
+                          "{ece: {floor: 0.02}, robust_accuracy: {tolerance: 0.05}}")
+    out: dict[str, dict[str, float]] = {}
+    for metric, fields in raw.items():
+        if not isinstance(metric, str) or metric not in known:
+            options = sorted(known)
+            raise UnknownNameError(
+                f"{where}: metric={metric!r} is not known: expected one of "
+                f"{', '.join(options)}{did_you_mean(str(metric), options)}")
+        at = f"{where}.{metric}"
+        if known[metric] is None:
+            raise ConfigError(f"{at} is not allowed: {metric!r} is descriptive (no better "
+                              "direction) and never gated")
+        if not isinstance(fields, Mapping) or not fields:
+            raise ConfigError(f"{at}={fields!r} is not allowed: expected a mapping with one "
+                              f"or more of {', '.join(OVERRIDE_FIELDS)}")
+        parsed: dict[str, float] = {}
+        for name, value in fields.items():
+            if name not in OVERRIDE_FIELDS:
+                raise ConfigError(
+                    f"{at}: unknown field {name!r}: expected one of "
+                    f"{', '.join(OVERRIDE_FIELDS)}{did_you_mean(str(name), list(OVERRIDE_FIELDS))}")
+            parsed[name] = _number(f"{at}.{name}", value, positive=name == "k")
+        if "tolerance" in parsed and len(parsed) > 1:
+            others = ", ".join(f for f in parsed if f != "tolerance")
+            raise ConfigError(f"{at}: tolerance together with {others} is not allowed: "
+                              "tolerance fixes the tolerance, so floor, rel_floor and k "
+                              "would not apply")
+        out[metric] = parsed
+    return out
+
+
+# --------------------------------------------------------------------------- documents
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _field(where: str, obj: Mapping[str, Any], key: str, ok: Any, expected: str) -> Any:
+    if key not in obj:
+        raise DataError(f"{where} has no {key!r}: expected {expected}")
+    if not ok(obj[key]):
+        raise DataError(f"{where}.{key}={obj[key]!r} is not allowed: expected {expected}")
+    return obj[key]
+
+
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _is_opt_str(v: Any) -> bool:
+    return v is None or isinstance(v, str)
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _identity_checks(where: str, obj: Mapping[str, Any]) -> Identity:
+    for key in IDENTITY[:5]:
+        _field(where, obj, key, _is_str, "a string")
+    for key in IDENTITY[5:]:
+        _field(where, obj, key, _is_opt_str, "a string or null")
+    return tuple(obj[k] for k in IDENTITY)  # type: ignore[return-value]
+
+
+def validate_results(doc: Any, *, where: str = "results") -> dict[str, Any]:
+    """Check that ``doc`` is a results document the gate can read; return it.
+
+    Checks what the gate uses (schema version, suite, environment, aggregates); the full
+    format is poisonlab/schemas/results.schema.json.
+
+    Raises
+    ------
+    DataError
+        ``doc`` is a baseline, another JSON document, or an aggregate is malformed or
+        repeated; the message names the field.
+    """
+    if not isinstance(doc, Mapping):
+        raise DataError(f"{where} is a {type(doc).__name__}: expected a poisonlab results "
+                        "document (a JSON object)")
+    if doc.get("kind") == BASELINE_KIND:
+        raise DataError(f"{where} is a poisonlab baseline: expected a results.json written "
+                        "by 'poisonlab run'")
+    if doc.get("schema_version") != RESULTS_SCHEMA_VERSION or "aggregates" not in doc:
+        raise DataError(f"{where} is not a poisonlab results.json: "
+                        f"schema_version={doc.get('schema_version')!r}, expected "
+                        f"{RESULTS_SCHEMA_VERSION} with 'aggregates'")
+    suite = _field(where, doc, "suite", lambda v: isinstance(v, Mapping), "a mapping")
+    _field(f"{where}.suite", suite, "name", _is_str, "a string")
+    _field(f"{where}.suite", suite, "version", _is_count, "an integer")
+    _field(where, doc, "environment", lambda v: isinstance(v, Mapping), "a mapping")
+    aggs = _field(where, doc, "aggregates", lambda v: isinstance(v, list), "a list")
+    seen: dict[Identity, int] = {}
+    for i, a in enumerate(aggs):
+        at = f"{where}.aggregates[{i}]"
+        if not isinstance(a, Mapping):
+            raise DataError(f"{at}={a!r} is not allowed: expected a mapping")
+        ident = _identity_checks(at, a)
+        _field(at, a, "mean", lambda v: v is None or _is_num(v), "a number or null")
+        _field(at, a, "std", lambda v: v is None or (_is_num(v) and v >= 0),
+               "a number >= 0 or null")
+        _field(at, a, "n", _is_count, "an integer >= 0")
+        _field(at, a, "higher_is_better", lambda v: v is None or isinstance(v, bool),
+               "true, false or null (descriptive)")
+        if ident in seen:
+            raise DataError(f"{at} repeats aggregates[{seen[ident]}] ({_cell_label(ident)}, "
+                            f"{ident[4]}): expected one aggregate per cell and metric")
+        seen[ident] = i
+    return dict(doc)
+
+
+def validate_baseline(doc: Any, *, where: str = "baseline") -> dict[str, Any]:
+    """Check that ``doc`` is a baseline written by :func:`make_baseline`; return it.
+
+    Raises
+    ------
+    DataError
+        ``doc`` is a results document, another JSON document, a baseline of another
+        schema version, or an entry is malformed; the message names the field.
+    """
+    if not isinstance(doc, Mapping):
+        raise DataError(f"{where} is a {type(doc).__name__}: expected a poisonlab baseline "
+                        "(a JSON object)")
+    if doc.get("kind") != BASELINE_KIND:
+        if "aggregates" in doc and "cells" in doc:
+            raise DataError(f"{where} is a results.json, not a baseline: make one with "
+                            "'poisonlab baseline RESULTS.json --out BASELINE.json'")
+        raise DataError(f"{where} is not a poisonlab baseline: kind={doc.get('kind')!r}, "
+                        f"expected {BASELINE_KIND!r}")
+    if doc.get("schema_version") != BASELINE_SCHEMA_VERSION:
+        raise DataError(f"{where}: schema_version={doc.get('schema_version')!r} is not "
+                        f"supported: expected {BASELINE_SCHEMA_VERSION} (remake the baseline "
+                        "with this poisonlab)")
+    suite = _field(where, doc, "suite", lambda v: isinstance(v, Mapping), "a mapping")
+    _field(f"{where}.suite", suite, "name", _is_str, "a string")
+    _field(where, doc, "environment", lambda v: isinstance(v, Mapping), "a mapping")
+    entries = _field(where, doc, "entries", lambda v: isinstance(v, list), "a list")
+    seen: dict[Identity, int] = {}
+    for i, e in enumerate(entries):
+        at = f"{where}.entries[{i}]"
+        if not isinstance(e, Mapping):
+            raise DataError(f"{at}={e!r} is not allowed: expected a mapping")
+        ident = _identity_checks(at, e)
+        _field(at, e, "value", _is_num, "a finite number")
+        _field(at, e, "std", lambda v: _is_num(v) and v >= 0, "a number >= 0")
+        _field(at, e, "n", lambda v: _is_count(v) and v >= 1, "an integer >= 1")
+        _field(at, e, "higher_is_better", lambda v: isinstance(v, bool), "true or false")
+        _field(at, e, "tolerance", lambda v: _is_num(v) and v >= 0, "a number >= 0")
+        fixed = _field(at, e, "fixed", lambda v: isinstance(v, bool), "true or false")
+        if not fixed:
+            _field(at, e, "k", lambda v: _is_num(v) and v > 0, "a number > 0")
+            _field(at, e, "floor", lambda v: _is_num(v) and v >= 0, "a number >= 0")
+            _field(at, e, "rel_floor", lambda v: _is_num(v) and v >= 0, "a number >= 0")
+        if ident in seen:
+            raise DataError(f"{at} repeats entries[{seen[ident]}] ({_cell_label(ident)}, "
+                            f"{ident[4]}): expected one entry per cell and metric")
+        seen[ident] = i
+    return dict(doc)
+
+
+def _read_json(path: str | Path, what: str) -> Any:
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{what}={str(path)!r} does not exist: expected a JSON file")
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{what}={str(path)!r} is not a JSON file: "
+                        f"{type(e).__name__}: {e}".replace("\n", " ")) from None
+
+
+def load_results_doc(path: str | Path) -> dict[str, Any]:
+    """Read and check a results.json (or the run folder holding it) for the gate."""
+    p = Path(path)
+    if p.is_dir():
+        from .runner import RESULTS_NAME
+
+        p = p / RESULTS_NAME
+    return validate_results(_read_json(p, "results"), where=f"results {str(p)!r}")
+
+
+def load_baseline(path: str | Path) -> dict[str, Any]:
+    """Read and check a baseline file written by ``poisonlab baseline``."""
+    return validate_baseline(_read_json(path, "baseline"), where=f"baseline {str(path)!r}")
+
+
+def write_baseline(baseline: Mapping[str, Any], path: str | Path) -> Path:
+    """Write ``baseline`` as JSON, atomically (a failed write leaves no half file)."""
+    from .runner import atomic_write
+
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"--out={str(p)!r} is a folder: expected a file name such as "
+                          "baseline.json")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(p, json.dumps(baseline, indent=1) + "\n")
+    except OSError as e:
+        raise ConfigError(f"--out={str(p)!r} cannot be written: {e.strerror or e}") from None
+    return p
+
+
+# --------------------------------------------------------------------------- baseline
+
+
+def _n_test(doc: Mapping[str, Any]) -> dict[str, int]:
+    """Smallest test-set size per dataset label, from the cells' dataset summaries."""
+    from .suite import spec_label
+
+    out: dict[str, int] = {}
+    for c in doc.get("cells") or []:
+        summary = c.get("dataset_summary") if isinstance(c, Mapping) else None
+        spec = c.get("dataset") if isinstance(c, Mapping) else None
+        if not isinstance(summary, Mapping) or not isinstance(spec, Mapping):
+            continue
+        n = summary.get("n_test")
+        if isinstance(n, int) and _is_count(n) and n > 0 and isinstance(spec.get("name"), str):
+            label = spec_label(dict(spec))
+            out[label] = min(n, out.get(label, n))
+    return out
+
+
+def _suite_tolerances(doc: Mapping[str, Any]) -> Any:
+    suite = doc["suite"]
+    if suite.get("tolerances") is not None:
+        return suite["tolerances"]
+    config = suite.get("config")
+    return config.get("tolerances") if isinstance(config, Mapping) else None
+
+
+def make_baseline(
+    results_doc: Mapping[str, Any],
+    *,
+    overrides: Mapping[str, Mapping[str, float]] | None = None,
+    k: float = DEFAULT_K,
+    floor: float | None = None,
+) -> dict[str, Any]:
+    """A baseline from a run's results: value, spread, direction and tolerance per number.
+
+    Every aggregate with a direction and a value becomes one entry; descriptive metrics
+    (``higher_is_better`` null) are listed under ``descriptive`` and never gated, and
+    aggregates without a value (all seeds failed, or the metric undefined) under
+    ``skipped``. The tolerance is :func:`tolerance` with ``n_new = n`` (the same suite
+    rerun); :func:`check` recomputes it when the results have another n.
+
+    Parameters
+    ----------
+    results_doc : mapping
+        A results document (the content of results.json).
+    overrides : mapping, optional
+        Per-metric overrides, ``{metric: {field: number}}`` (see :func:`parse_tolerances`).
+        They replace, metric by metric, the suite's ``tolerances:`` (read from
+        ``results_doc["suite"]["tolerances"]`` or the suite config).
+    k : float
+        Standard errors of the difference allowed, > 0 (default :data:`DEFAULT_K`).
+    floor : float, optional
+        Absolute floor for every metric, >= 0; default None: per metric, :data:`FLOORS`
+        (rate metrics at least :data:`MIN_POINTS` test points).
+
+    Returns
+    -------
+    dict
+        The baseline document (poisonlab/schemas/baseline.schema.json): ``kind``,
+        ``schema_version``, ``suite``, ``environment``, ``source``, ``rule``,
+        ``entries``, ``descriptive``, ``skipped``.
+
+    Raises
+    ------
+    DataError
+        ``results_doc`` is not a results document.
+    UnknownNameError, ConfigError
+        An override names an unknown metric or has a value that is not allowed.
+
+    Examples
+    --------
+    >>> base = make_baseline(doc)  # doctest: +SKIP
+    >>> check(doc, base).exit_code  # doctest: +SKIP
+    0
+    """
+    doc = validate_results(results_doc)
+    k = _number("k", k, positive=True)
+    floor = None if floor is None else _number("floor", floor)
+    aggs = doc["aggregates"]
+    directions: dict[str, bool | None] = dict(HIGHER_IS_BETTER)
+    for a in aggs:
+        directions.setdefault(a["metric"], a["higher_is_better"])
+    merged = dict(parse_tolerances(_suite_tolerances(doc), metrics=directions,
+                                   where="suite.tolerances"))
+    merged.update(parse_tolerances(overrides, metrics=directions, where="overrides"))
+    n_test = _n_test(doc)
+
+    entries: list[dict[str, Any]] = []
+    descriptive: set[str] = set()
+    skipped: list[dict[str, Any]] = []
+    for a in aggs:
+        ident = {key: a[key] for key in IDENTITY}
+        if a["higher_is_better"] is None:
+            descriptive.add(a["metric"])
+            continue
+        if a["mean"] is None or a["n"] == 0:
+            skipped.append({**ident, "reason": f"no value (n=0, n_failed={a.get('n_failed')})"})
+            continue
+        n, value = a["n"], a["mean"]
+        std = float(a["std"] or 0.0) if n > 1 else 0.0  # one seed: no spread
+        ov = merged.get(a["metric"], {})
+        entry: dict[str, Any] = {**ident, "value": value, "std": std, "n": n,
+                                 "n_failed": a.get("n_failed", 0),
+                                 "higher_is_better": a["higher_is_better"]}
+        if "tolerance" in ov:
+            entry.update(k=None, floor=None, rel_floor=None, tolerance=ov["tolerance"],
+                         fixed=True, basis="fixed")
+        else:
+            k_m = ov.get("k", k)
+            if "floor" in ov:
+                floor_m = ov["floor"]
+            elif floor is not None:
+                floor_m = floor
+            else:
+                floor_m = default_floor(a["metric"], n_test.get(a["dataset"]))
+            rel_m = ov.get("rel_floor", REL_FLOORS.get(a["metric"], 0.0))
+            tol = tolerance(std, n, k=k_m, floor=floor_m, rel_floor=rel_m, value=value)
+            spread = tolerance(std, n, k=k_m)
+            basis = "floor-only" if n == 1 else ("spread" if spread >= tol else "floor")
+            entry.update(k=k_m, floor=floor_m, rel_floor=rel_m, tolerance=tol, fixed=False,
+                         basis=basis)
+        entries.append(entry)
+
+    env = doc["environment"]
+    return {
+        "kind": BASELINE_KIND,
+        "schema_version": BASELINE_SCHEMA_VERSION,
+        "poisonlab_version": _own_version(),
+        "suite": {"name": doc["suite"]["name"], "version": doc["suite"]["version"]},
+        "source": {"poisonlab_version": doc.get("poisonlab_version"),
+                   "created": doc.get("created"), "git": env.get("git"),
+                   "n_cells": doc.get("n_cells"), "n_failed": doc.get("n_failed")},
+        "environment": dict(env),
+        "rule": {"formula": RULE, "k": k, "floor": floor,
+                 "floors": dict(FLOORS), "default_floor": DEFAULT_FLOOR,
+                 "rel_floors": dict(REL_FLOORS), "min_points": MIN_POINTS,
+                 "rate_metrics": sorted(RATE_METRICS), "n_test": n_test,
+                 "overrides": merged},
+        "entries": entries,
+        "descriptive": sorted(descriptive),
+        "skipped": skipped,
+    }
+
+
+def _own_version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+# --------------------------------------------------------------------------- check
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One gated number: its cell and metric, both values, the tolerance and the verdict.
+
+    ``baseline``/``now``/``tolerance`` are None where that side has no value (a missing or
+    new number). ``delta`` is ``now - baseline``; ``gain`` is ``delta`` signed by the
+    metric's direction, so that ``gain > 0`` is better whichever way the metric points.
+    """
+
+    dataset: str
+    model: str
+    defense: str
+    poisoning: str
+    metric: str
+    threat: str | None
+    attack: str | None
+    verdict: Verdict
+    baseline: float | None = None
+    now: float | None = None
+    tolerance: float | None = None
+    higher_is_better: bool | None = None
+    n_baseline: int | None = None
+    n_now: int | None = None
+    note: str = ""
+
+    @property
+    def identity(self) -> Identity:
+        return (self.dataset, self.model, self.defense, self.poisoning, self.metric,
+                self.threat, self.attack)
+
+    @property
+    def delta(self) -> float | None:
+        if self.baseline is None or self.now is None:
+            return None
+        return self.now - self.baseline
+
+    @property
+    def gain(self) -> float | None:
+        d = self.delta
+        if d is None or self.higher_is_better is None:
+            return None
+        return d if self.higher_is_better else -d
+
+    @property
+    def cell(self) -> str:
+        """Compact: ``dataset/model/defense/poisoning @ threat [attack]``."""
+        return _cell_label(self.identity)
+
+
+def _cell_label(ident: Identity) -> str:
+    dataset, model, defense, poisoning, _, threat, attack = ident
+    out = f"{dataset}/{model}/{defense}/{poisoning}"
+    if threat is not None:
+        out += f" @ {threat}"
+    if attack is not None:
+        out += f" [{attack}]"
+    return out
+
+
+def _fmt(v: float | None, *, sign: bool = False) -> str:
+    if v is None:
+        return "-"
+    return f"{v:+.4g}" if sign else f"{v:.4g}"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What :func:`check` found: one row per gated number, the expectations, the warnings,
+    the exit status.
+
+    ``rows`` are ordered regressed (worst first), missing in results, improved (largest
+    first), new in results, within. ``expectations`` holds one verdict per expectation
+    and scope, in the suite's order. ``exit_code`` is 0 when nothing regressed, nothing
+    is missing (and, with ``fail_on_improvement``, nothing improved) and every required
+    expectation holds, else 1.
+    """
+
+    rows: tuple[Comparison, ...]
+    warnings: tuple[str, ...] = ()
+    fail_on_improvement: bool = False
+    suite: str = ""
+    expectations: tuple[ExpectationResult, ...] = ()
+    #: False when :func:`check` was called without a baseline (expectations only).
+    has_baseline: bool = True
+
+    def of(self, verdict: Verdict | str) -> tuple[Comparison, ...]:
+        """The rows with one verdict."""
+        v = Verdict(verdict)
+        return tuple(r for r in self.rows if r.verdict is v)
+
+    @property
+    def regressed(self) -> tuple[Comparison, ...]:
+        return self.of(Verdict.REGRESSED)
+
+    @property
+    def improved(self) -> tuple[Comparison, ...]:
+        return self.of(Verdict.IMPROVED)
+
+    @property
+    def missing(self) -> tuple[Comparison, ...]:
+        return self.of(Verdict.MISSING)
+
+    @property
+    def new(self) -> tuple[Comparison, ...]:
+        return self.of(Verdict.NEW)
+
+    @property
+    def within(self) -> tuple[Comparison, ...]:
+        return self.of(Verdict.WITHIN)
+
+    @property
+    def failing(self) -> tuple[Comparison, ...]:
+        """The rows that fail the gate."""
+        bad = {Verdict.REGRESSED, Verdict.MISSING}
+        if self.fail_on_improvement:
+            bad.add(Verdict.IMPROVED)
+        return tuple(r for r in self.rows if r.verdict in bad)
+
+    @property
+    def failing_expectations(self) -> tuple[ExpectationResult, ...]:
+        """The required expectations that do not hold (or are inconclusive), per scope."""
+        return tuple(r for r in self.expectations if r.failing)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failing and not self.failing_expectations
+
+    @property
+    def exit_code(self) -> int:
+        """0: nothing regressed or missing, every required expectation holds; 1: the gate
+        fails (the CLI's exit status)."""
+        return 0 if self.ok else 1
+
+    def headline(self) -> str:
+        counts = [f"{len(self.of(v))} {v.label}" for v in _ORDER if self.of(v)]
+        status = "passed" if self.ok else "FAILED"
+        why = " (improvements fail: --fail-on-improvement)" if (
+            self.fail_on_improvement and self.improved) else ""
+        if self.has_baseline:
+            suite = f" against the {self.suite!r} baseline" if self.suite else ""
+            out = (f"poisonlab check{suite}: {status}{why}: {len(self.rows)} numbers: "
+                   f"{', '.join(counts) or 'none gated'}")
+        else:
+            suite = f" of {self.suite!r}" if self.suite else ""
+            out = f"poisonlab check{suite} (no baseline): {status}"
+        if self.expectations:
+            verdicts = [r.verdict for r in self.expectations]
+            tally = [_tally(verdicts.count(v), v) for v in ExpectationVerdict if v in verdicts]
+            out += f"; expectations: {', '.join(tally)}"
+            if n_failing := len(self.failing_expectations):
+                out += f" ({n_failing} required not holding)"
+        elif not self.has_baseline:
+            out += ": no expectations"
+        return out
+
+    def expectation_table(self) -> tuple[list[str], list[list[str]]]:
+        """Headers and rows (strings) of the expectations, one row per claim and scope.
+
+        ``diff`` is ``mean(defense) - mean(than)``; ``± 2se`` is ``Z_SE`` standard errors
+        of that difference, the noise band the verdict is decided against.
+        """
+        z = z_se()
+        headers = ["claim", "scope", "verdict", "a vs b", f"diff ± {z:g}se", "required"]
+        rows = []
+        for r in self.expectations:
+            e = r.expectation
+            verdict = r.verdict.value + (f" ({r.reason})" if r.reason else "")
+            vs = ("-" if r.a_mean is None and r.b_mean is None
+                  else f"{_fmt(r.a_mean)} vs {_fmt(r.b_mean)}")
+            diff = _fmt(r.diff, sign=True)
+            if r.se is not None:
+                diff += f" ± {z * r.se:.2g}"
+            if e.margin:
+                diff += f" (margin {e.margin:g})"
+            required = ("yes: FAILS" if r.failing else "yes") if e.required else "no"
+            rows.append([e.text, r.scope, verdict, vs, diff, required])
+        return headers, rows
+
+    def table(self, *, show_within: bool = False) -> tuple[list[str], list[list[str]]]:
+        """Headers and rows (strings) of the table; within rows only if ``show_within``."""
+        headers = ["metric", "cell", "baseline", "now", "delta", "tolerance", "verdict"]
+        rows = [[r.metric, r.cell, _fmt(r.baseline), _fmt(r.now), _fmt(r.delta, sign=True),
+                 _fmt(r.tolerance), r.verdict.label + (f" ({r.note})" if r.note else "")]
+                for r in self.rows if show_within or r.verdict is not Verdict.WITHIN]
+        return headers, rows
+
+    def _within_line(self, show_within: bool) -> str:
+        n = len(self.within)
+        if show_within or not n:
+            return ""
+        return f"{n} {'more ' if len(self.rows) > n else ''}within tolerance (not listed)."
+
+    def text(self, *, show_within: bool = False) -> str:
+        """A plain-text report for the terminal: headline, warnings, table, within count."""
+        from .report import text_table
+
+        out = [self.headline()]
+        out += [f"warning: {w}" for w in self.warnings]
+        headers, rows = self.table(show_within=show_within)
+        if rows:
+            out += ["", *(line.rstrip() for line in text_table(headers, rows).splitlines())]
+        if line := self._within_line(show_within):
+            out += ["", line]
+        if self.expectations:
+            headers, rows = self.expectation_table()
+            out += ["", f"Expectations: {_expectations_note()}.", "",
+                    *(line.rstrip() for line in text_table(headers, rows).splitlines())]
+        return "\n".join(out)
+
+    def markdown(self, *, show_within: bool = False) -> str:
+        """The same report as Markdown (a CI job summary)."""
+        out = [f"### {self.headline()}", ""]
+        if self.warnings:
+            out += [f"- warning: {_md(w)}" for w in self.warnings] + [""]
+        headers, rows = self.table(show_within=show_within)
+        if rows:
+            out.append("| " + " | ".join(headers) + " |")
+            out.append("|" + "|".join("---" for _ in headers) + "|")
+            out += ["| " + " | ".join(_md(c) for c in r) + " |" for r in rows]
+            out.append("")
+        if line := self._within_line(show_within):
+            out += [line, ""]
+        if self.expectations:
+            headers, rows = self.expectation_table()
+            note = _expectations_note()
+            out += ["#### Expectations", "", f"{note[0].upper()}{note[1:]}.", ""]
+            out.append("| " + " | ".join(headers) + " |")
+            out.append("|" + "|".join("---" for _ in headers) + "|")
+            out += ["| " + " | ".join(_md(c) for c in r) + " |" for r in rows]
+            out.append("")
+        return "\n".join(out)
+
+
+def _tally(n: int, verdict: ExpectationVerdict) -> str:
+    """``1 holds``, ``2 hold``, ``3 do not hold``, ``1 inconclusive``."""
+    plural = {ExpectationVerdict.HOLDS: "hold", ExpectationVerdict.DOES_NOT_HOLD: "do not hold"}
+    return f"{n} {verdict.value if n == 1 else plural.get(verdict, verdict.value)}"
+
+
+def _expectations_note() -> str:
+    return (f"a required claim fails the gate unless it holds (beyond {z_se():g} standard "
+            "errors of the seed spread); the others never fail it")
+
+
+def _md(s: str) -> str:
+    return s.replace("|", "\\|")
+
+
+def environment_warnings(baseline_env: Mapping[str, Any], env: Mapping[str, Any]) -> list[str]:
+    """One line per environment field or package version that differs."""
+    out = []
+    for f in ENV_FIELDS:
+        if f in baseline_env and f in env and baseline_env[f] != env[f]:
+            out.append(f"environment differs: {f} {baseline_env[f]!r} in the baseline, "
+                       f"{env[f]!r} now")
+    b_pkgs = baseline_env.get("packages") or {}
+    pkgs = env.get("packages") or {}
+    for p in sorted(set(b_pkgs) | set(pkgs)):
+        if b_pkgs.get(p) != pkgs.get(p):
+            out.append(f"environment differs: {p} {b_pkgs.get(p) or 'not installed'} in the "
+                       f"baseline, {pkgs.get(p) or 'not installed'} now")
+    if out:
+        out.append("numbers may move for reasons other than the change under test: make "
+                   "the baseline in the environment that checks it")
+    return out
+
+
+def check(
+    results_doc: Mapping[str, Any],
+    baseline: Mapping[str, Any] | None,
+    *,
+    fail_on_improvement: bool = False,
+) -> CheckResult:
+    """Compare a run's results with a baseline, number by number; judge its expectations.
+
+    For each baseline entry the same cell and metric is looked up in the results'
+    aggregates; ``gain`` (the change signed by the metric's direction) decides: below
+    ``-tolerance`` regressed, above ``+tolerance`` improved, otherwise within. A number
+    of the baseline absent from the results (or without a value there) is *missing* and
+    fails the gate; a number only in the results is *new* and does not. When the results
+    have another n than the baseline, the tolerance is recomputed for that n
+    (:func:`tolerance` with ``n_new``). Descriptive metrics get no verdict.
+
+    The expectations stored in the results (``results_doc["expectations"]``) are judged
+    again from the aggregates (:func:`~poisonlab.harness.expectations.evaluate_expectations`;
+    the stored verdicts are not trusted): a required one that does not hold in some scope,
+    or is inconclusive there, fails the gate.
+
+    Parameters
+    ----------
+    results_doc : mapping
+        The results document (content of results.json).
+    baseline : mapping or None
+        A baseline made by :func:`make_baseline`; None: judge the expectations only.
+    fail_on_improvement : bool
+        Also fail when a number improved beyond its tolerance (forces a baseline refresh).
+
+    Returns
+    -------
+    CheckResult
+        Rows, expectation verdicts, warnings (environment or suite differs, n differs,
+        floor-only tolerances) and ``exit_code``.
+
+    Raises
+    ------
+    DataError
+        Either document is not what it should be (the message names the field).
+    """
+    doc = validate_results(results_doc)
+    expectations = tuple(evaluate_expectations(doc, expectations_from_doc(doc)))
+    if baseline is None:
+        return CheckResult(rows=(), fail_on_improvement=fail_on_improvement,
+                           suite=str(doc["suite"]["name"]), expectations=expectations,
+                           has_baseline=False)
+    base = validate_baseline(baseline)
+    warnings = environment_warnings(base["environment"], doc["environment"])
+    b_suite, r_suite = base["suite"], doc["suite"]
+    if (b_suite["name"], b_suite.get("version")) != (r_suite["name"], r_suite["version"]):
+        warnings.insert(0, f"suite differs: the baseline is of {b_suite['name']!r} version "
+                           f"{b_suite.get('version')}, the results of {r_suite['name']!r} "
+                           f"version {r_suite['version']}")
+
+    index = {tuple(a[key] for key in IDENTITY): a for a in doc["aggregates"]}
+    rows: list[Comparison] = []
+    n_changed = floor_only = 0
+    for e in base["entries"]:
+        ident = tuple(e[key] for key in IDENTITY)
+        a = index.pop(ident, None)
+        common = dict(zip(IDENTITY, ident, strict=True))
+        if a is None or a["mean"] is None or a["n"] == 0:
+            note = "" if a is None else f"no value: n=0, n_failed={a.get('n_failed')}"
+            rows.append(Comparison(**common, verdict=Verdict.MISSING, baseline=e["value"],
+                                   higher_is_better=e["higher_is_better"],
+                                   n_baseline=e["n"], note=note))
+            continue
+        notes = []
+        tol = e["tolerance"]
+        if a["n"] != e["n"]:
+            n_changed += 1
+            notes.append(f"n {e['n']} -> {a['n']}")
+            if not e["fixed"]:
+                tol = tolerance(e["std"], e["n"], n_new=a["n"], k=e["k"], floor=e["floor"],
+                                rel_floor=e["rel_floor"], value=e["value"])
+        if e["n"] == 1 and not e["fixed"]:
+            floor_only += 1
+        if a["higher_is_better"] != e["higher_is_better"]:
+            notes.append("direction differs")
+            warnings.append(f"{e['metric']}: higher_is_better is {e['higher_is_better']} in "
+                            f"the baseline, {a['higher_is_better']} in the results: compared "
+                            "with the baseline's direction; remake the baseline")
+        gain = (a["mean"] - e["value"]) * (1 if e["higher_is_better"] else -1)
+        verdict = (Verdict.REGRESSED if gain < -tol else
+                   Verdict.IMPROVED if gain > tol else Verdict.WITHIN)
+        rows.append(Comparison(**common, verdict=verdict, baseline=e["value"], now=a["mean"],
+                               tolerance=tol, higher_is_better=e["higher_is_better"],
+                               n_baseline=e["n"], n_now=a["n"], note=", ".join(notes)))
+    for ident, a in index.items():
+        if a["higher_is_better"] is None:  # descriptive: never gated
+            continue
+        rows.append(Comparison(**dict(zip(IDENTITY, ident, strict=True)), verdict=Verdict.NEW,
+                               now=a["mean"], higher_is_better=a["higher_is_better"],
+                               n_now=a["n"]))
+    if n_changed:
+        warnings.append(f"{n_changed} numbers have another n (seeds) than in the baseline "
+                        "(failed cells or another suite): their tolerance is recomputed for "
+                        "the new n")
+    if floor_only:
+        warnings.append(f"{floor_only} numbers have n=1 in the baseline: their tolerance is "
+                        "the floor alone (no seed spread to measure noise); use >= 3 seeds")
+    # dedupe repeated direction warnings, keep order
+    warnings = list(dict.fromkeys(warnings))
+    return CheckResult(rows=tuple(_sorted(rows)), warnings=tuple(warnings),
+                       fail_on_improvement=fail_on_improvement, suite=str(b_suite["name"]),
+                       expectations=expectations)
+
+
+def _sorted(rows: Iterable[Comparison]) -> list[Comparison]:
+    def severity(r: Comparison) -> float:
+        gain, tol = r.gain, r.tolerance
+        if gain is None or tol is None:
+            return 0.0
+        ratio = abs(gain) / tol if tol > 0 else math.inf
+        return -ratio  # largest excess first (regressions and improvements alike)
+
+    rank = {v: i for i, v in enumerate(_ORDER)}
+    return sorted(rows, key=lambda r: (rank[r.verdict], severity(r)))
