@@ -1,14 +1,16 @@
 # make demo: run the quickstart suite on the embedded digits data and write a report.
 # make test: lint and run the whole test suite.
 # Both create .venv if missing; torch==2.13.0 (CPU) is installed first so that nothing
-# pulls another torch build.
+# pulls another torch build. make test also installs Debian's chromium and chromium-driver
+# (the HTML report is checked in a headless browser) when they are missing: as root, or
+# through sudo.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.poisonlab-installed
 DEMO_OUT ?= runs/quickstart
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install browser clean
 
 install: $(STAMP)
 
@@ -25,8 +27,16 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check poisonlab tests benchmarks
 
-test: $(STAMP) lint
-	$(BIN)/python -m pytest -q
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT  := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -y -q -o Dpkg::Use-Pty=0
+
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { $(APT) install chromium chromium-driver >/dev/null || \
+	    { $(APT) update >/dev/null && $(APT) install chromium chromium-driver >/dev/null; }; }
+
+test: $(STAMP) lint browser
+	POISONLAB_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache .hypothesis

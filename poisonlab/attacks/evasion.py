@@ -9,7 +9,7 @@ attacked again.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -317,6 +317,7 @@ def security_curve(
     threats: Sequence[EvasionThreat],
     seed: int = 0,
     target: Any = None,
+    on_result: Callable[[EvasionThreat, AttackResult], None] | None = None,
 ) -> list[AttackResult]:
     """Run ``attack`` under each threat (same norm and bounds, several eps), sharing work.
 
@@ -324,6 +325,9 @@ def security_curve(
     adversarial point (it lies inside every larger ball) and is not attacked again, so
     success never decreases with eps and each larger eps costs only the samples still
     standing. Each eps draws from its own child seed of ``seed``.
+
+    ``on_result(threat, result)``, if given, is called as each eps finishes (in increasing
+    eps): a progress hook, it cannot change the results.
 
     Returns one :class:`AttackResult` per threat, in the order given.
     """
@@ -363,4 +367,6 @@ def security_curve(
             x_best = res.x_adv.clone()
             fooled = res.success.clone()
             results[i] = res
+            if on_result is not None:
+                on_result(threat, res)
     return [results[i] for i in range(len(threats))]

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from .._validation import check_scalar, check_seed
 from ..attacks import LabelFlip, get_attack, security_curve
@@ -22,7 +25,7 @@ from ..data import Dataset, load_dataset
 from ..defenses import Defense, get_defense
 from ..defenses.compose import Compose
 from ..defenses.distillation import Distillation
-from ..errors import ConfigError, PoisonlabError
+from ..errors import ConfigError, DataError, EvaluationWarning, PoisonlabError
 from ..metrics import (
     HIGHER_IS_BETTER,
     RAY_ALPHAS,
@@ -31,23 +34,30 @@ from ..metrics import (
     brier,
     ece,
     gaussian_noise,
+    logit_norm,
+    mean_entropy,
+    mutual_information,
     nll,
     offmanifold_auroc,
     offmanifold_confidence,
     poisoning_success_rate,
     predict_proba,
     ray_confidence,
+    reliability,
+    temperature,
     uniform_noise,
+    weight_norm,
 )
 from ..models import build_model
 from ..registry import split_named
 from ..threat import EvasionThreat
 from ..training import train
-from .suite import METRIC_GROUPS, SUITE_VERSION, Cell, EvasionSpec, Spec, Suite
+from .suite import METRIC_GROUPS, SUITE_VERSION, Cell, EvasionSpec, InformationSpec, Spec, Suite
 
 #: Order of the child seeds drawn from a cell's seed (append only: children are
 #: index-stable, so a new slot leaves the others' seeds unchanged).
-_SEED_SLOTS = ("model", "train", "flip", "attack", "noise", "surrogate", "teacher")
+_SEED_SLOTS = ("model", "train", "flip", "attack", "noise", "surrogate", "teacher",
+               "information")
 
 #: Trained transfer surrogates and distillation teachers, keyed by everything that
 #: determines them; a surrogate depends on the dataset split and its own seed, not on the
@@ -63,23 +73,43 @@ def metric(name: str, value: float, *, threat: str | None = None,
             "higher_is_better": HIGHER_IS_BETTER[name]}
 
 
-def evaluate_cell(suite: Suite, cell: Cell) -> dict[str, Any]:
+def evaluate_cell(suite: Suite, cell: Cell, *, progress: bool = False) -> dict[str, Any]:
     """Run one cell and return its JSON-ready record (status "ok" or "failed").
 
     A :class:`PoisonlabError` inside the cell (a diverging loss, too few labels for a
     pairwise flip) is recorded as a failed cell with its message; the run goes on.
+    ``progress`` shows a bar over the cell's stages (training, each attack at each eps,
+    the off-manifold and information metrics) once the cell has run for a second, silent
+    when stderr is not a terminal; it changes no number.
     """
     record: dict[str, Any] = {"key": suite.key(cell), **cell.to_dict()}
     t0 = time.perf_counter()
+    stages = (1 + ("evasion" in suite.metrics) * len(suite.attacks)
+              * sum(len(e.eps) for e in suite.evasion)
+              + ("offmanifold" in suite.metrics) + ("information" in suite.metrics))
+    bar = tqdm(total=stages, desc="  cell", unit="stage", leave=False, delay=1.0, position=1,
+               disable=None if progress else True)
+
+    def tick(what: str) -> None:
+        bar.set_postfix_str(what, refresh=False)
+        bar.update(1)
+
     try:
-        record.update(status="ok", error=None, **_evaluate(suite, cell))
+        with bar:
+            record.update(status="ok", error=None, **_evaluate(suite, cell, tick))
     except PoisonlabError as e:
-        record.update(status="failed", error=str(e), metrics=[], internal={})
+        record.update(status="failed", error=str(e), metrics=[], reliability=None,
+                      internal={})
     record["timing"] = {"wall_s": round(time.perf_counter() - t0, 3)}
     return record
 
 
-def _evaluate(suite: Suite, cell: Cell) -> dict[str, Any]:
+def _no_tick(what: str) -> None:
+    """A progress hook that shows nothing."""
+
+
+def _evaluate(suite: Suite, cell: Cell,
+              tick: Callable[[str], None] = _no_tick) -> dict[str, Any]:
     seeds = dict(zip(_SEED_SLOTS, child_seeds(cell.seed, len(_SEED_SLOTS)), strict=True))
     ds = load_dataset(cell.dataset.name, seed=cell.seed, **cell.dataset.kwargs)
     y_train = ds.y_train
@@ -95,9 +125,13 @@ def _evaluate(suite: Suite, cell: Cell) -> dict[str, Any]:
     tr = suite.training
     defense = get_defense(cell.defense.name, **cell.defense.kwargs)
 
+    teachers: list[nn.Module] = []
+
     def teacher(spec: SurrogateSpec) -> nn.Module:  # trained on this cell's labels
-        return _auxiliary(suite, cell, ds, spec, seeds["teacher"], y_train,
-                          labels=cell.poison_id)
+        t = _auxiliary(suite, cell, ds, spec, seeds["teacher"], y_train,
+                       labels=cell.poison_id)
+        teachers.append(t)
+        return t
 
     defense = with_teachers(defense, teacher)
     # Post-hoc defenses (temperature scaling) are fitted on the validation split and
@@ -105,25 +139,31 @@ def _evaluate(suite: Suite, cell: Cell) -> dict[str, Any]:
     model = train(model, ds.x_train, y_train, defense=defense, epochs=tr.epochs,
                   batch_size=tr.batch_size, lr=tr.lr, weight_decay=tr.weight_decay,
                   seed=seeds["train"], x_val=ds.x_val, y_val=ds.y_val, bounds=ds.bounds)
+    tick("trained")
 
-    out: list[dict[str, Any]] = []
     probs = predict_proba(model, ds.x_test)
     pred_clean = probs.argmax(dim=1)
+    out, diagram = _clean_metrics(suite, model, ds, probs)
     if "accuracy" in suite.metrics:
-        out.append(metric("clean_accuracy", accuracy(pred_clean, ds.y_test)))
-    if "calibration" in suite.metrics:
-        out += [metric("ece", ece(probs, ds.y_test)), metric("nll", nll(probs, ds.y_test)),
-                metric("brier", brier(probs, ds.y_test))]
+        # The clean test accuracy of each distillation teacher the harness trained, to set
+        # beside its student's.
+        out += [metric("teacher_accuracy",
+                       accuracy(predict_proba(t, ds.x_test).argmax(dim=1), ds.y_test))
+                for t in teachers]
     if "evasion" in suite.metrics:
         def surrogate(spec: SurrogateSpec) -> nn.Module:  # trained on clean labels
             return _auxiliary(suite, cell, ds, spec, seeds["surrogate"], ds.y_train,
                               labels="clean")
 
         out += _evasion(suite, model, ds.x_test, ds.y_test, ds.n_classes, ds.bounds,
-                        seeds["attack"], surrogate)
+                        seeds["attack"], surrogate, tick)
     if "offmanifold" in suite.metrics:
         out += _offmanifold(suite, model, ds.x_train, ds.x_test, ds.input_shape, ds.bounds,
                             seeds["noise"])
+        tick("off-manifold")
+    if "information" in suite.metrics:
+        out += _information(suite.information, model, ds, seeds["information"])
+        tick("information")
     if poison_info is not None:
         out.append(metric("n_flipped", float(poison_info["n_flipped"]),
                           threat=cell.poison_id))
@@ -132,6 +172,7 @@ def _evaluate(suite: Suite, cell: Cell) -> dict[str, Any]:
         "seeds": seeds,
         "poisoning_info": poison_info,
         "metrics": out,
+        "reliability": diagram,
         # Needed to derive the poisoning metrics against the clean cell; not in results.json.
         "internal": {"pred_clean": pred_clean.tolist(), "y_test": ds.y_test.tolist()},
     }
@@ -145,6 +186,46 @@ def with_teachers(defense: Defense, teacher: Callable[[SurrogateSpec], nn.Module
     if isinstance(defense, Distillation) and defense.needs_teacher:
         return defense.with_teacher(teacher(defense.teacher))
     return defense
+
+
+def _clean_metrics(suite: Suite, model: nn.Module, ds: Dataset, probs: torch.Tensor
+                   ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Accuracy and calibration on the clean test split; the reliability diagram's data.
+
+    Returns the metric records and the reliability data (None without "calibration").
+    """
+    out: list[dict[str, Any]] = []
+    if "accuracy" in suite.metrics:
+        out.append(metric("clean_accuracy", accuracy(probs.argmax(dim=1), ds.y_test)))
+    if "calibration" not in suite.metrics:
+        return out, None
+    out += [metric("ece", ece(probs, ds.y_test)), metric("nll", nll(probs, ds.y_test)),
+            metric("brier", brier(probs, ds.y_test)),
+            # Fitted on the validation split, on the model as deployed.
+            metric("temperature", temperature(model, ds.x_val, ds.y_val)),
+            metric("mean_entropy", mean_entropy(probs))]
+    return out, reliability(probs, ds.y_test)
+
+
+def _information(spec: InformationSpec, model: nn.Module, ds: Dataset,
+                 seed: int) -> list[dict[str, Any]]:
+    """Mutual information on clean training examples, logit norm on test, weight norm.
+
+    A class of ``spec.classes`` with fewer than 2 training examples leaves the mutual
+    information undefined (NaN, with an EvaluationWarning) rather than failing the cell.
+    """
+    try:
+        mi = mutual_information(model, ds.x_train, ds.y_train, classes=spec.classes,
+                                n_examples=spec.n_examples, n_augment=spec.n_augment,
+                                bounds=ds.bounds, seed=seed, shift=spec.shift,
+                                noise=spec.noise)
+    except DataError as e:
+        warnings.warn(f"mutual_information is undefined: {e}", EvaluationWarning,
+                      stacklevel=2)
+        mi = math.nan
+    return [metric("mutual_information", mi),
+            metric("logit_norm", logit_norm(model, ds.x_test)),
+            metric("weight_norm", weight_norm(model))]
 
 
 def _auxiliary(suite: Suite, cell: Cell, ds: Dataset, spec: SurrogateSpec,
@@ -178,7 +259,8 @@ def _auxiliary(suite: Suite, cell: Cell, ds: Dataset, spec: SurrogateSpec,
 
 def _evasion(suite: Suite, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
              n_classes: int, bounds: tuple[float, float], seed: int,
-             surrogate: Callable[[SurrogateSpec], nn.Module]) -> list[dict[str, Any]]:
+             surrogate: Callable[[SurrogateSpec], nn.Module],
+             tick: Callable[[str], None] = _no_tick) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     # One child seed per (threat group, attack), then one per group for its targets;
     # SeedSequence children are index-stable, so the attack seeds do not depend on the rest.
@@ -199,7 +281,8 @@ def _evasion(suite: Suite, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 attack = attack.with_surrogate(surrogate(attack.surrogate))
             results = security_curve(attack, model, x, y, threats=threats,
                                      seed=attack_seeds[gi * len(suite.attacks) + ai],
-                                     target=target)
+                                     target=target,
+                                     on_result=lambda t, _r, a=a: tick(f"{a.label} {t.id}"))
             for t, r in zip(threats, results, strict=True):
                 out.append(metric("robust_accuracy", r.robust_accuracy, threat=t.id,
                                   attack=a.label))
@@ -265,7 +348,8 @@ def derive_poisoning(records: list[dict[str, Any]]) -> None:
 
 
 #: What :func:`evaluate_model` measures by default (poisoning needs training, so never).
-PRETRAINED_METRICS: tuple[str, ...] = ("accuracy", "calibration", "evasion", "offmanifold")
+PRETRAINED_METRICS: tuple[str, ...] = ("accuracy", "calibration", "evasion", "offmanifold",
+                                       "information")
 
 
 def evaluate_model(
@@ -277,19 +361,21 @@ def evaluate_model(
     seed: int = 0,
     metrics: Sequence[str] = PRETRAINED_METRICS,
     n_noise: int = 1000,
+    information: InformationSpec | Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Evaluate an already trained model on ``dataset``'s test split, without training.
 
     The same measurements as a suite cell (clean accuracy, calibration, evasion under every
-    threat and attack with a per-sample worst case, off-manifold confidence), with seeds
-    derived from ``seed`` exactly as in a cell.
+    threat and attack with a per-sample worst case, off-manifold confidence, the
+    information metrics), with seeds derived from ``seed`` exactly as in a cell.
 
     Parameters
     ----------
     model : nn.Module
         Returns logits of shape (n, dataset.n_classes) for inputs inside ``dataset.bounds``.
     dataset : Dataset
-        Only ``x_test``/``y_test`` (and ``x_train`` for the Gaussian noise) are used.
+        ``x_test``/``y_test``, ``x_val``/``y_val`` (for the temperature) and
+        ``x_train``/``y_train`` (Gaussian noise, mutual information) are used.
     threats : sequence of EvasionSpec or EvasionThreat
         Consecutive threats with the same norm, targeting and bounds form one group (one
         attack seed per group and attack, like a suite's ``threat_model.evasion`` entry).
@@ -298,14 +384,18 @@ def evaluate_model(
         E.g. ``["fgsm", {"name": "pgd", "steps": 40}]``. Transfer attacks that need a
         trained surrogate are refused (nothing is trained here).
     seed : int >= 0
-    metrics : sequence of "accuracy", "calibration", "evasion", "offmanifold"
+    metrics : sequence of "accuracy", "calibration", "evasion", "offmanifold", "information"
     n_noise : int >= 10
         Noise inputs for the off-manifold metrics.
+    information : InformationSpec or mapping with ``classes``, ``n_examples``, ``n_augment``
+        Settings of the mutual information (a suite's ``information:`` block); default
+        classes (0, 1), 200 examples, 32 augmentations.
 
     Returns
     -------
     list of metric records ``{"metric", "value", "threat", "attack", "higher_is_better"}``,
-    the same records as a cell's ``metrics``.
+    the same records as a cell's ``metrics``. :func:`evaluate_model_details` also returns
+    the reliability diagram's data.
 
     Raises
     ------
@@ -313,12 +403,52 @@ def evaluate_model(
         Unknown attacks, metrics or parameters; threats without attacks or the reverse; a
         model whose output does not fit the dataset.
     """
+    return evaluate_model_details(model, dataset, threats=threats, attacks=attacks, seed=seed,
+                                  metrics=metrics, n_noise=n_noise,
+                                  information=information)["metrics"]
+
+
+def evaluate_model_details(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    threats: Sequence[EvasionSpec | EvasionThreat] = (),
+    attacks: Sequence[str | Mapping[str, Any] | Spec] = (),
+    seed: int = 0,
+    metrics: Sequence[str] = PRETRAINED_METRICS,
+    n_noise: int = 1000,
+    information: InformationSpec | Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """:func:`evaluate_model` with everything a cell record holds besides the metrics.
+
+    Same parameters and errors as :func:`evaluate_model`.
+
+    Returns
+    -------
+    dict with ``"metrics"`` (the metric records :func:`evaluate_model` returns) and
+    ``"reliability"`` (:func:`poisonlab.metrics.reliability` of the clean test split, as in
+    a cell record; None without the "calibration" group).
+    """
     seed = check_seed("seed", seed)
     n_noise = check_scalar("n_noise", n_noise, lo=10, integer=True)
     for m in metrics:
         if m not in PRETRAINED_METRICS:
             raise ConfigError(f"metrics={m!r} is not allowed: expected one of "
                               f"{', '.join(PRETRAINED_METRICS)}")
+    if information is None:
+        info = InformationSpec()
+    elif isinstance(information, InformationSpec):
+        info = information
+    elif isinstance(information, Mapping):
+        allowed = ("classes", "n_examples", "n_augment")
+        for k in information:
+            if k not in allowed:
+                raise ConfigError(f"information got unknown key {k!r}: expected one of "
+                                  f"{', '.join(allowed)}")
+        info = InformationSpec(**information)
+    else:
+        raise ConfigError(f"information={information!r} is not allowed: expected a mapping "
+                          "{classes: [a, b], n_examples: int, n_augment: int}")
     specs = _group_threats(threats)
     a_specs = [_as_spec(a) for a in attacks]
     if "evasion" in metrics and bool(specs) != bool(a_specs):
@@ -340,19 +470,20 @@ def evaluate_model(
         raise ConfigError(f"the model returns {got} for 2 inputs: expected logits of shape "
                           f"(2, {dataset.n_classes}) for the dataset's {dataset.n_classes} "
                           "classes")
+    if "information" in metrics:
+        for i, c in enumerate(info.classes):
+            if c >= dataset.n_classes:
+                raise ConfigError(f"information: classes[{i}]={c} is not allowed: expected a "
+                                  f"class id in [0, {dataset.n_classes - 1}]")
     suite = Suite(name="evaluate", version=SUITE_VERSION, description="", datasets=(),
                   models=(), defenses=(), poisoning=(), evasion=tuple(specs),
                   attacks=tuple(a_specs), seeds=(seed,),
-                  metrics=tuple(m for m in METRIC_GROUPS if m in metrics), n_noise=n_noise)
+                  metrics=tuple(m for m in METRIC_GROUPS if m in metrics), n_noise=n_noise,
+                  information=info)
     seeds = dict(zip(_SEED_SLOTS, child_seeds(seed, len(_SEED_SLOTS)), strict=True))
     ds = dataset
-    out: list[dict[str, Any]] = []
     probs = predict_proba(model, ds.x_test)
-    if "accuracy" in suite.metrics:
-        out.append(metric("clean_accuracy", accuracy(probs.argmax(dim=1), ds.y_test)))
-    if "calibration" in suite.metrics:
-        out += [metric("ece", ece(probs, ds.y_test)), metric("nll", nll(probs, ds.y_test)),
-                metric("brier", brier(probs, ds.y_test))]
+    out, diagram = _clean_metrics(suite, model, ds, probs)
     if "evasion" in suite.metrics and specs:
         def no_surrogate(spec: SurrogateSpec) -> nn.Module:
             raise ConfigError("a transfer attack with a surrogate to train is not available "
@@ -364,7 +495,9 @@ def evaluate_model(
     if "offmanifold" in suite.metrics:
         out += _offmanifold(suite, model, ds.x_train, ds.x_test, ds.input_shape, ds.bounds,
                             seeds["noise"])
-    return out
+    if "information" in suite.metrics:
+        out += _information(info, model, ds, seeds["information"])
+    return {"metrics": out, "reliability": diagram}
 
 
 def _as_spec(a: str | Mapping[str, Any] | Spec) -> Spec:

@@ -64,10 +64,11 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def evaluate_under_policy(suite: Suite, cell: Cell) -> dict[str, Any]:
+def evaluate_under_policy(suite: Suite, cell: Cell, *, progress: bool = False
+                          ) -> dict[str, Any]:
     """:func:`evaluate_cell` under :data:`CELL_THREADS` threads: what every executor runs."""
     with torch_threads(CELL_THREADS):
-        return evaluate_cell(suite, cell)
+        return evaluate_cell(suite, cell, progress=progress)
 
 
 @executors.register("local", help="run cells in this process, or in --workers processes")
@@ -84,7 +85,9 @@ def run_local(suite: Suite, cells: Sequence[tuple[int, Cell]], on_done: OnDone,
         workers, in completion order, and a worker gets its next cell only after
         ``on_done`` returned, so at most ``workers`` finished-but-unstored cells exist.
     progress
-        Show a progress bar over cells (tqdm; silent when stderr is not a terminal).
+        Show a progress bar over cells (tqdm; silent when stderr is not a terminal) and,
+        with one worker, a second bar over the running cell's stages (training, each
+        attack at each eps) when the cell takes more than a second.
     workers
         Number of processes, >= 1. The numbers do not depend on it (see
         :data:`CELL_THREADS`).
@@ -101,7 +104,7 @@ def run_local(suite: Suite, cells: Sequence[tuple[int, Cell]], on_done: OnDone,
         if workers == 1 or len(cells) <= 1:
             for position, cell in cells:
                 bar.set_postfix_str(_label(cell))
-                on_done(position, evaluate_under_policy(suite, cell))
+                on_done(position, evaluate_under_policy(suite, cell, progress=progress))
                 bar.update(1)
         else:
             _run_pool(suite, cells, on_done, bar, min(workers, len(cells)))

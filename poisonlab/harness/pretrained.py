@@ -4,8 +4,9 @@ The model is ``"package.module:factory"`` (or a registered architecture) with a
 ``state_dict`` file loaded by ``torch.load(weights_only=True)``; the data is an ``.npz``
 file, a ``"package.module:function"`` or a registered dataset (see :mod:`poisonlab.data`).
 The measurements are :func:`~poisonlab.harness.evaluate.evaluate_model`'s: clean accuracy,
-calibration, evasion (robust accuracy and attack success per eps and attack, with the
-per-sample worst case) and off-manifold confidence.
+calibration (with the reliability diagram's data), evasion (robust accuracy and attack
+success per eps and attack, with the per-sample worst case), off-manifold confidence and
+the information metrics (mutual information, logit and weight norms).
 
 The output folder gets a schema-valid ``results.json`` holding one cell whose defense is
 ``pretrained`` (the model as given; nothing trained, no poisoning) and the usual
@@ -27,10 +28,10 @@ from ..attacks.evasion import child_seeds
 from ..data import Dataset, load_dataset, load_npz
 from ..models import build_model
 from ..threat import EvasionThreat, Norm
-from .evaluate import _SEED_SLOTS, PRETRAINED_METRICS, _as_spec, evaluate_model
+from .evaluate import _SEED_SLOTS, PRETRAINED_METRICS, _as_spec, evaluate_model_details
 from .report import PRETRAINED
 from .runner import RESULTS_NAME, atomic_write, build_results, prepare_out
-from .suite import SUITE_VERSION, EvasionSpec
+from .suite import SUITE_VERSION, EvasionSpec, InformationSpec
 
 
 def load_data(data: str, *, seed: int = 0) -> tuple[Dataset, dict[str, Any]]:
@@ -93,8 +94,10 @@ def evaluate_pretrained(
     threats = [EvasionThreat(norm=norm, eps=e, bounds=ds.bounds) for e in eps]
     a_specs = [_as_spec(a) for a in attacks]
     knowledge = {a.label: get_attack(a.name, **a.kwargs).knowledge.value for a in a_specs}
-    metrics = evaluate_model(net, ds, threats=threats, attacks=a_specs if threats else (),
-                             seed=seed, n_noise=n_noise)
+    info = InformationSpec()
+    details = evaluate_model_details(net, ds, threats=threats,
+                                     attacks=a_specs if threats else (), seed=seed,
+                                     n_noise=n_noise, information=info)
     out_dir = prepare_out(out, resume=False)
     evasion = ([EvasionSpec(norm=threats[0].norm, eps=tuple(t.eps for t in threats),  # type: ignore[arg-type]
                             bounds=ds.bounds).to_dict()] if threats else [])
@@ -106,6 +109,7 @@ def evaluate_pretrained(
         "training": None, "evasion": evasion,
         "attacks": [a.to_dict() for a in a_specs] if threats else [],
         "metrics": list(PRETRAINED_METRICS), "n_noise": n_noise,
+        "information": info.to_dict(),
         "attack_knowledge": knowledge if threats else {},
     }
     cell: dict[str, Any] = {
@@ -117,7 +121,8 @@ def evaluate_pretrained(
         "key": hashlib.sha256(blob.encode()).hexdigest()[:24], **cell,
         "seeds": dict(zip(_SEED_SLOTS, child_seeds(seed, len(_SEED_SLOTS)), strict=True)),
         "status": "ok", "error": None, "dataset_summary": ds.summary(),
-        "poisoning_info": None, "metrics": metrics,
+        "poisoning_info": None, "metrics": details["metrics"],
+        "reliability": details["reliability"],
         "timing": {"wall_s": round(time.perf_counter() - t0, 3)},
     }
     doc = build_results(config, None, [record])

@@ -103,7 +103,11 @@ def fmt(a: dict[str, Any] | None, digits: int = 3) -> str:
 
 
 def compare(a: dict[str, Any] | None, b: dict[str, Any] | None) -> tuple[str, float | None]:
-    """Verdict of ``a`` against baseline ``b``: better / worse / no clear difference."""
+    """Verdict of ``a`` against baseline ``b``: better / worse / no clear difference.
+
+    Descriptive metrics (``higher_is_better`` null: entropy, norms, T*, mutual information)
+    get higher / lower instead of better / worse.
+    """
     if a is None or b is None or a["mean"] is None or b["mean"] is None:
         return "not measured", None
     diff = a["mean"] - b["mean"]
@@ -112,6 +116,8 @@ def compare(a: dict[str, Any] | None, b: dict[str, Any] | None) -> tuple[str, fl
     se = math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"])
     if abs(diff) <= Z_SE * se or diff == 0:
         return "no clear difference", diff
+    if a.get("higher_is_better") is None:  # descriptive: a direction, no judgement
+        return ("higher" if diff > 0 else "lower"), diff
     good = (diff > 0) == bool(a["higher_is_better"])
     return ("better" if good else "worse"), diff
 
@@ -169,6 +175,121 @@ def findings(r: Results) -> list[str]:
     return lines
 
 
+# --------------------------------------------------------------------------- ranking
+
+
+def _threat_columns(r: Results) -> list[tuple[str, str, dict[str, Any]]]:
+    """(column label, poisoning id, get() keywords) for every declared threat."""
+    head = r.headline_attack()
+    cols = [(f"evasion {t['id']}", "none", {"metric": "robust_accuracy", "threat": t["id"],
+                                            "attack": head})
+            for t in r.evasion_threats() if head]
+    cols += [(f"poisoning {p}", p, {"metric": "clean_accuracy"}) for p in r.poisonings]
+    return cols or [("clean", "none", {"metric": "clean_accuracy"})]
+
+
+def rank_with_ties(stats: dict[str, dict[str, Any] | None]) -> dict[str, int]:
+    """Competition ranks (1 = highest mean); a defense within ``Z_SE`` standard errors of
+    the one ranked just above shares its rank. Unmeasured defenses are left out."""
+    order = sorted((d for d, a in stats.items() if a and a["mean"] is not None),
+                   key=lambda d: -stats[d]["mean"])  # type: ignore[index]
+    ranks: dict[str, int] = {}
+    for i, d in enumerate(order):
+        tied = i and compare(stats[d], stats[order[i - 1]])[0] in (
+            "no clear difference", "too few seeds to tell")
+        ranks[d] = ranks[order[i - 1]] if tied else i + 1
+    return ranks
+
+
+def ranking(r: Results, scope: tuple[str, str]) -> list[tuple[str, float, dict[str, int]]]:
+    """Defenses ordered by their mean rank over the declared threats.
+
+    Each declared threat is one column: an evasion threat scores a defense by its robust
+    accuracy under the per-sample worst case over every attack run, a poisoning threat by
+    its test accuracy after training on the flipped labels. Within a column defenses are
+    ranked by mean accuracy, sharing a rank when within ``Z_SE`` standard errors; the order
+    is by the mean of those ranks, then by mean accuracy over the columns.
+
+    Returns ``(defense, mean rank, {column: rank})`` per defense, best first.
+    """
+    cols = _threat_columns(r)
+    per_col = {}
+    mean_acc: dict[str, list[float]] = defaultdict(list)
+    for label, poisoning, kw in cols:
+        kw = dict(kw)
+        name = kw.pop("metric")
+        stats = {d: r.get(scope, d, name, poisoning=poisoning, **kw) for d in r.defenses}
+        per_col[label] = rank_with_ties(stats)
+        for d, a in stats.items():
+            if a and a["mean"] is not None:
+                mean_acc[d].append(a["mean"])
+    out = []
+    for d in r.defenses:
+        ranks = {c: rk[d] for c, rk in per_col.items() if d in rk}
+        if ranks:
+            out.append((d, sum(ranks.values()) / len(ranks), ranks))
+    # Equal mean ranks: the higher mean accuracy over the columns first.
+    out.sort(key=lambda x: (x[1], -sum(mean_acc[x[0]]) / len(mean_acc[x[0]])))
+    return out
+
+
+def _ranking_table(r: Results, scope: tuple[str, str]) -> Table | None:
+    ranked = ranking(r, scope)
+    if len(ranked) < 2:
+        return None
+    cols = _threat_columns(r)
+    rows = []
+    for d, mean_rank, ranks in ranked:
+        row = [d, f"{mean_rank:.2f}"]
+        for label, poisoning, kw in cols:
+            kw = dict(kw)
+            name = kw.pop("metric")
+            a = r.get(scope, d, name, poisoning=poisoning, **kw)
+            row.append(f"{fmt(a)} (#{ranks[label]})" if label in ranks else "n/a")
+        rows.append(row)
+    head = r.headline_attack()
+    return Table(
+        f"Ranking under the declared threat model ({scope[0]}, {scope[1]})",
+        ["defense", "mean rank"] + [c[0] for c in cols], rows,
+        "one column per declared threat: accuracy under it (evasion: robust accuracy, "
+        f"{head or 'the attack'} per sample; poisoning: test accuracy after training on the "
+        "flipped labels) and the defense's rank in that column; defenses within "
+        f"{Z_SE:g} standard errors share a rank; rows are ordered by mean rank")
+
+
+def _expectations_table(doc: dict[str, Any]) -> Table | None:
+    """The suite's claims about directions between cells, judged on the seed spread."""
+    if not doc.get("expectations"):
+        return None
+    from .expectations import evaluate_expectations
+    from .gate import CheckResult
+
+    results = evaluate_expectations(doc)
+    headers, rows = CheckResult(rows=(), expectations=tuple(results),
+                                has_baseline=False).expectation_table()
+    return Table("Expectations declared by the suite", headers, rows,
+                 f"holds: the difference goes the claimed way by more than the margin plus "
+                 f"{Z_SE:g} standard errors of the seed spread; does not hold: the other way "
+                 "by as much; inconclusive: in between, or too few seeds. A required claim "
+                 "that does not hold fails `poisonlab check`.")
+
+
+def _information_table(r: Results, scope: tuple[str, str]) -> Table | None:
+    cols = [("mean entropy (nats)", "mean_entropy"), ("logit norm", "logit_norm"),
+            ("weight norm", "weight_norm"), ("T* (validation)", "temperature"),
+            ("mutual information (nats)", "mutual_information")]
+    rows = [[d] + [fmt(r.get(scope, d, m)) for _, m in cols] for d in r.defenses]
+    if all(c == "n/a" for row in rows for c in row[1:]):
+        return None
+    return Table(
+        f"Confidence, size and information ({scope[0]}, {scope[1]})",
+        ["defense"] + [c for c, _ in cols], rows,
+        "descriptive, never gated: T* > 1 means the model is over-confident on validation "
+        "data; mutual information is Müller et al. (2019)'s Gaussian estimate between a "
+        "training example's index and its logit difference over augmented copies "
+        "(0 .. log N; lower means the logits forget more about the example)")
+
+
 # --------------------------------------------------------------------------- tables
 
 
@@ -196,6 +317,9 @@ def tables(r: Results) -> list[Table]:
         out.append(Table(f"{title} ({where})", headers, rows,
                          f"mean ± std over n seeds; robust accuracy is the {head} over attacks "
                          f"per sample" if head else "mean ± std over n seeds"))
+        info = _information_table(r, scope)
+        if info:
+            out.append(info)
         if r.poisonings:
             rows = []
             for d in r.defenses:
@@ -246,65 +370,249 @@ def _band(ax: Any, xs: list[float], stats: list[dict[str, Any] | None], label: s
                     [a + b for a, b in zip(m, sd, strict=True)], color=color, alpha=0.15, lw=0)
 
 
-def figures(r: Results) -> dict[str, Figure]:
-    figs: dict[str, Figure] = {}
+def _scope_tag(si: int, scope: tuple[str, str]) -> str:
+    tag = f"{scope[0]}-{scope[1]}".replace("(", "").replace(")", "").replace(" ", "")
+    return f"{si}_" + "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in tag)
+
+
+def _legend(ax: Any) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+
+
+def _security_curves(r: Results, scope: tuple[str, str]) -> Figure | None:
+    """Robust accuracy (headline attack) against eps, one panel per norm."""
     head = r.headline_attack()
+    norms = sorted({t["norm"] for t in r.evasion_threats()})
+    if not norms or not head:
+        return None
+    fig = Figure(figsize=(5.2 * len(norms), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(norms), squeeze=False)[0]
+    for ax, norm in zip(axes, norms, strict=True):
+        ts = [t for t in r.evasion_threats() if t["norm"] == norm and not t["targeted"]]
+        for i, d in enumerate(r.defenses):
+            stats = [r.get(scope, d, "clean_accuracy")] + [
+                r.get(scope, d, "robust_accuracy", threat=t["id"], attack=head) for t in ts]
+            _band(ax, [0.0] + [t["eps"] for t in ts], stats, d, _COLORS[i % len(_COLORS)])
+        ax.set(xlabel=f"{norm} eps", ylabel=f"robust accuracy ({head})",
+               title=f"Security curve, {norm} ({scope[0]}, {scope[1]})", ylim=(0, 1.02))
+        ax.grid(alpha=0.3)
+        _legend(ax)
+    return fig
+
+
+def _poisoning_curves(r: Results, scope: tuple[str, str]) -> Figure | None:
+    """Per flip family: test accuracy (top) and poisoning success (bottom) against rate."""
+    families: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for p in r.doc["threat_model"]["poisoning"]:
+        families[flip_family(p)].append(p)
+    if not families:
+        return None
+    fig = Figure(figsize=(5.2 * len(families), 6.6), layout="constrained")
+    axes = fig.subplots(2, len(families), squeeze=False, sharex="col")
+    for col, (fam, ps) in enumerate(families.items()):
+        ps = sorted(ps, key=lambda p: p["rate"])
+        top, bottom = axes[0][col], axes[1][col]
+        for i, d in enumerate(r.defenses):
+            color = _COLORS[i % len(_COLORS)]
+            xs = [0.0] + [p["rate"] for p in ps]
+            _band(top, xs, [r.get(scope, d, "clean_accuracy")] + [
+                r.get(scope, d, "clean_accuracy", poisoning=p["id"]) for p in ps], d, color)
+            # No poisoning, no success: the curve starts at (0, 0) by definition.
+            zero = {"mean": 0.0, "std": 0.0, "n": 1}
+            _band(bottom, xs, [zero] + [
+                r.get(scope, d, "poisoning_success_rate", poisoning=p["id"], threat=p["id"])
+                for p in ps], d, color)
+        top.set(ylabel="test accuracy", title=f"Accuracy vs {fam} flips")
+        bottom.set(xlabel="flip rate (fraction of training labels)",
+                   ylabel="poisoning success rate", ylim=(0, None),
+                   title=f"Poisoning success vs {fam} flips")
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3)
+        _legend(top)
+    return fig
+
+
+def _offmanifold_figure(r: Results, scope: tuple[str, str]) -> Figure | None:
+    """Confidence along ``alpha * x`` (left) and on uniform and Gaussian noise (right)."""
+    rays = sorted({float(a["threat"].split("=")[1]) for a in r.doc["aggregates"]
+                   if a["metric"] == "ray_confidence" and (a["dataset"], a["model"]) == scope})
+    noise = {d: (r.get(scope, d, "offmanifold_confidence", threat="uniform"),
+                 r.get(scope, d, "gaussian_confidence", threat="gaussian"))
+             for d in r.defenses}
+    has_noise = any(u or g for u, g in noise.values())
+    if not rays and not has_noise:
+        return None
+    fig = Figure(figsize=(11, 3.9), layout="constrained")
+    left, right = fig.subplots(1, 2, width_ratios=[1.2, 1])
+    chance = _chance(r, scope)
+    for i, d in enumerate(r.defenses):
+        stats = [r.get(scope, d, "ray_confidence", threat=f"alpha={a:g}") for a in rays]
+        _band(left, rays, stats, d, _COLORS[i % len(_COLORS)])
+    left.set(xscale="log", xlabel="alpha (test input scaled to alpha * x)",
+             ylabel="mean max-softmax", ylim=(0, 1.02),
+             title=f"Confidence along alpha * x ({scope[0]}, {scope[1]})")
+    left.grid(alpha=0.3, which="both")
+    _legend(left)
+    width = 0.38
+    for k, (label, hatch) in enumerate((("uniform noise", ""), ("Gaussian noise", "//"))):
+        xs = [i + (k - 0.5) * width for i in range(len(r.defenses))]
+        stats = [noise[d][k] for d in r.defenses]
+        means = [s["mean"] if s and s["mean"] is not None else math.nan for s in stats]
+        sds = [(s["std"] or 0.0) if s and s["mean"] is not None else 0.0 for s in stats]
+        right.bar(xs, means, width, yerr=sds, capsize=3, hatch=hatch,
+                  color=[_COLORS[i % len(_COLORS)] for i in range(len(r.defenses))],
+                  alpha=0.55 if k else 0.9, edgecolor="black", lw=0.5)
+        right.bar([math.nan], [math.nan], color="#cccccc", edgecolor="black", lw=0.5,
+                  hatch=hatch, label=label)  # a neutral legend entry per noise kind
+    if chance:
+        right.axhline(chance, color="grey", ls=":", lw=1, label=f"chance (1/{round(1 / chance)})")
+    right.set_xticks(range(len(r.defenses)), r.defenses, rotation=30, ha="right", fontsize=8)
+    right.set(ylabel="mean max-softmax (lower is humbler)", ylim=(0, 1.02),
+              title="Confidence on noise inputs")
+    right.grid(alpha=0.3, axis="y")
+    _legend(right)
+    return fig
+
+
+def _chance(r: Results, scope: tuple[str, str]) -> float | None:
+    for c in r.doc["cells"]:
+        summ = c.get("dataset_summary") or {}
+        if (spec_label(c["dataset"]), spec_label(c["model"])) == scope and summ.get("n_classes"):
+            return 1.0 / float(summ["n_classes"])
+    return None
+
+
+def pooled_reliability(r: Results, scope: tuple[str, str], defense: str
+                       ) -> dict[str, list[float | None]] | None:
+    """Reliability bins of ``defense``'s clean-label cells, pooled over seeds.
+
+    Counts add up; per-bin accuracy and confidence are count-weighted means. None when no
+    cell recorded its bins.
+    """
+    total: list[float] | None = None
+    acc: list[float] = []
+    conf: list[float] = []
+    for c in r.doc["cells"]:
+        rel = c.get("reliability")
+        if (not rel or c["status"] != "ok" or c["poisoning"] is not None
+                or spec_label(c["defense"]) != defense
+                or (spec_label(c["dataset"]), spec_label(c["model"])) != scope):
+            continue
+        if total is None:
+            total, acc, conf = ([0.0] * len(rel["count"]) for _ in range(3))
+        for b, n in enumerate(rel["count"]):
+            if n:
+                total[b] += n
+                acc[b] += n * rel["accuracy"][b]
+                conf[b] += n * rel["confidence"][b]
+    if total is None:
+        return None
+    return {"count": list(total),
+            "accuracy": [a / n if n else None for a, n in zip(acc, total, strict=True)],
+            "confidence": [c / n if n else None for c, n in zip(conf, total, strict=True)]}
+
+
+def _reliability_figure(r: Results, scope: tuple[str, str]) -> Figure | None:
+    """One reliability diagram per defense (clean labels, all seeds pooled)."""
+    pooled = {d: pooled_reliability(r, scope, d) for d in r.defenses}
+    pooled = {d: p for d, p in pooled.items() if p}
+    if not pooled:
+        return None
+    cols = min(4, len(pooled))
+    rows = math.ceil(len(pooled) / cols)
+    fig = Figure(figsize=(3.3 * cols, 3.2 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, (i, (d, p)) in zip(axes, enumerate(pooled.items()), strict=False):
+        n_bins = len(p["count"])
+        width = 1.0 / n_bins
+        filled = [b for b in range(n_bins) if p["count"][b]]  # empty bins draw nothing
+        centers = [(b + 0.5) * width for b in range(n_bins)]
+        xs = [centers[b] for b in filled]
+        accs = [float(p["accuracy"][b]) for b in filled]  # type: ignore[arg-type]
+        confs = [float(p["confidence"][b]) for b in filled]  # type: ignore[arg-type]
+        ax.bar(xs, accs, width * 0.95, color=_COLORS[i % len(_COLORS)], alpha=0.85,
+               edgecolor="black", lw=0.5, label="accuracy")
+        # The gap, hatched between accuracy and the bin's mean confidence: above the bar
+        # where the model is over-confident, inside it where it is under-confident.
+        ax.bar(xs, [c - a for c, a in zip(confs, accs, strict=True)], width * 0.95,
+               bottom=accs, color="none", edgecolor="#d62728", hatch="///", lw=0.6,
+               label="gap to mean confidence")
+        ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1)
+        e = r.get(scope, d, "ece")
+        ax.set(xlim=(0, 1), ylim=(0, 1), title=f"{d}\nECE {fmt(e)}", xlabel="confidence")
+        ax.title.set_fontsize(9)
+        if i % cols == 0:
+            ax.set_ylabel("accuracy")
+        share = sum(p["count"])
+        inset = ax.inset_axes((0.06, 0.62, 0.35, 0.3))
+        inset.bar(centers, [n / share for n in p["count"]], width, color="grey")
+        inset.set_xlim(0, 1)
+        inset.set_xticks([])
+        inset.set_yticks([])
+        inset.set_title("share of points", fontsize=6, pad=1)
+    for ax in axes[len(pooled):]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"Reliability diagrams, clean test set ({scope[0]}, {scope[1]}; "
+                 "all seeds pooled)", fontsize=10)
+    return fig
+
+
+def _distillation_figure(r: Results, scope: tuple[str, str]) -> Figure | None:
+    """Student accuracy beside its teacher's, for every defense that distils."""
+    rows = [(d, r.get(scope, d, "clean_accuracy"), r.get(scope, d, "teacher_accuracy"))
+            for d in r.defenses]
+    rows = [x for x in rows if x[2] and x[2]["mean"] is not None]
+    if not rows:
+        return None
+    fig = Figure(figsize=(max(6.0, 1.8 * len(rows) + 2), 3.9), layout="constrained")
+    ax = fig.subplots()
+    width = 0.38
+    for k, (label, color) in enumerate((("teacher", "#bbbbbb"), ("student", "#1f77b4"))):
+        stats = [row[2] if k == 0 else row[1] for row in rows]
+        xs = [i + (k - 0.5) * width for i in range(len(rows))]
+        means = [s["mean"] if s else math.nan for s in stats]
+        ax.bar(xs, means, width, yerr=[(s["std"] or 0.0) if s else 0.0 for s in stats],
+               capsize=3, color=color, edgecolor="black", lw=0.5, label=label)
+        for x, m, st in zip(xs, means, stats, strict=True):
+            if math.isfinite(m):
+                ax.annotate(f"{m:.3f}", (x, m + ((st or {}).get("std") or 0.0)),
+                            xytext=(0, 3), textcoords="offset points", ha="center",
+                            fontsize=7)
+    base = r.get(scope, BASELINE, "clean_accuracy")
+    if base and base["mean"] is not None:
+        ax.axhline(base["mean"], color="#d62728", ls=":", lw=1,
+                   label=f"{BASELINE} (trained on the labels)")
+    lows = [s["mean"] - (s["std"] or 0) for row in rows for s in row[1:] if s]
+    ax.set_ylim(max(0.0, min(lows) - 0.05), 1.0)
+    ax.set_xticks(range(len(rows)), [row[0] for row in rows], rotation=15, ha="right",
+                  fontsize=8)
+    ax.set(ylabel="clean test accuracy",
+           title=f"Distillation: student accuracy from each teacher\n({scope[0]}, {scope[1]})")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+#: Figure builders, in report order: (file name stem, builder).
+_FIGURES = (
+    ("robust_vs_eps", _security_curves),
+    ("poisoning_vs_flip_rate", _poisoning_curves),
+    ("offmanifold_confidence", _offmanifold_figure),
+    ("reliability", _reliability_figure),
+    ("distillation", _distillation_figure),
+)
+
+
+def figures(r: Results) -> dict[str, Figure]:
+    """Every figure the results support, keyed by file name."""
+    figs: dict[str, Figure] = {}
     for si, scope in enumerate(r.scopes):
-        tag = f"{scope[0]}-{scope[1]}".replace("(", "").replace(")", "").replace(" ", "")
-        tag = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in tag)
-        norms = sorted({t["norm"] for t in r.evasion_threats()})
-        if norms and head:
-            fig = Figure(figsize=(5.2 * len(norms), 3.8), layout="constrained")
-            axes = fig.subplots(1, len(norms), squeeze=False)[0]
-            for ax, norm in zip(axes, norms, strict=True):
-                ts = [t for t in r.evasion_threats() if t["norm"] == norm and not t["targeted"]]
-                for i, d in enumerate(r.defenses):
-                    xs = [0.0] + [t["eps"] for t in ts]
-                    stats = [r.get(scope, d, "clean_accuracy")] + [
-                        r.get(scope, d, "robust_accuracy", threat=t["id"], attack=head)
-                        for t in ts]
-                    _band(ax, xs, stats, d, _COLORS[i % len(_COLORS)])
-                ax.set(xlabel=f"{norm} eps", ylabel=f"robust accuracy ({head})",
-                       title=f"Security curve, {norm} ({scope[0]}, {scope[1]})", ylim=(0, 1.02))
-                ax.grid(alpha=0.3)
-                ax.legend(fontsize=8)
-            figs[f"robust_vs_eps_{si}_{tag}.png"] = fig
-        strategies: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for p in r.doc["threat_model"]["poisoning"]:
-            strategies[flip_family(p)].append(p)
-        if strategies:
-            fig = Figure(figsize=(5.2 * len(strategies), 3.8), layout="constrained")
-            axes = fig.subplots(1, len(strategies), squeeze=False)[0]
-            for ax, (sname, ps) in zip(axes, strategies.items(), strict=True):
-                ps = sorted(ps, key=lambda p: p["rate"])
-                for i, d in enumerate(r.defenses):
-                    xs = [0.0] + [p["rate"] for p in ps]
-                    stats = [r.get(scope, d, "clean_accuracy")] + [
-                        r.get(scope, d, "clean_accuracy", poisoning=p["id"]) for p in ps]
-                    _band(ax, xs, stats, d, _COLORS[i % len(_COLORS)])
-                ax.set(xlabel="flip rate (fraction of training labels)",
-                       ylabel="test accuracy", title=f"Accuracy vs {sname} flips")
-                ax.grid(alpha=0.3)
-                ax.legend(fontsize=8)
-            figs[f"accuracy_vs_flip_rate_{si}_{tag}.png"] = fig
-        rays = sorted({float(a["threat"].split("=")[1]) for a in r.doc["aggregates"]
-                       if a["metric"] == "ray_confidence"})
-        if rays:
-            fig = Figure(figsize=(5.6, 3.8), layout="constrained")
-            ax = fig.subplots()
-            for i, d in enumerate(r.defenses):
-                stats = [r.get(scope, d, "ray_confidence", threat=f"alpha={a:g}") for a in rays]
-                _band(ax, rays, stats, d, _COLORS[i % len(_COLORS)])
-            noise = r.get(scope, BASELINE, "offmanifold_confidence", threat="uniform")
-            if noise and noise["mean"] is not None:
-                ax.axhline(noise["mean"], color="grey", ls=":", lw=1,
-                           label=f"{BASELINE} on uniform noise")
-            ax.set(xscale="log", xlabel="alpha (input scaled to alpha * x)",
-                   ylabel="mean max-softmax", ylim=(0, 1.02),
-                   title=f"Confidence along alpha * x ({scope[0]}, {scope[1]})")
-            ax.grid(alpha=0.3, which="both")
-            ax.legend(fontsize=8)
-            figs[f"confidence_along_rays_{si}_{tag}.png"] = fig
+        for stem, build in _FIGURES:
+            fig = build(r, scope)
+            if fig is not None:
+                figs[f"{stem}_{_scope_tag(si, scope)}.png"] = fig
     return figs
 
 
@@ -394,6 +702,10 @@ def write_reports(doc: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
         atomic_write(fig_dir / name, data)
     tabs = tables(r)
     found = findings(r)
+    ranks = [t for t in (_ranking_table(r, scope) for scope in r.scopes) if t]
+    claims = _expectations_table(doc)
+    if claims:
+        ranks.insert(0, claims)
     suite = doc["suite"]
     env = doc["environment"]
     failed = [c for c in doc["cells"] if c["status"] != "ok"]
@@ -410,6 +722,7 @@ def write_reports(doc: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     md += [f"- {line}" for line in threat_summary(doc)] + [""]
     md += ["## What the numbers say", "", verdict_note, ""]
     md += [f"- {line}" for line in found] + [""]
+    md += [t.markdown() for t in ranks]
     if failed:
         md += ["## Failed cells", ""]
         md += [f"- {spec_label(c['defense'])}, {c['poisoning']['id'] if c['poisoning'] else 'none'}"
@@ -432,6 +745,7 @@ def write_reports(doc: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     h += [f"<li>{html.escape(x)}</li>" for x in threat_summary(doc)] + ["</ul>"]
     h += ["<h2>What the numbers say</h2>", f"<p class='note'>{_inline(verdict_note)}</p><ul>"]
     h += [f"<li>{_inline(x)}</li>" for x in found] + ["</ul>"]
+    h += [t.html() for t in ranks]
     if failed:
         h += ["<h2>Failed cells</h2><ul>"] + [
             f"<li>{html.escape(spec_label(c['defense']))}, seed {c['seed']}: "

@@ -154,7 +154,7 @@ def load_aggregates(path: str | Path) -> pd.DataFrame:
         ``dataset``, ``model``, ``defense`` and ``poisoning`` labels (as in
         :func:`load_results`), ``metric``, ``threat``, ``attack``, ``mean`` and ``std``
         (float64, sample std with ddof=1, 0 for n=1, NaN where results.json holds null),
-        ``n`` and ``n_failed`` (int64), ``higher_is_better`` (bool).
+        ``n`` and ``n_failed`` (int64), ``higher_is_better`` (nullable boolean).
 
     Raises
     ------
@@ -179,4 +179,4 @@ def load_aggregates(path: str | Path) -> pd.DataFrame:
     rows = [(suite, version, *(a[k] for k in AGGREGATE_COLUMNS[2:])) for a in doc["aggregates"]]
     df = pd.DataFrame.from_records(rows, columns=list(AGGREGATE_COLUMNS))
     return df.astype({"suite_version": "int64", "mean": "float64", "std": "float64",
-                      "n": "int64", "n_failed": "int64", "higher_is_better": "bool"})
+                      "n": "int64", "n_failed": "int64", "higher_is_better": "boolean"})

@@ -108,6 +108,8 @@ def run_suite(
             )
         store.set_meta("suite", suite.to_dict())
         store.set_meta("suite_source", suite.source)
+        # Tolerances and expectations change no number: the latest suite file's win.
+        store.set_meta("gate", suite.gate_dict())
         done = store.keys()
         todo = [(i, c) for i, c in cells if suite.key(c) not in done]
         run(suite, todo, store.put, progress=progress, workers=workers)
@@ -121,8 +123,9 @@ def write_results(out_dir: str | Path, *, report: bool = True) -> dict[str, Any]
         records = store.records()
         suite = store.get_meta("suite")
         source = store.get_meta("suite_source")
+        gate = store.get_meta("gate") or {}
     derive_poisoning(records)
-    doc = build_results(suite, source, records)
+    doc = build_results(suite, source, records, gate=gate)
     atomic_write(out_dir / RESULTS_NAME, json.dumps(doc, indent=1, sort_keys=False) + "\n")
     if report:
         from .report import write_reports
@@ -132,11 +135,15 @@ def write_results(out_dir: str | Path, *, report: bool = True) -> dict[str, Any]
 
 
 def build_results(suite: dict[str, Any], source: str | None,
-                  records: list[dict[str, Any]]) -> dict[str, Any]:
+                  records: list[dict[str, Any]], *,
+                  gate: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The results document; ``gate`` (:meth:`Suite.gate_dict`) adds the suite's tolerances
+    and its expectations, judged on the aggregates."""
     cells = []
     for r in records:
         cells.append({k: v for k, v in r.items() if k != "internal"})
-    return _clean_json({
+    gate = gate or {}
+    doc = _clean_json({
         "schema_version": SCHEMA_VERSION,
         "poisonlab_version": _own_version(),
         "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -151,6 +158,15 @@ def build_results(suite: dict[str, Any], source: str | None,
         "cells": cells,
         "aggregates": aggregate_cells(cells),
     })
+    if gate.get("tolerances"):
+        doc["suite"]["tolerances"] = gate["tolerances"]
+    if gate.get("expectations"):
+        from .expectations import Expectation, evaluate_expectations, expectations_to_doc
+
+        expectations = [Expectation.from_dict(e) for e in gate["expectations"]]
+        doc["expectations"] = _clean_json(
+            expectations_to_doc(evaluate_expectations(doc, expectations)))
+    return doc
 
 
 def aggregate_cells(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:

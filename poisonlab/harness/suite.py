@@ -34,12 +34,14 @@ Format (version 1)::
       - {name: transfer, attack: {name: pgd, steps: 40}, surrogate: {defense: none}}
       - {name: "foolbox:LinfPGD", steps: 40}
     seeds: [0, 1, 2]
-    metrics: [accuracy, evasion, poisoning, offmanifold, calibration]
+    metrics: [accuracy, evasion, poisoning, offmanifold, calibration, information]
     offmanifold: {n_noise: 1000}
+    information: {classes: [0, 1], n_examples: 200, n_augment: 32}   # mutual information
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterator
@@ -54,15 +56,27 @@ from ..attacks import get_attack
 from ..data import datasets
 from ..defenses import get_defense
 from ..errors import PoisonlabError, SuiteError
+from ..metrics import (
+    AUGMENT_NOISE,
+    AUGMENT_SHIFT,
+    MI_CLASSES,
+    MI_N_AUGMENT,
+    MI_N_EXAMPLES,
+    check_information_settings,
+)
 from ..models import models
 from ..registry import did_you_mean, split_named
 from ..threat import EvasionThreat, Norm, PoisonThreat
+from .expectations import Expectation, parse_suite_expectations
+from .gate import parse_tolerances
 
 SUITE_VERSION = 1
-METRIC_GROUPS: tuple[str, ...] = ("accuracy", "evasion", "poisoning", "offmanifold", "calibration")
+METRIC_GROUPS: tuple[str, ...] = ("accuracy", "evasion", "poisoning", "offmanifold", "calibration",
+                                  "information")
 _TOP_KEYS = (
     "name", "version", "description", "include", "datasets", "models", "training",
-    "defenses", "threat_model", "attacks", "seeds", "metrics", "offmanifold",
+    "defenses", "threat_model", "attacks", "seeds", "metrics", "offmanifold", "information",
+    "tolerances", "expectations",
 )
 
 
@@ -162,6 +176,37 @@ class TrainSpec:
 
 
 @dataclass(frozen=True)
+class InformationSpec:
+    """Settings of the mutual information metric (see metrics.mutual_information)."""
+
+    classes: tuple[int, int] = MI_CLASSES
+    n_examples: int = MI_N_EXAMPLES
+    n_augment: int = MI_N_AUGMENT
+    #: Augmentation of the copies (metrics.augment): max shift in pixels, noise std as a
+    #: fraction of the input range.
+    shift: int = AUGMENT_SHIFT
+    noise: float = AUGMENT_NOISE
+
+    def __post_init__(self) -> None:
+        classes, n_examples, n_augment = check_information_settings(
+            self.classes, self.n_examples, self.n_augment)
+        object.__setattr__(self, "classes", classes)
+        object.__setattr__(self, "n_examples", n_examples)
+        object.__setattr__(self, "n_augment", n_augment)
+        object.__setattr__(self, "shift", check_scalar("shift", self.shift, lo=0,
+                                                       integer=True))
+        object.__setattr__(self, "noise", check_scalar("noise", self.noise, lo=0))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"classes": list(self.classes), "n_examples": self.n_examples,
+                               "n_augment": self.n_augment}
+        # Only when changed: suites with the default augmentation keep their cell keys.
+        if (self.shift, self.noise) != (AUGMENT_SHIFT, AUGMENT_NOISE):
+            out.update(shift=self.shift, noise=self.noise)
+        return out
+
+
+@dataclass(frozen=True)
 class Cell:
     """One trained model: dataset x model x defense x poisoning threat x seed."""
 
@@ -207,9 +252,16 @@ class Suite:
     training: TrainSpec = field(default_factory=TrainSpec)
     metrics: tuple[str, ...] = METRIC_GROUPS
     n_noise: int = 1000
+    information: InformationSpec = field(default_factory=InformationSpec)
     source: str = "<memory>"
     #: Per attack: "white-box", "transfer" or "black-box" (what the attacker needs).
     attack_knowledge: tuple[str, ...] = ()
+    #: The regression gate's per-metric tolerance overrides (gate.parse_tolerances) and the
+    #: claims about directions between cells (expectations.py). Neither changes a number:
+    #: they are outside eval_config() and to_dict(), so editing them keeps cell keys and
+    #: lets a run resume; see gate_dict().
+    tolerances: dict[str, dict[str, float]] = field(default_factory=dict, hash=False)
+    expectations: tuple[Expectation, ...] = ()
 
     def cells(self) -> Iterator[Cell]:
         """Cells in a fixed order; the clean (unpoisoned) cell precedes its poisoned ones."""
@@ -228,6 +280,9 @@ class Suite:
             "attacks": [a.to_dict() for a in self.attacks],
             "metrics": list(self.metrics),
             "n_noise": self.n_noise,
+            # Only with the group on: a suite without it keeps its cell keys.
+            **({"information": self.information.to_dict()}
+               if "information" in self.metrics else {}),
         }
 
     def key(self, cell: Cell) -> str:
@@ -247,6 +302,11 @@ class Suite:
             "attack_knowledge": {a.label: k for a, k in
                                  zip(self.attacks, self.attack_knowledge, strict=False)},
         }
+
+    def gate_dict(self) -> dict[str, Any]:
+        """What the regression gate reads besides the numbers: tolerances, expectations."""
+        return {"tolerances": self.tolerances,
+                "expectations": [e.to_dict() for e in self.expectations]}
 
 
 # --------------------------------------------------------------------------- loading
@@ -434,6 +494,13 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<memory>") -> Suite:
         raise SuiteError(f"offmanifold={om!r} is not allowed: expected {{n_noise: int}}")
     with _Ctx("offmanifold"):
         n_noise = check_scalar("n_noise", om.get("n_noise", 1000), lo=10, integer=True)
+    info = raw.get("information") or {}
+    info_keys = ("classes", "n_examples", "n_augment", "shift", "noise")
+    if not isinstance(info, dict) or any(k not in info_keys for k in info):
+        raise SuiteError(f"information={info!r} is not allowed: expected {{classes: [a, b], "
+                         "n_examples: int, n_augment: int, shift: int, noise: float}")
+    with _Ctx("information"):
+        information = InformationSpec(**info)
 
     suite = Suite(
         name=name, version=version, description=description.strip(),
@@ -441,7 +508,7 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<memory>") -> Suite:
         poisoning=tuple(poisoning), evasion=tuple(evasion), attacks=tuple(a_specs),
         seeds=tuple(seeds), training=training,
         metrics=tuple(m for m in METRIC_GROUPS if m in metrics_raw),
-        n_noise=n_noise, source=source,
+        n_noise=n_noise, information=information, source=source,
         attack_knowledge=tuple(a.knowledge.value for a in built),
     )
     for key, items, ident in (
@@ -454,7 +521,9 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<memory>") -> Suite:
     if len(set(eps_ids)) != len(eps_ids):
         raise SuiteError("threat_model.evasion lists one norm/eps twice: expected distinct "
                          "threats")
-    return suite
+    return dataclasses.replace(
+        suite, tolerances=parse_tolerances(raw.get("tolerances"), where="tolerances"),
+        expectations=parse_suite_expectations(raw.get("expectations"), suite))
 
 
 def _check_file(where: str, key: str, value: Any) -> None:

@@ -608,3 +608,23 @@ def test_bad_seed_raises(digits: Dataset, digits_mlp: nn.Module, seed: object) -
     with pytest.raises(ConfigError, match=r"seed="):
         FGSM()(digits_mlp, digits.x_test, digits.y_test, threat=EvasionThreat(eps=0.1),
                seed=seed)  # type: ignore[arg-type]
+
+
+def test_security_curve_reports_each_eps_in_increasing_order_without_changing_results() -> None:
+    import torch as _torch
+
+    from poisonlab.attacks import PGD, security_curve
+    from poisonlab.threat import EvasionThreat
+
+    g = _torch.Generator().manual_seed(0)
+    model = _torch.nn.Sequential(_torch.nn.Linear(4, 3))
+    x = _torch.rand(20, 4, generator=g)
+    y = _torch.randint(0, 3, (20,), generator=g)
+    threats = [EvasionThreat(norm="linf", eps=e) for e in (0.3, 0.1, 0.2)]
+    seen: list[float] = []
+    hooked = security_curve(PGD(steps=5), model, x, y, threats=threats, seed=3,
+                            on_result=lambda t, r: seen.append(t.eps))
+    plain = security_curve(PGD(steps=5), model, x, y, threats=threats, seed=3)
+    assert seen == [0.1, 0.2, 0.3]
+    for a, b in zip(hooked, plain, strict=True):
+        assert _torch.equal(a.x_adv, b.x_adv)
