@@ -7,6 +7,7 @@ no traceback).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -25,13 +26,14 @@ class _Parser(argparse.ArgumentParser):
 
 def _kinds() -> dict[str, object]:
     from .attacks import attacks
+    from .checks import checks
     from .data import datasets
     from .defenses import defenses
     from .harness.executors import executors
     from .models import models
 
     return {"attacks": attacks, "defenses": defenses, "datasets": datasets,
-            "models": models, "executors": executors}
+            "models": models, "executors": executors, "checks": checks}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=1, metavar="N",
                      help="processes evaluating cells side by side, >= 1; the numbers do "
                           "not depend on it (default: 1)")
+    run.add_argument("--strict", action="store_true",
+                     help="exit 1 when a sanity check flagged a model (docs/checks.md), one "
+                          "line per flag; results and reports are written first")
 
     val = sub.add_parser("validate", help="check a suite without running it")
     val.add_argument("suite")
@@ -134,6 +139,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("poisonlab: interrupted; finished cells are stored: rerun with --resume",
               file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (``poisonlab list | head``): stop quietly, and keep Python
+        # from reporting the failed flush of stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -144,10 +154,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         for kind in [args.kind] if args.kind else sorted(kinds):
             reg = kinds[kind]
             print(f"{kind}:")
-            for name in reg.names():  # type: ignore[attr-defined]
-                print(f"  {name:<20} {reg.help(name)}")  # type: ignore[attr-defined]
-            for label, text in reg.namespaces().items():  # type: ignore[attr-defined]
-                print(f"  {label:<20} {text}")
+            rows = [(name, reg.help(name)) for name in reg.names()]  # type: ignore[attr-defined]
+            rows += list(reg.namespaces().items())  # type: ignore[attr-defined]
+            width = max([20, *(len(name) for name, _ in rows)])
+            for name, text in rows:
+                print(f"  {name:<{width}} {text}")
         return EXIT_OK
 
     if args.command == "evaluate":
@@ -180,9 +191,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"report: {Path(args.run_dir) / 'report.html'}")
         return EXIT_OK
 
+    from .checks import CheckFailure
+
     suite = load_suite(args.suite)
-    doc = run_suite(suite, args.out, executor=args.executor, resume=args.resume,
-                    progress=not args.quiet, workers=args.workers)
+    flags: list[str] = []
+    try:
+        doc = run_suite(suite, args.out, executor=args.executor, resume=args.resume,
+                        progress=not args.quiet, workers=args.workers, strict=args.strict)
+    except CheckFailure as e:
+        doc, flags = dict(e.doc), e.lines
     if not args.quiet:
         headers, rows = summary_rows(doc)
         print(text_table(headers, rows))
@@ -190,7 +207,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         out = Path(args.out)
         print(f"results: {out / 'results.json'}\nreport:  {out / 'report.md'}\n"
               f"         {out / 'report.html'}")
-    return EXIT_OK
+    for line in flags:
+        print(f"poisonlab: sanity check: {line}", file=sys.stderr)
+    return EXIT_REGRESSION if flags else EXIT_OK
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -211,7 +230,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _gate(args: argparse.Namespace) -> int:
-    import os
     from pathlib import Path
 
     from .errors import ConfigError

@@ -21,6 +21,7 @@ from .._validation import check_scalar, check_seed
 from ..attacks import LabelFlip, get_attack, security_curve
 from ..attacks.evasion import child_seeds
 from ..attacks.transfer import SurrogateSpec, Transfer
+from ..checks import CheckSettings, SuiteAttack, run_checks
 from ..data import Dataset, load_dataset
 from ..defenses import Defense, get_defense
 from ..defenses.compose import Compose
@@ -57,7 +58,7 @@ from .suite import METRIC_GROUPS, SUITE_VERSION, Cell, EvasionSpec, InformationS
 #: Order of the child seeds drawn from a cell's seed (append only: children are
 #: index-stable, so a new slot leaves the others' seeds unchanged).
 _SEED_SLOTS = ("model", "train", "flip", "attack", "noise", "surrogate", "teacher",
-               "information")
+               "information", "checks")
 
 #: Trained transfer surrogates and distillation teachers, keyed by everything that
 #: determines them; a surrogate depends on the dataset split and its own seed, not on the
@@ -86,6 +87,7 @@ def evaluate_cell(suite: Suite, cell: Cell, *, progress: bool = False) -> dict[s
     t0 = time.perf_counter()
     stages = (1 + ("evasion" in suite.metrics) * len(suite.attacks)
               * sum(len(e.eps) for e in suite.evasion)
+              + _runs_checks(suite, cell)
               + ("offmanifold" in suite.metrics) + ("information" in suite.metrics))
     bar = tqdm(total=stages, desc="  cell", unit="stage", leave=False, delay=1.0, position=1,
                disable=None if progress else True)
@@ -99,13 +101,19 @@ def evaluate_cell(suite: Suite, cell: Cell, *, progress: bool = False) -> dict[s
             record.update(status="ok", error=None, **_evaluate(suite, cell, tick))
     except PoisonlabError as e:
         record.update(status="failed", error=str(e), metrics=[], reliability=None,
-                      internal={})
+                      checks=[], internal={})
     record["timing"] = {"wall_s": round(time.perf_counter() - t0, 3)}
     return record
 
 
 def _no_tick(what: str) -> None:
     """A progress hook that shows nothing."""
+
+
+def _runs_checks(suite: Suite, cell: Cell) -> bool:
+    """The sanity checks run on every clean-label cell with evasion threats."""
+    return ("evasion" in suite.metrics and bool(suite.evasion) and cell.poisoning is None
+            and bool(suite.checks.enabled))
 
 
 def _evaluate(suite: Suite, cell: Cell,
@@ -150,13 +158,24 @@ def _evaluate(suite: Suite, cell: Cell,
         out += [metric("teacher_accuracy",
                        accuracy(predict_proba(t, ds.x_test).argmax(dim=1), ds.y_test))
                 for t in teachers]
+    checks: list[dict[str, Any]] = []
     if "evasion" in suite.metrics:
         def surrogate(spec: SurrogateSpec) -> nn.Module:  # trained on clean labels
             return _auxiliary(suite, cell, ds, spec, seeds["surrogate"], ds.y_train,
                               labels="clean")
 
+        runs: list[SuiteAttack] = []
         out += _evasion(suite, model, ds.x_test, ds.y_test, ds.n_classes, ds.bounds,
-                        seeds["attack"], surrogate, tick)
+                        seeds["attack"], surrogate, tick, collect=runs)
+        if _runs_checks(suite, cell):
+            # After every metric of the group: the probes draw from their own seed and
+            # change no number above.
+            checks = [o.to_dict() for o in run_checks(
+                model, ds.x_test, ds.y_test,
+                groups=[e.threats(ds.bounds) for e in suite.evasion],
+                settings=suite.checks, seed=seeds["checks"], suite_results=runs,
+                surrogate=lambda: surrogate(SurrogateSpec()))]
+            tick("sanity checks")
     if "offmanifold" in suite.metrics:
         out += _offmanifold(suite, model, ds.x_train, ds.x_test, ds.input_shape, ds.bounds,
                             seeds["noise"])
@@ -173,6 +192,7 @@ def _evaluate(suite: Suite, cell: Cell,
         "poisoning_info": poison_info,
         "metrics": out,
         "reliability": diagram,
+        "checks": checks,
         # Needed to derive the poisoning metrics against the clean cell; not in results.json.
         "internal": {"pred_clean": pred_clean.tolist(), "y_test": ds.y_test.tolist()},
     }
@@ -260,7 +280,11 @@ def _auxiliary(suite: Suite, cell: Cell, ds: Dataset, spec: SurrogateSpec,
 def _evasion(suite: Suite, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
              n_classes: int, bounds: tuple[float, float], seed: int,
              surrogate: Callable[[SurrogateSpec], nn.Module],
-             tick: Callable[[str], None] = _no_tick) -> list[dict[str, Any]]:
+             tick: Callable[[str], None] = _no_tick, *,
+             collect: list[SuiteAttack] | None = None) -> list[dict[str, Any]]:
+    """Robust accuracy and attack success per attack and threat, and the per-sample worst
+    case over attacks; ``collect``, if given, receives every AttackResult (for the checks).
+    """
     out: list[dict[str, Any]] = []
     # One child seed per (threat group, attack), then one per group for its targets;
     # SeedSequence children are index-stable, so the attack seeds do not depend on the rest.
@@ -289,6 +313,8 @@ def _evasion(suite: Suite, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 out.append(metric("attack_success_rate", r.attack_success_rate,
                                   threat=t.id, attack=a.label))
                 robust_all[t.id] &= (r.pred_adv == r.y).cpu()
+                if collect is not None:
+                    collect.append(SuiteAttack(a.label, attack.knowledge, r))
         if len(suite.attacks) > 1:
             # The reported robustness is the worst case over every attack, per sample.
             for t in threats:
@@ -395,7 +421,8 @@ def evaluate_model(
     -------
     list of metric records ``{"metric", "value", "threat", "attack", "higher_is_better"}``,
     the same records as a cell's ``metrics``. :func:`evaluate_model_details` also returns
-    the reliability diagram's data.
+    the reliability diagram's data and runs the sanity checks (skipped here: they change
+    no metric).
 
     Raises
     ------
@@ -405,7 +432,8 @@ def evaluate_model(
     """
     return evaluate_model_details(model, dataset, threats=threats, attacks=attacks, seed=seed,
                                   metrics=metrics, n_noise=n_noise,
-                                  information=information)["metrics"]
+                                  information=information,
+                                  checks=CheckSettings(enabled=()))["metrics"]
 
 
 def evaluate_model_details(
@@ -418,18 +446,25 @@ def evaluate_model_details(
     metrics: Sequence[str] = PRETRAINED_METRICS,
     n_noise: int = 1000,
     information: InformationSpec | Mapping[str, Any] | None = None,
+    checks: CheckSettings | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """:func:`evaluate_model` with everything a cell record holds besides the metrics.
 
-    Same parameters and errors as :func:`evaluate_model`.
+    Same parameters and errors as :func:`evaluate_model`, and ``checks``: the sanity
+    checks' settings (:class:`poisonlab.checks.CheckSettings` or a suite's ``checks:``
+    mapping; default: every check). They run with the "evasion" group and threats; the
+    transfer probe is skipped (nothing is trained here).
 
     Returns
     -------
-    dict with ``"metrics"`` (the metric records :func:`evaluate_model` returns) and
+    dict with ``"metrics"`` (the metric records :func:`evaluate_model` returns),
     ``"reliability"`` (:func:`poisonlab.metrics.reliability` of the clean test split, as in
-    a cell record; None without the "calibration" group).
+    a cell record; None without the "calibration" group) and ``"checks"`` (the sanity
+    checks' outcomes as in a cell record, :meth:`poisonlab.checks.CheckOutcome.to_dict`;
+    empty without evasion threats).
     """
     seed = check_seed("seed", seed)
+    check_settings = CheckSettings.from_config(checks)
     n_noise = check_scalar("n_noise", n_noise, lo=10, integer=True)
     for m in metrics:
         if m not in PRETRAINED_METRICS:
@@ -484,20 +519,25 @@ def evaluate_model_details(
     ds = dataset
     probs = predict_proba(model, ds.x_test)
     out, diagram = _clean_metrics(suite, model, ds, probs)
+    checks_out: list[dict[str, Any]] = []
     if "evasion" in suite.metrics and specs:
         def no_surrogate(spec: SurrogateSpec) -> nn.Module:
             raise ConfigError("a transfer attack with a surrogate to train is not available "
                               "for a pretrained model: give the transfer attack a trained "
                               "surrogate or evaluate it in a suite")
 
+        runs: list[SuiteAttack] = []
         out += _evasion(suite, model, ds.x_test, ds.y_test, ds.n_classes, ds.bounds,
-                        seeds["attack"], no_surrogate)
+                        seeds["attack"], no_surrogate, collect=runs)
+        checks_out = [o.to_dict() for o in run_checks(
+            model, ds.x_test, ds.y_test, groups=[e.threats(ds.bounds) for e in specs],
+            settings=check_settings, seed=seeds["checks"], suite_results=runs)]
     if "offmanifold" in suite.metrics:
         out += _offmanifold(suite, model, ds.x_train, ds.x_test, ds.input_shape, ds.bounds,
                             seeds["noise"])
     if "information" in suite.metrics:
         out += _information(info, model, ds, seeds["information"])
-    return {"metrics": out, "reliability": diagram}
+    return {"metrics": out, "reliability": diagram, "checks": checks_out}
 
 
 def _as_spec(a: str | Mapping[str, Any] | Spec) -> Spec:

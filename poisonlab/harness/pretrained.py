@@ -122,7 +122,7 @@ def evaluate_pretrained(
         "seeds": dict(zip(_SEED_SLOTS, child_seeds(seed, len(_SEED_SLOTS)), strict=True)),
         "status": "ok", "error": None, "dataset_summary": ds.summary(),
         "poisoning_info": None, "metrics": details["metrics"],
-        "reliability": details["reliability"],
+        "reliability": details["reliability"], "checks": details["checks"],
         "timing": {"wall_s": round(time.perf_counter() - t0, 3)},
     }
     doc = build_results(config, None, [record])

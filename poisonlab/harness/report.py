@@ -1,7 +1,8 @@
 """Reports generated from results.json alone: report.md (figures beside it) and a
 self-contained report.html (figures embedded).
 
-Contents: the threat model; a verdict per defense against the ``none`` baseline, decided by
+Contents: the threat model; the evaluation sanity checks' flags beside the defense they
+concern (docs/checks.md); a verdict per defense against the ``none`` baseline, decided by
 seed noise and stated plainly (including "no clear difference"); tables of mean +- std (n)
 for every metric; plots of robust accuracy against eps, accuracy against flip rate, and
 confidence along ``alpha * x``.
@@ -315,8 +316,8 @@ def tables(r: Results) -> list[Table]:
             rows.append(row)
         title = "Pretrained model" if r.defenses == [PRETRAINED] else "Clean training"
         out.append(Table(f"{title} ({where})", headers, rows,
-                         f"mean ± std over n seeds; robust accuracy is the {head} over attacks "
-                         f"per sample" if head else "mean ± std over n seeds"))
+                         "mean ± std over n seeds; " + _robust_note(r) if head
+                         else "mean ± std over n seeds"))
         info = _information_table(r, scope)
         if info:
             out.append(info)
@@ -660,6 +661,79 @@ def flip_description(p: dict[str, Any]) -> str:
     return what if cap is None else f"{what}, at most a fraction {cap:g} of any class"
 
 
+def _robust_note(r: Results) -> str:
+    """What "robust accuracy" means in this report: the worst case, or a single attack."""
+    if r.headline_attack() == "worst-case":
+        return (f"robust accuracy is the per-sample worst case over all {len(r.attacks)} "
+                "attacks run")
+    return f"robust accuracy is from a single attack ({r.headline_attack()})"
+
+
+def sanity_summary(doc: dict[str, Any]) -> list[str]:
+    """The "Evaluation sanity checks" section: every flag beside its defense, or one line
+    saying that all checks passed (docs/checks.md). Aggregated from the cells' ``checks``.
+
+    One line per (scope, defense, check) that flagged in any seed: how many seeds flagged
+    out of the seeds that ran it, one seed's message and the doc anchor.
+    """
+    r = Results(doc)
+    lines: list[str] = []
+    if r.attacks and r.evasion_threats():
+        if r.headline_attack() == "worst-case":
+            lines.append(f"Robust accuracy in this report is the per-sample worst case over "
+                         f"all {len(r.attacks)} attacks run ({', '.join(r.attacks)}), never "
+                         "the most flattering one.")
+        else:
+            lines.append(f"Robust accuracy in this report comes from a single attack "
+                         f"(`{r.attacks[0]}`): there is no worst case over several attacks, "
+                         "so it is an upper bound that one stronger attack may lower.")
+    by: dict[tuple[tuple[str, str], str, str], list[tuple[int, dict[str, Any]]]] = \
+        defaultdict(list)
+    models = 0
+    for c in doc["cells"]:
+        if c["status"] != "ok" or not c.get("checks"):
+            continue
+        models += 1
+        scope = (spec_label(c["dataset"]), spec_label(c["model"]))
+        for o in c["checks"]:
+            by[(scope, spec_label(c["defense"]), o["check"])].append((c["seed"], o))
+    if not by:
+        lines.append("No evaluation sanity checks ran: they run on every clean-label model "
+                     "evaluated under evasion threats (docs/checks.md).")
+        return lines
+    counts: dict[str, int] = defaultdict(int)
+    skipped: dict[str, str] = {}
+    for (scope, defense, check), outs in by.items():
+        flagged = [(seed, o) for seed, o in outs if o["status"] == "flag"]
+        ran = [o for _, o in outs if o["status"] != "skipped"]
+        counts["ran"] += len(ran)
+        counts["flag"] += len(flagged)
+        counts["skipped"] += len(outs) - len(ran)
+        for _, o in outs:
+            if o["status"] == "skipped":
+                skipped.setdefault(check, o["message"])
+        if flagged:
+            seed, o = flagged[0]
+            lines.append(f"**{defense}** ({scope[0]}, {scope[1]}): `{check}` flagged in "
+                         f"{len(flagged)} of {len(ran)} seeds; seed {seed}: {o['message']} "
+                         f"(see {o['doc']})")
+    def n(k: int, word: str) -> str:
+        return f"{k} {word}{'' if k == 1 else 's'}"
+
+    tail = (f"{n(counts['ran'], 'check run')} on {n(models, 'clean-label model')}"
+            + (f", {counts['skipped']} skipped" if counts["skipped"] else ""))
+    if not counts["flag"]:
+        lines.append(f"All evaluation sanity checks passed ({tail}): no sign of masked "
+                     "gradients (docs/checks.md).")
+    else:
+        lines.append(f"{counts['flag']} of {tail} flagged; a flag means the robust accuracy "
+                     "above is likely overstated (docs/checks.md says what to do).")
+    if skipped:
+        lines.append("Skipped: " + "; ".join(f"`{k}`: {v}" for k, v in skipped.items())
+                     + ".")
+    return lines
+
+
 def threat_summary(doc: dict[str, Any]) -> list[str]:
     tm = doc["threat_model"]
     lines = []
@@ -720,6 +794,8 @@ def write_reports(doc: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     md = [f"# {title}", "", suite["description"] or "", "", f"_{prov}_", "",
           "## Threat model", ""]
     md += [f"- {line}" for line in threat_summary(doc)] + [""]
+    sanity = sanity_summary(doc)
+    md += ["## Evaluation sanity checks", ""] + [f"- {line}" for line in sanity] + [""]
     md += ["## What the numbers say", "", verdict_note, ""]
     md += [f"- {line}" for line in found] + [""]
     md += [t.markdown() for t in ranks]
@@ -743,6 +819,8 @@ def write_reports(doc: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
          f"<p>{html.escape(suite['description'] or '')}</p>",
          f"<p class='prov'>{html.escape(prov)}</p>", "<h2>Threat model</h2><ul>"]
     h += [f"<li>{html.escape(x)}</li>" for x in threat_summary(doc)] + ["</ul>"]
+    h += ["<h2>Evaluation sanity checks</h2><ul>"]
+    h += [f"<li>{_inline(x)}</li>" for x in sanity] + ["</ul>"]
     h += ["<h2>What the numbers say</h2>", f"<p class='note'>{_inline(verdict_note)}</p><ul>"]
     h += [f"<li>{_inline(x)}</li>" for x in found] + ["</ul>"]
     h += [t.html() for t in ranks]

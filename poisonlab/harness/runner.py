@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .._validation import check_scalar
+from .._validation import check_bool, check_scalar
 from ..errors import ConfigError
 from ..metrics import HIGHER_IS_BETTER, aggregate
 from .evaluate import derive_poisoning
@@ -87,6 +87,7 @@ def run_suite(
     progress: bool = False,
     report: bool = True,
     workers: int = 1,
+    strict: bool = False,
 ) -> dict[str, Any]:
     """Run every cell of ``suite`` not yet stored in ``out`` and write the results.
 
@@ -94,9 +95,14 @@ def run_suite(
     over; results.json, report.md and report.html are then regenerated from the store.
     ``workers`` (>= 1) processes evaluate cells side by side; the numbers do not depend on
     it. Returns the results document (the content of results.json).
+
+    With ``strict``, a sanity check that flagged a cell (docs/checks.md) raises
+    :class:`~poisonlab.checks.CheckFailure` once everything is written; its ``lines`` say
+    which, one per flag, and its ``doc`` is the results document.
     """
     run = executors.get(executor)
     workers = check_scalar("workers", workers, lo=1, integer=True)
+    check_bool("strict", strict)
     out_dir = prepare_out(out, resume=resume)
     cells = list(enumerate(suite.cells()))
     with Store(out_dir / STORE_NAME) as store:
@@ -113,7 +119,14 @@ def run_suite(
         done = store.keys()
         todo = [(i, c) for i, c in cells if suite.key(c) not in done]
         run(suite, todo, store.put, progress=progress, workers=workers)
-    return write_results(out_dir, report=report)
+    doc = write_results(out_dir, report=report)
+    if strict:
+        from ..checks import CheckFailure, flag_lines
+
+        lines = flag_lines(doc)
+        if lines:
+            raise CheckFailure(lines, doc)
+    return doc
 
 
 def write_results(out_dir: str | Path, *, report: bool = True) -> dict[str, Any]:

@@ -37,6 +37,8 @@ Format (version 1)::
     metrics: [accuracy, evasion, poisoning, offmanifold, calibration, information]
     offmanifold: {n_noise: 1000}
     information: {classes: [0, 1], n_examples: 200, n_augment: 32}   # mutual information
+    checks: {n_probe: 200, steps: 20, transfer: true, square: false}  # docs/checks.md
+    # (enabled: [gradient_norms, ...] picks the sanity checks; [] runs none)
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ import yaml
 
 from .._validation import check_bool, check_params, check_scalar, check_seed
 from ..attacks import get_attack
+from ..checks import CheckSettings
 from ..data import datasets
 from ..defenses import get_defense
 from ..errors import PoisonlabError, SuiteError
@@ -76,7 +79,7 @@ METRIC_GROUPS: tuple[str, ...] = ("accuracy", "evasion", "poisoning", "offmanifo
 _TOP_KEYS = (
     "name", "version", "description", "include", "datasets", "models", "training",
     "defenses", "threat_model", "attacks", "seeds", "metrics", "offmanifold", "information",
-    "tolerances", "expectations",
+    "tolerances", "expectations", "checks",
 )
 
 
@@ -253,6 +256,8 @@ class Suite:
     metrics: tuple[str, ...] = METRIC_GROUPS
     n_noise: int = 1000
     information: InformationSpec = field(default_factory=InformationSpec)
+    #: The sanity checks run on every clean-label cell with evasion (docs/checks.md).
+    checks: CheckSettings = field(default_factory=CheckSettings)
     source: str = "<memory>"
     #: Per attack: "white-box", "transfer" or "black-box" (what the attacker needs).
     attack_knowledge: tuple[str, ...] = ()
@@ -283,6 +288,9 @@ class Suite:
             # Only with the group on: a suite without it keeps its cell keys.
             **({"information": self.information.to_dict()}
                if "information" in self.metrics else {}),
+            # Only when changed: suites with the default checks keep their cell keys.
+            **({"checks": self.checks.to_dict()}
+               if "evasion" in self.metrics and self.checks != CheckSettings() else {}),
         }
 
     def key(self, cell: Cell) -> str:
@@ -501,6 +509,12 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<memory>") -> Suite:
                          "n_examples: int, n_augment: int, shift: int, noise: float}")
     with _Ctx("information"):
         information = InformationSpec(**info)
+    chk = raw.get("checks")
+    if chk is not None and not isinstance(chk, dict):
+        raise SuiteError(f"checks={chk!r} is not allowed: expected a mapping like {{n_probe: "
+                         "200, enabled: [gradient_norms, ...], steps: 20, transfer: true}")
+    with _Ctx("checks"):
+        checks = CheckSettings.from_config(chk)
 
     suite = Suite(
         name=name, version=version, description=description.strip(),
@@ -508,7 +522,7 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<memory>") -> Suite:
         poisoning=tuple(poisoning), evasion=tuple(evasion), attacks=tuple(a_specs),
         seeds=tuple(seeds), training=training,
         metrics=tuple(m for m in METRIC_GROUPS if m in metrics_raw),
-        n_noise=n_noise, information=information, source=source,
+        n_noise=n_noise, information=information, checks=checks, source=source,
         attack_knowledge=tuple(a.knowledge.value for a in built),
     )
     for key, items, ident in (

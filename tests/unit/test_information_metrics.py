@@ -501,7 +501,8 @@ def test_evaluate_model_details_carry_the_reliability_data(digits: Dataset) -> N
                 digits.x_train, digits.y_train, epochs=1, seed=0)
     info = {"classes": [1, 7], "n_examples": 20, "n_augment": 4}
     details = evaluate_model_details(net, digits, seed=0, information=info)
-    assert set(details) == {"metrics", "reliability"}
+    assert set(details) == {"metrics", "reliability", "checks"}
+    assert details["checks"] == []  # no evasion threats: nothing to check
     assert details["metrics"] == evaluate_model(net, digits, seed=0, information=info)
     names = {m["metric"] for m in details["metrics"]}
     assert names >= {"temperature", "mean_entropy", "mutual_information", "logit_norm",
