@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.poisonlab-installed
 DEMO_OUT ?= runs/quickstart
 
-.PHONY: demo test lint install browser clean
+.PHONY: demo test lint install browser clean study
 
 install: $(STAMP)
 
@@ -23,6 +23,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	rm -rf $(DEMO_OUT)
 	$(BIN)/poisonlab run benchmarks/suites/quickstart.yaml --out $(DEMO_OUT)
+
+# The label-smoothing study (benchmarks/suites/label_smoothing_study.yaml and its parts):
+# runs every suite into runs/label_smoothing_study/ and regenerates
+# docs/label_smoothing_study.md and its figures from the results (about 15 minutes on 2
+# cores; tests/integration/test_study.py runs a reduced grid of the same suites).
+study: $(STAMP)
+	rm -rf runs/label_smoothing_study
+	$(BIN)/python -m benchmarks.study.label_smoothing --out runs/label_smoothing_study \
+	  --workers 2 --doc docs/label_smoothing_study.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check poisonlab tests benchmarks
