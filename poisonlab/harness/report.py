@@ -179,14 +179,22 @@ def findings(r: Results) -> list[str]:
 # --------------------------------------------------------------------------- ranking
 
 
-def _threat_columns(r: Results) -> list[tuple[str, str, dict[str, Any]]]:
-    """(column label, poisoning id, get() keywords) for every declared threat."""
+def threat_columns(r: Results, scope: tuple[str, str]
+                   ) -> dict[str, dict[str, dict[str, Any] | None]]:
+    """Per declared threat (column label), each defense's accuracy under it.
+
+    An evasion threat scores a defense by its robust accuracy under the headline attack
+    (the per-sample worst case over every attack run), a poisoning threat by its test
+    accuracy after training on the flipped labels; with no threat declared, one column of
+    clean accuracy.
+    """
     head = r.headline_attack()
-    cols = [(f"evasion {t['id']}", "none", {"metric": "robust_accuracy", "threat": t["id"],
-                                            "attack": head})
-            for t in r.evasion_threats() if head]
-    cols += [(f"poisoning {p}", p, {"metric": "clean_accuracy"}) for p in r.poisonings]
-    return cols or [("clean", "none", {"metric": "clean_accuracy"})]
+    cols = {f"evasion {t['id']}": {d: r.get(scope, d, "robust_accuracy", threat=t["id"],
+                                            attack=head) for d in r.defenses}
+            for t in r.evasion_threats() if head}
+    cols |= {f"poisoning {p}": {d: r.get(scope, d, "clean_accuracy", poisoning=p)
+                                for d in r.defenses} for p in r.poisonings}
+    return cols or {"clean": {d: r.get(scope, d, "clean_accuracy") for d in r.defenses}}
 
 
 def rank_with_ties(stats: dict[str, dict[str, Any] | None]) -> dict[str, int]:
@@ -213,19 +221,20 @@ def ranking(r: Results, scope: tuple[str, str]) -> list[tuple[str, float, dict[s
 
     Returns ``(defense, mean rank, {column: rank})`` per defense, best first.
     """
-    cols = _threat_columns(r)
+    return _rank(threat_columns(r, scope), r.defenses)
+
+
+def _rank(cols: dict[str, dict[str, dict[str, Any] | None]], defenses: list[str]
+          ) -> list[tuple[str, float, dict[str, int]]]:
     per_col = {}
     mean_acc: dict[str, list[float]] = defaultdict(list)
-    for label, poisoning, kw in cols:
-        kw = dict(kw)
-        name = kw.pop("metric")
-        stats = {d: r.get(scope, d, name, poisoning=poisoning, **kw) for d in r.defenses}
+    for label, stats in cols.items():
         per_col[label] = rank_with_ties(stats)
         for d, a in stats.items():
             if a and a["mean"] is not None:
                 mean_acc[d].append(a["mean"])
     out = []
-    for d in r.defenses:
+    for d in defenses:
         ranks = {c: rk[d] for c, rk in per_col.items() if d in rk}
         if ranks:
             out.append((d, sum(ranks.values()) / len(ranks), ranks))
@@ -235,23 +244,18 @@ def ranking(r: Results, scope: tuple[str, str]) -> list[tuple[str, float, dict[s
 
 
 def _ranking_table(r: Results, scope: tuple[str, str]) -> Table | None:
-    ranked = ranking(r, scope)
+    cols = threat_columns(r, scope)
+    ranked = _rank(cols, r.defenses)
     if len(ranked) < 2:
         return None
-    cols = _threat_columns(r)
-    rows = []
-    for d, mean_rank, ranks in ranked:
-        row = [d, f"{mean_rank:.2f}"]
-        for label, poisoning, kw in cols:
-            kw = dict(kw)
-            name = kw.pop("metric")
-            a = r.get(scope, d, name, poisoning=poisoning, **kw)
-            row.append(f"{fmt(a)} (#{ranks[label]})" if label in ranks else "n/a")
-        rows.append(row)
+    rows = [[d, f"{mean_rank:.2f}"] + [f"{fmt(stats[d])} (#{ranks[label]})"
+                                       if label in ranks else "n/a"
+                                       for label, stats in cols.items()]
+            for d, mean_rank, ranks in ranked]
     head = r.headline_attack()
     return Table(
         f"Ranking under the declared threat model ({scope[0]}, {scope[1]})",
-        ["defense", "mean rank"] + [c[0] for c in cols], rows,
+        ["defense", "mean rank", *cols], rows,
         "one column per declared threat: accuracy under it (evasion: robust accuracy, "
         f"{head or 'the attack'} per sample; poisoning: test accuracy after training on the "
         "flipped labels) and the defense's rank in that column; defenses within "
