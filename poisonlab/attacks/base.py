@@ -322,13 +322,20 @@ def finish(
     gradients: int,
     *,
     clip: bool = True,
+    logits_clean: torch.Tensor | None = None,
 ) -> AttackResult:
-    """Project, refuse NaN, predict and build the AttackResult (model already in eval)."""
+    """Project, refuse NaN, predict and build the AttackResult (model already in eval).
+
+    ``logits_clean``, the model's logits on ``x`` if the caller already has them (a
+    security curve predicts on the clean inputs once for all its eps).
+    """
     x_adv = project(x, x_adv, threat, clip=clip)
     if not torch.isfinite(x_adv).all():
         raise DataError(f"attack {name!r} produced NaN or Inf inputs under {threat.id}")
     with torch.no_grad():
-        logits_clean, logits_adv = model(x), model(x_adv)
+        if logits_clean is None:
+            logits_clean = model(x)
+        logits_adv = model(x_adv)
     if not (torch.isfinite(logits_clean).all() and torch.isfinite(logits_adv).all()):
         raise DataError(
             f"the model returned NaN or Inf logits under attack {name!r} ({threat.id}): "

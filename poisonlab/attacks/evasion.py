@@ -83,6 +83,7 @@ def pgd(
     ops = NORMS[threat.norm]
     loss_fn = LOSSES[loss]
     lo, hi = threat.bounds
+    eps = threat.eps
     n = x.shape[0]
     best = x.clone()
     best_success = torch.zeros(n, dtype=torch.bool, device=x.device)
@@ -92,47 +93,68 @@ def pgd(
     def sub(v: torch.Tensor | None, ix: torch.Tensor) -> torch.Tensor | None:
         return None if v is None else v[ix]
 
+    def ascend(xa: torch.Tensor, x0: torch.Tensor, ya: torch.Tensor,
+               ta: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step from ``xa``: (logits at xa, next iterate in the ball and bounds)."""
+        xa.requires_grad_(True)
+        logits = model(xa)
+        (grad,) = torch.autograd.grad(loss_fn(logits, ya, ta).sum(), xa)
+        with torch.no_grad():
+            step = xa.detach() + stepsize * ops.normalize(grad)
+            return logits.detach(), (x0 + ops.project(step - x0, eps)).clamp(lo, hi)
+
     for r in range(restarts):
-        todo = (
-            torch.nonzero(~best_success).flatten() if early_stop and r
-            else torch.arange(n, device=x.device)
-        )
+        everyone = r == 0 or not early_stop
+        todo = (torch.arange(n, device=x.device) if everyone
+                else torch.nonzero(~best_success).flatten())
         if todo.numel() == 0:
             break
-        x0, y0, t0 = x[todo], y[todo], sub(target, todo)
+        x0, y0, t0 = (x, y, target) if everyone else (x[todo], y[todo], sub(target, todo))
         if random_start:
-            delta = ops.random_init(x0.shape, threat.eps, generator).to(x.device, x.dtype)
-            x_adv = (x0 + delta).clamp(lo, hi)
+            delta = ops.random_init(x0.shape, eps, generator).to(x.device, x.dtype)
+            x_cur = (x0 + delta).clamp(lo, hi)
         else:
-            x_adv = x0.clone()
-        active = torch.arange(todo.numel(), device=x.device)
-        for _ in range(steps):
-            xa = x_adv[active].requires_grad_(True)
-            logits = model(xa)
-            ya, ta = y0[active], sub(t0, active)
-            (grad,) = torch.autograd.grad(loss_fn(logits, ya, ta).sum(), xa)
-            gradients += int(active.numel())
-            with torch.no_grad():
-                step = xa + stepsize * ops.normalize(grad)
-                xa_new = (x0[active] + ops.project(step - x0[active], threat.eps)).clamp(lo, hi)
-                if early_stop:
-                    keep = ~is_success(logits.argmax(dim=1), ya, ta)
-                    x_adv[active[keep]] = xa_new[keep]
-                    active = active[keep]
-                    if active.numel() == 0:
+            x_cur = x0.clone()
+        if not early_stop:
+            # The plain loop: no bookkeeping per step beyond the step itself.
+            for _ in range(steps):
+                _, x_cur = ascend(x_cur, x0, y0, t0)
+            gradients += steps * int(todo.numel())
+            x_adv = x_cur
+        else:
+            # The samples still attacked are kept compacted (``idx`` into this restart's
+            # batch) and shrink only when some of them are fooled: a fooled sample is
+            # frozen at the iterate that fooled it and never attacked again.
+            x_adv = x_cur.clone()
+            idx = torch.arange(x0.shape[0], device=x.device)
+            xa, xa0, ya, ta = x_cur, x0, y0, t0
+            for _ in range(steps):
+                logits, x_next = ascend(xa, xa0, ya, ta)
+                gradients += int(idx.numel())
+                fooled = is_success(logits.argmax(dim=1), ya, ta)
+                if bool(fooled.any()):
+                    x_adv[idx[fooled]] = xa.detach()[fooled]
+                    keep = ~fooled
+                    idx, x_next, xa0, ya, ta = (idx[keep], x_next[keep], xa0[keep], ya[keep],
+                                                sub(ta, keep))
+                    if idx.numel() == 0:
                         break
-                else:
-                    x_adv[active] = xa_new
+                xa = x_next
+            else:
+                x_adv[idx] = xa
+        if restarts == 1:
+            # One run: nothing to choose between (the caller predicts on the result).
+            return x_adv.detach(), gradients
         with torch.no_grad():
             logits = model(x_adv)
             succ = is_success(logits.argmax(dim=1), y0, t0)
             run_loss = loss_fn(logits, y0, t0)
             prev_s, prev_l = best_success[todo], best_loss[todo]
             better = (succ & ~prev_s) | (~succ & ~prev_s & (run_loss > prev_l))
-            idx = todo[better]
-            best[idx] = x_adv[better]
-            best_success[idx] = succ[better]
-            best_loss[idx] = run_loss[better]
+            idx_b = todo[better]
+            best[idx_b] = x_adv[better]
+            best_success[idx_b] = succ[better]
+            best_loss[idx_b] = run_loss[better]
     return best, gradients
 
 
@@ -351,6 +373,8 @@ def security_curve(
     x_best = x_t.clone()
     fooled = torch.zeros(len(y_t), dtype=torch.bool, device=x_t.device)
     with eval_mode(model):
+        with torch.no_grad():
+            logits_clean = model(x_t)
         for i in order:
             threat = threats[i]
             todo = torch.nonzero(~fooled).flatten()
@@ -363,7 +387,8 @@ def security_curve(
                 )
                 x_best[todo] = x_new.detach()
             res = finish(model, x_t, y_t, x_best.clone(), threat, t_t, attack.name,
-                         attack.params(), seeds[i], grads, clip=attack._clip())
+                         attack.params(), seeds[i], grads, clip=attack._clip(),
+                         logits_clean=logits_clean)
             x_best = res.x_adv.clone()
             fooled = res.success.clone()
             results[i] = res

@@ -46,6 +46,7 @@ from ..attacks.base import NORMS, project
 from ..attacks.evasion import fgsm, pgd
 from ..models import eval_mode
 from ..threat import EvasionThreat, Norm
+from ..training import model_device
 from .base import Defense, LossFn
 
 #: Standard deviation of TRADES' initial perturbation (Zhang et al.'s reference code).
@@ -153,8 +154,11 @@ class AdversarialTraining(Defense):
 
         Crafted with the model in eval mode (each module's mode is restored after) and
         without touching parameter gradients. Returns a detached tensor of the shape of
-        ``x`` inside the eps-ball around ``x`` and inside ``bounds``.
+        ``x`` inside the eps-ball around ``x`` and inside ``bounds``, on the model's device
+        (``x`` and ``y`` are moved there; in training they already are).
         """
+        device = model_device(model)
+        x, y = x.to(device), y.to(device)
         with eval_mode(model):
             return self._craft(model, x, y, threat=self.threat(bounds), generator=generator)
 
@@ -278,9 +282,9 @@ class PGDTraining(AdversarialTraining):
     with ``steps=7`` (1.75 eps), its MNIST one (40 steps of 0.01 at eps 0.3) ``steps=40,
     rel_stepsize=1/30`` (1.33 eps). Ten steps keep training about 12x plain training's cost.
 
-    Cost per batch: ``steps`` forward and backward passes (to the input) to craft, 1
-    forward pass in which :func:`~poisonlab.attacks.evasion.pgd` scores its (single)
-    restart, then 1 forward and 1 backward pass for the update. Randomness: one uniform draw
+    Cost per batch: ``steps`` forward and backward passes (to the input) to craft (one
+    restart: :func:`~poisonlab.attacks.evasion.pgd` has nothing to score), then 1 forward
+    and 1 backward pass for the update. Randomness: one uniform draw
     per input coordinate (linf; l2 also one per sample) from the generator per batch.
 
     Parameters

@@ -414,8 +414,8 @@ class _ModeSpy(nn.Module):
         (FGSMTraining(alpha=0.5), [False, True, True]),
         (FGSMTraining(alpha=0.0), [False, True]),
         (FGSMTraining(alpha=1.0), [True]),
-        # 3 steps and pgd()'s scoring of its restart (eval), then the loss (train)
-        (PGDTraining(steps=3), [False] * 4 + [True]),
+        # 3 steps (eval; one restart needs no scoring pass), then the loss (train)
+        (PGDTraining(steps=3), [False] * 3 + [True]),
         # f(x) and 3 steps (eval), then the clean and the adversarial pass (train)
         (TRADES(steps=3), [False] * 4 + [True, True]),
         (TRADES(beta=0.0), [True]),
