@@ -1,7 +1,8 @@
 # make demo: run the quickstart suite on the embedded digits data and write a report.
 # make test: lint and run the whole test suite.
 # Both create .venv if missing; torch==2.13.0 (CPU) is installed first so that nothing
-# pulls another torch build. make test also installs Debian's chromium and chromium-driver
+# pulls another torch build (the ray extra is installed too: the Ray executor is tested).
+# make test also installs Debian's chromium and chromium-driver
 # (the HTML report is checked in a headless browser) when they are missing: as root, or
 # through sudo.
 PYTHON ?= python3
@@ -14,10 +15,10 @@ DEMO_OUT ?= runs/quickstart
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev,mnist]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,mnist,ray]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -45,7 +46,7 @@ browser:
 	    { $(APT) update >/dev/null && $(APT) install chromium chromium-driver >/dev/null; }; }
 
 test: $(STAMP) lint browser
-	POISONLAB_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q
+	POISONLAB_REQUIRE_BROWSER=1 POISONLAB_REQUIRE_RAY=1 $(BIN)/python -m pytest -q
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache .hypothesis

@@ -170,3 +170,41 @@ def check_params(kind: str, fn: Any, params: dict[str, Any], *, skip: tuple[str,
                 f"{kind} got unknown parameter {key!r}: expected one of "
                 f"{', '.join(allowed) or '(none)'}{did_you_mean(key, allowed)}"
             )
+
+
+def check_device(name: str, value: Any) -> torch.device:
+    """A torch device that exists here: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"``.
+
+    ``"auto"`` is the first CUDA device when one is available, else the CPU. Raises
+    :class:`ConfigError` for any other string, a CUDA device this torch build or machine
+    does not have, or a CUDA index out of range.
+
+    >>> check_device("device", "cpu")
+    device(type='cpu')
+    """
+    if isinstance(value, torch.device):
+        dev = value
+    elif isinstance(value, str):
+        if value == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            dev = torch.device(value)
+        except RuntimeError:
+            dev = None
+        if dev is None or dev.type not in ("cpu", "cuda"):
+            raise ConfigError(f"{name}={value!r} is not allowed: expected 'cpu', 'cuda', "
+                              "'cuda:N' or 'auto'")
+    else:
+        raise ConfigError(f"{name}={value!r} is not allowed: expected a device name such as "
+                          "'cpu', 'cuda' or 'auto'")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{name}={value!r} is not available: this machine (or torch "
+                              f"build {torch.__version__}) has no CUDA device; use 'cpu'")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ConfigError(f"{name}={value!r} is not available: CUDA devices here are "
+                              f"0 .. {count - 1}")
+    elif dev.type != "cpu":
+        raise ConfigError(f"{name}={value!r} is not allowed: expected a CPU or CUDA device")
+    return dev

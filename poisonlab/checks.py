@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._validation import check_bool, check_scalar, check_seed
+from ._validation import check_bool, check_inputs, check_scalar, check_seed
 from .attacks import FGSM, PGD, AttackResult, Noise, get_attack
 from .attacks.base import LOSSES
 from .attacks.evasion import child_seeds
@@ -419,13 +419,19 @@ class Probes:
         self._group_seeds = {
             slot: child_seeds(self._seeds[slot], max(1, len(self.groups)))
             for slot in _PROBE_SLOTS}
+        x, y = check_inputs(x, y)
+        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+        if dtype is not None and x.dtype != dtype:  # float64 data, a float32 model
+            x = x.to(dtype)
         with eval_mode(model):
             pred = predict_logits(model, x).argmax(dim=1).cpu()
+        # The subset is drawn on the CPU (CPU generator, CPU indices): the same points on
+        # every device. The probe points stay on the device of x; attacks move them.
         g = torch.Generator().manual_seed(self._seeds["subset"])
         perm = torch.randperm(len(y), generator=g)
         chosen = perm[(pred == y.cpu())[perm]][: settings.n_probe]
         self.idx = chosen.sort().values
-        self.x, self.y = x[self.idx], y[self.idx]
+        self.x, self.y = x[self.idx.to(x.device)], y[self.idx.to(y.device)]
         self.n = int(self.idx.numel())
         self.n_features = math.prod(x.shape[1:])
         self._cache: dict[tuple[str, Any], np.ndarray] = {}
@@ -482,7 +488,8 @@ class Probes:
                 atk = self._pgd(steps=2 * self.settings.steps, restarts=CONVERGENCE_RESTARTS)
                 ix = torch.as_tensor(rest)
                 out[rest] = self._success(atk, t, self._seed("convergence", t),
-                                          self.x[ix], self.y[ix])
+                                          self.x[ix.to(self.x.device)],
+                                          self.y[ix.to(self.y.device)])
             return out
         return self._run(("stronger", t), run)
 
@@ -580,18 +587,18 @@ def _versus_whitebox(p: Probes, check: str, knowledge: Knowledge, probe: str,
         white = [s for s in runs if s.knowledge is Knowledge.WHITE_BOX]
         for other in (s for s in runs if s.knowledge is knowledge):
             if white:  # the suite's own white-box attacks, on every test point
-                elig = other.eligible()
+                elig = other.eligible().cpu()
                 w = torch.zeros_like(elig)
                 for s in white:
-                    w |= s.result.success
+                    w |= s.result.success.cpu()
                 outs.append(judge_whitebox_vs(
-                    check, white=w[elig].cpu().numpy(),
-                    other=other.result.success[elig].cpu().numpy(), other_name=other.label,
+                    check, white=w[elig].numpy(),
+                    other=other.result.success.cpu()[elig].numpy(), other_name=other.label,
                     threat=threat.id))
             elif threat in probe_threats:  # else the white-box probes, on the probe points
                 outs.append(judge_whitebox_vs(
                     check, white=p.white(threat),
-                    other=other.result.success[p.idx].cpu().numpy(), other_name=other.label,
+                    other=other.result.success.cpu()[p.idx].numpy(), other_name=other.label,
                     threat=threat.id))
     runs_probe = getattr(p.settings, probe) and (probe != "transfer" or p.has_surrogate)
     if runs_probe:
@@ -765,9 +772,11 @@ def run_checks(
     Parameters
     ----------
     model : nn.Module
-        Returns logits for inputs inside the threats' bounds.
+        Returns logits for inputs inside the threats' bounds; on any device (the probes
+        run there).
     x, y : Tensor (n, *input_shape), int64 Tensor (n,)
-        The test split; the probes use a seeded subset of it.
+        The test split, on any device (or numpy arrays); the probes use a seeded subset
+        of it, drawn on the CPU, so the same points are probed on every device.
     groups : sequence of sequences of EvasionThreat
         The evaluation's threats, one group per norm/targeting (several eps). The probes
         run at the middle eps of each untargeted group, and at every eps of it for

@@ -49,13 +49,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("suite", help="suite YAML file")
     run.add_argument("--out", required=True, help="run folder (created if missing)")
     run.add_argument("--executor", default="local", choices=executors.names(),
-                     help="where cells run (default: local)")
+                     help="where cells run: local (this machine) or ray (Ray tasks; needs "
+                          "the ray extra) (default: local)")
+    run.add_argument("--address", default=None, metavar="ADDR",
+                     help="with --executor ray: the Ray cluster to join (auto, HOST:PORT, "
+                          "ray://HOST:PORT); default: start a Ray instance on this machine")
+    run.add_argument("--device", default="cpu", metavar="DEV",
+                     help="where models train and are attacked: cpu, cuda, cuda:N or auto "
+                          "(cuda when available) (default: cpu)")
     run.add_argument("--resume", action="store_true",
                      help="skip the cells already stored in --out and finish the run")
     run.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
-    run.add_argument("--workers", type=int, default=1, metavar="N",
-                     help="processes evaluating cells side by side, >= 1; the numbers do "
-                          "not depend on it (default: 1)")
+    run.add_argument("--workers", type=int, default=None, metavar="N",
+                     help="cells evaluated side by side, >= 1: processes with local "
+                          "(default 1), tasks in flight with ray (default: the cluster's "
+                          "CPUs); the numbers do not depend on it")
     run.add_argument("--strict", action="store_true",
                      help="exit 1 when a sanity check flagged a model (docs/checks.md), one "
                           "line per flag; results and reports are written first")
@@ -124,6 +132,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     ev.add_argument("--seed", type=int, default=0, help="seed of split, attacks, noise")
     ev.add_argument("--n-noise", type=int, default=1000,
                     help="noise inputs for the off-manifold metrics (default: 1000)")
+    ev.add_argument("--device", default="cpu", metavar="DEV",
+                    help="where the model is attacked and measured: cpu, cuda, cuda:N or "
+                         "auto (default: cpu)")
     ev.add_argument("--out", required=True, help="output folder (created if missing)")
     ev.add_argument("--quiet", action="store_true", help="no summary")
 
@@ -197,7 +208,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     flags: list[str] = []
     try:
         doc = run_suite(suite, args.out, executor=args.executor, resume=args.resume,
-                        progress=not args.quiet, workers=args.workers, strict=args.strict)
+                        progress=not args.quiet, workers=args.workers, strict=args.strict,
+                        device=args.device, address=args.address)
     except CheckFailure as e:
         doc, flags = dict(e.doc), e.lines
     if not args.quiet:
@@ -220,7 +232,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     doc = evaluate_pretrained(args.model, args.weights, args.data, args.out, eps=args.eps,
                               norm=args.norm, attacks=args.attacks, seed=args.seed,
-                              n_noise=args.n_noise)
+                              n_noise=args.n_noise, device=args.device)
     if not args.quiet:
         headers, rows = summary_rows(doc)
         print(text_table(headers, rows))

@@ -28,6 +28,14 @@ mutual_information, logit_norm, weight_norm
     & Hinton 2019), and the scale of the logits and of the weights. Descriptive: their
     direction is ``None`` in :data:`HIGHER_IS_BETTER`.
 
+Devices
+-------
+A model may live on any device and the data on another (or be numpy arrays): functions
+that take a model move the inputs to the model's device batch by batch and bring the
+predictions back to the CPU; metrics are Python floats. Random inputs (uniform and
+Gaussian noise, augmentations) are drawn from CPU generators and then moved, so the draws
+are the same on every device.
+
 >>> ece(np.array([[0.9, 0.1], [0.6, 0.4]]), np.array([0, 1]))
 0.35
 """
@@ -257,41 +265,93 @@ def auroc(pos_scores: Any, neg_scores: Any) -> float:
     return float(u / (len(pos) * len(neg)))
 
 
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    """Logits of ``model`` on ``x`` (n, K) on the CPU, in eval mode, without grad."""
-    device = model_device(model)
+def _param_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of ``model``'s first floating-point parameter (None: it has none)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+
+
+def as_model_input(model: nn.Module, x: Any) -> torch.Tensor:
+    """``x`` (a tensor or numpy array, on any device) as a tensor ``model`` can take.
+
+    Moved to the model's device (:func:`~poisonlab.training.model_device`) and, when ``x``
+    is floating point and the model has floating-point parameters of another dtype (float64
+    inputs from numpy, a float32 model), cast to their dtype. A tensor that needs neither
+    is returned as it is.
+
+    >>> as_model_input(nn.Linear(2, 1), np.zeros((3, 2))).dtype
+    torch.float32
+    """
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    elif not isinstance(x, torch.Tensor):
+        raise DataError(f"x is a {type(x).__name__}: expected a torch.Tensor or numpy array")
+    dtype = _param_dtype(model)
+    if dtype is not None and x.is_floating_point() and x.dtype != dtype:
+        x = x.to(dtype)
+    return x.to(model_device(model))
+
+
+def predict_logits(model: nn.Module, x: Any, batch_size: int = 4096) -> torch.Tensor:
+    """Logits of ``model`` on ``x`` (n, K), in eval mode, without grad; on the CPU.
+
+    ``x`` may live on any device (or be a numpy array): each batch is moved to the model's
+    device (see :func:`as_model_input`) and its logits come back to the CPU.
+    """
     out = []
     with eval_mode(model), torch.no_grad():
         for i in range(0, x.shape[0], batch_size):
-            out.append(model(x[i : i + batch_size].to(device)).cpu())
+            out.append(model(as_model_input(model, x[i : i + batch_size])).cpu())
     return torch.cat(out) if out else torch.empty(0)
 
 
-def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    """Softmax probabilities of ``model`` on ``x`` (n, K), in eval mode, without grad."""
+def predict_proba(model: nn.Module, x: Any, batch_size: int = 4096) -> torch.Tensor:
+    """Softmax probabilities of ``model`` on ``x`` (n, K), in eval mode, without grad.
+
+    On the CPU, whatever the devices of ``model`` and ``x`` (see :func:`predict_logits`).
+    """
     logits = predict_logits(model, x, batch_size)
     return torch.softmax(logits, dim=1) if logits.dim() == 2 else logits
 
 
-def max_softmax(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Max-softmax confidence of ``model`` on each input of ``x``, shape (n,)."""
+def max_softmax(model: nn.Module, x: Any) -> torch.Tensor:
+    """Max-softmax confidence of ``model`` on each input of ``x``, shape (n,), on the CPU."""
     return predict_proba(model, x).max(dim=1).values
 
 
 def uniform_noise(
-    n: int, input_shape: Sequence[int], bounds: tuple[float, float], seed: int
+    n: int, input_shape: Sequence[int], bounds: tuple[float, float], seed: int, *,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """``n`` inputs uniform inside ``bounds`` (float32), from a generator seeded by ``seed``."""
+    """``n`` inputs uniform inside ``bounds`` (float32), from a generator seeded by ``seed``.
+
+    Drawn on the CPU (a CPU generator) and then moved to ``device`` (default: the CPU), so
+    the noise is the same on every device.
+
+    >>> bool((uniform_noise(3, (2,), (0.0, 1.0), 0, device="cpu") >= 0).all())
+    True
+    """
     g = torch.Generator().manual_seed(check_seed("seed", seed))
     lo, hi = bounds
-    return lo + (hi - lo) * torch.rand((n, *input_shape), generator=g)
+    out = lo + (hi - lo) * torch.rand((n, *input_shape), generator=g)
+    return out if device is None else out.to(device)
 
 
-def gaussian_noise(n: int, x_train: torch.Tensor, seed: int) -> torch.Tensor:
-    """``n`` Gaussian inputs with the per-feature mean and std of ``x_train`` (unclipped)."""
+def gaussian_noise(n: int, x_train: Any, seed: int, *,
+                   device: torch.device | str | None = None) -> torch.Tensor:
+    """``n`` Gaussian inputs with the per-feature mean and std of ``x_train`` (unclipped).
+
+    The draws come from a CPU generator seeded by ``seed``; the statistics of ``x_train``
+    (a tensor on any device, or a numpy array) are taken on the CPU, so the noise is the
+    same whatever device ``x_train`` lives on. Returned on ``device`` (default: the device
+    of ``x_train``).
+    """
     g = torch.Generator().manual_seed(check_seed("seed", seed))
-    mean, std = x_train.mean(dim=0), x_train.std(dim=0)
-    return mean + std * torch.randn((n, *x_train.shape[1:]), generator=g)
+    x_t = x_train if isinstance(x_train, torch.Tensor) else \
+        torch.from_numpy(np.ascontiguousarray(x_train))
+    target = x_t.device if device is None else torch.device(device)
+    x_cpu = x_t.detach().cpu()
+    mean, std = x_cpu.mean(dim=0), x_cpu.std(dim=0)
+    return (mean + std * torch.randn((n, *x_cpu.shape[1:]), generator=g)).to(target)
 
 
 def offmanifold_confidence(model: nn.Module, noise: torch.Tensor) -> float:
@@ -320,7 +380,7 @@ def alpha_star(
     first = np.full(u.shape[0], float(grid[-1]))
     reached = np.zeros(u.shape[0], dtype=bool)
     for a in grid:
-        conf = max_softmax(model, float(a) * u).numpy()
+        conf = _np(max_softmax(model, float(a) * u))
         new = (conf >= level) & ~reached
         first[new] = float(a)
         reached |= new
@@ -499,13 +559,15 @@ def augment(x: torch.Tensor, generator: torch.Generator, bounds: tuple[float, fl
     ----------
     x : Tensor, shape (n, *input_shape), float
     generator : torch.Generator
+        A CPU generator: the shifts and the noise are drawn on the CPU and moved to the
+        device of ``x``, so they are the same on every device.
     bounds : (lo, hi)
     shift : int >= 0
     noise : float >= 0
 
     Returns
     -------
-    Tensor, the shape and dtype of ``x``, inside ``bounds``.
+    Tensor, the shape, dtype and device of ``x``, inside ``bounds``.
 
     >>> g = torch.Generator().manual_seed(0)
     >>> augment(torch.zeros(5, 1, 8, 8), g, (0.0, 1.0)).shape
@@ -521,7 +583,8 @@ def augment(x: torch.Tensor, generator: torch.Generator, bounds: tuple[float, fl
         c, h, w = img
         flat = x.reshape(n, c, h, w)
         padded = torch.nn.functional.pad(flat, (shift, shift, shift, shift), value=lo)
-        offsets = torch.randint(0, 2 * shift + 1, (n, 2), generator=generator)
+        # drawn on the CPU generator, then moved: the same shifts on every device
+        offsets = torch.randint(0, 2 * shift + 1, (n, 2), generator=generator).to(x.device)
         moved = torch.empty_like(flat)
         for dy in range(2 * shift + 1):
             for dx in range(2 * shift + 1):
@@ -531,7 +594,7 @@ def augment(x: torch.Tensor, generator: torch.Generator, bounds: tuple[float, fl
         out = moved.reshape(x.shape)
     if noise > 0:
         out = out + noise * (hi - lo) * torch.randn(x.shape, generator=generator,
-                                                    dtype=x.dtype)
+                                                    dtype=x.dtype).to(x.device)
     return out.clamp(lo, hi)
 
 
@@ -643,9 +706,11 @@ def mutual_information(
 
     Parameters
     ----------
-    model : nn.Module returning logits (n, K)
+    model : nn.Module returning logits (n, K), on any device
     x : Tensor (n, *input_shape); y : Tensor (n,) of class ids
-        The training split and its (clean) labels, which pick the examples of each class.
+        The training split and its (clean) labels, which pick the examples of each class;
+        on any device (or numpy arrays). The augmentations are drawn on the CPU, so the
+        result does not depend on the devices beyond floating-point rounding.
     classes : two different class ids in ``0 .. K - 1``, default (0, 1)
     n_examples : int >= 4, default 200
         N (at most), split evenly between the two classes.
@@ -683,7 +748,7 @@ def mutual_information(
     seed = check_seed("seed", seed)
     batch_size = check_scalar("batch_size", batch_size, lo=1, integer=True)
     x_t, y_t = check_inputs(x, y)
-    k = output_width(model, x_t)
+    k = output_width(model, as_model_input(model, x_t[:1]))
     for i, c in enumerate((a, b)):
         if c >= k:
             raise ConfigError(f"classes[{i}]={c} is not allowed: expected a class id in "
@@ -695,7 +760,7 @@ def mutual_information(
     s_pick, s_aug = (int(s.generate_state(1)[0] >> 1)
                      for s in np.random.SeedSequence(seed).spawn(2))
     rng = np.random.default_rng(s_pick)
-    labels = y_t.numpy()
+    labels = _np(y_t)
     picked = []
     for c, want in ((a, n_examples - n_examples // 2), (b, n_examples // 2)):
         idx = np.flatnonzero(labels == c)
@@ -704,7 +769,8 @@ def mutual_information(
                             "for mutual_information")
         picked.append(np.sort(rng.choice(idx, size=min(want, len(idx)), replace=False)))
     chosen = torch.from_numpy(np.concatenate(picked))
-    reps = x_t[chosen].repeat_interleave(n_augment, dim=0)
+    # augmented on the device of x (the draws are made on the CPU and moved)
+    reps = x_t[chosen.to(x_t.device)].repeat_interleave(n_augment, dim=0)
     views = augment(reps, torch.Generator().manual_seed(s_aug), bounds, shift=shift,
                     noise=noise)
     logits = predict_logits(model, views, batch_size).to(torch.float64)

@@ -12,7 +12,9 @@ Your own model: any ``"package.module:factory"`` name. The factory is called as
 ``factory(input_shape=..., n_classes=..., **params)``; a factory that takes neither keyword
 is called with ``**params`` only. It must return an ``nn.Module`` mapping inputs to logits
 of shape (n, n_classes). Its layers keep PyTorch's default initialisation, drawn with
-``seed`` inside :func:`torch.random.fork_rng` (the global RNG is left as it was).
+``seed`` inside :func:`torch.random.fork_rng` (the global RNG is left as it was); build
+them on the CPU (the default): the model is moved to the CPU after, and to its device by
+whoever uses it.
 ``weights=`` names a ``state_dict`` file (``torch.save(model.state_dict(), path)``), loaded
 with ``torch.load(path, weights_only=True)``; it works for the built-ins too. In a suite
 (``models: [{name: "mypkg.models:make_net", weights: net.pt}]``) the weights are the
@@ -115,8 +117,15 @@ def _call_factory(name: str, factory: Callable[..., Any], shape: tuple[int, ...]
         except TypeError as e:
             raise ConfigError(f"model {name!r} cannot be called with "
                               f"{', '.join(kwargs) or 'no arguments'}: {e}") from None
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    # Seed the CPU generator only: torch.manual_seed would also seed the CUDA generators
+    # (lazily, at CUDA's first use, if it is not initialised yet), a change to the global
+    # CUDA RNG that fork_rng(devices=[]) does not undo. When CUDA is initialised, its
+    # generators are forked and seeded too, for a factory that builds layers on a GPU.
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.default_generator.manual_seed(seed)
+        if cuda:
+            torch.cuda.manual_seed_all(seed)
         model = factory(**kwargs)
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model {name!r} returned a {type(model).__name__}: expected a "
@@ -176,15 +185,31 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
 
 
 def init_parameters(model: nn.Module, generator: torch.Generator) -> None:
-    """(Re)initialise every Linear and Conv layer of ``model`` from ``generator``."""
+    """(Re)initialise every Linear and Conv layer of ``model`` from ``generator``.
+
+    ``generator`` is a CPU generator, which can only fill CPU tensors: the weights of a
+    model on another device (CUDA) are drawn into CPU tensors and copied over, so a model
+    gets the same weights from the same generator on every device.
+    """
+
+    def fill(p: torch.Tensor, draw: Callable[[torch.Tensor], Any]) -> None:
+        if p.device.type == "cpu":
+            draw(p)
+        else:
+            host = torch.empty(p.shape, dtype=p.dtype)
+            draw(host)
+            p.copy_(host)
+
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, nn.Linear | nn.Conv1d | nn.Conv2d):
-                nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5), generator=generator)
+                fill(module.weight, lambda w: nn.init.kaiming_uniform_(
+                    w, a=math.sqrt(5), generator=generator))
                 if module.bias is not None:
                     fan_in = module.weight[0].numel()
                     bound = 1 / math.sqrt(fan_in)
-                    nn.init.uniform_(module.bias, -bound, bound, generator=generator)
+                    fill(module.bias, lambda b, bound=bound: nn.init.uniform_(
+                        b, -bound, bound, generator=generator))
             elif any(True for _ in module.parameters(recurse=False)):
                 raise ConfigError(
                     f"model layer {type(module).__name__} has no seeded initialiser: "

@@ -72,6 +72,17 @@ Hessian-vector products (double backward, full batch in chunks of 1024) for at m
 training set: with ``surrogate="mlp"`` (two hidden layers of 128) and the default settings,
 the digits case above took about 40 s instead of 1.6 s.
 
+Devices
+-------
+Label flips run on the CPU: the labels are read back to the CPU, every draw comes from a
+numpy generator and the default surrogate is fitted on the CPU in float64, so the flips
+do not depend on where the data lives. ``x``, ``y``, ``x_val`` and ``y_val`` may be
+tensors on any device (or numpy arrays); ``y_poisoned`` and ``flipped`` come back on the
+device of ``y``, ``flip_counts`` on the CPU. A module surrogate trains where its weights
+live (the inputs are moved there and cast to its dtype): a registered name builds it on
+the CPU, an ``nn.Module`` is copied on its own device, a callable's model stays where the
+callable put it.
+
 >>> y = torch.tensor([0, 1, 2, 0])
 >>> r = flip_labels(y, rate=0.5, n_classes=3, rng=0)
 >>> r.n_flipped, bool((r.y_poisoned[r.flipped] != y[r.flipped]).all())
@@ -116,12 +127,12 @@ class FlipResult:
 
     Attributes
     ----------
-    y_poisoned : int64 Tensor (n,)
-    flipped : bool Tensor (n,)
+    y_poisoned : int64 Tensor (n,), on the device of the labels given
+    flipped : bool Tensor (n,), on the same device
         True exactly where ``y_poisoned != y``.
     threat : PoisonThreat; seed : int
         ``seed`` is -1 when a numpy Generator was passed instead of a seed.
-    flip_counts : int64 Tensor (K, K)
+    flip_counts : int64 Tensor (K, K), on the CPU
         ``flip_counts[i, j]``: labels of true class ``j`` now labelled ``i`` (the convention
         of ``noise_matrix``); the diagonal is zero and the total is ``n_flipped``.
     """
@@ -331,7 +342,9 @@ class LabelFlip:
     ) -> FlipResult:
         """Poison ``y``; ``x`` (and ``x_val``, ``y_val``) feed the surrogate strategies.
 
-        ``x`` may be ``None`` for "random", "pairwise" and "noise_matrix".
+        ``x`` may be ``None`` for "random", "pairwise" and "noise_matrix". The data may
+        live on any device: the flips are computed on the CPU (see the module docstring)
+        and ``y_poisoned`` comes back on the device of ``y``.
         """
         seed = check_seed("seed", seed)
         return _flip(self.threat, y, n_classes=n_classes, x=x, x_val=x_val, y_val=y_val,
@@ -590,7 +603,8 @@ def margins(probs: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.T
     >>> margins(torch.tensor([[0.7, 0.2, 0.1]]), torch.tensor([0]))
     (tensor([0.5000]), tensor([1]))
     """
-    rows = torch.arange(len(y))
+    y = y.to(probs.device)
+    rows = torch.arange(len(y), device=probs.device)
     others = probs.clone()
     others[rows, y] = -math.inf
     best_other, runner_up = others.max(dim=1)
@@ -670,7 +684,7 @@ def _make_surrogate(ctx: _Context, x: torch.Tensor) -> _Surrogate:
         if not isinstance(model, nn.Module):
             raise ConfigError(f"surrogate(seed) returned {type(model).__name__}: expected an "
                               "nn.Module")
-    width = output_width(model, x)
+    width = output_width(model, x.to(_input_dtype(model, x)))
     if width != ctx.k:
         raise DataError(f"surrogate returns {width} logits: expected n_classes={ctx.k}")
     return _ModuleSurrogate(model, x, settings=s, gen=ctx.gen)
@@ -678,6 +692,11 @@ def _make_surrogate(ctx: _Context, x: torch.Tensor) -> _Surrogate:
 
 def _draw_seed(gen: np.random.Generator) -> int:
     return int(gen.integers(0, 2**31 - 1))
+
+
+def _input_dtype(model: nn.Module, x: torch.Tensor) -> torch.dtype:
+    """The dtype ``model`` takes: that of its floating-point parameters, else ``x``'s."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), x.dtype)
 
 
 def _design(x: torch.Tensor) -> torch.Tensor:
@@ -767,7 +786,7 @@ class _SoftmaxRegression:
 def _ce_grad(logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Gradient of the mean cross-entropy of ``softmax(x W^T)`` with respect to W: (K, d)."""
     residual = torch.softmax(logits, dim=1)
-    residual[torch.arange(len(y)), y] -= 1
+    residual[torch.arange(len(y), device=logits.device), y.to(logits.device)] -= 1
     return residual.T @ x / len(y)
 
 
@@ -797,7 +816,8 @@ class _ModuleSurrogate:
                  gen: np.random.Generator) -> None:
         self.model, self.settings, self.gen = model, settings, gen
         self.device = model_device(model)
-        self.x = x.to(self.device)
+        self.dtype = _input_dtype(model, x)
+        self.x = x.to(self.device, self.dtype)
         self.fitted = False
 
     def fit(self, y: torch.Tensor) -> None:
@@ -817,7 +837,7 @@ class _ModuleSurrogate:
         model, s = self.model, self.settings
         params = [p for p in model.parameters() if p.requires_grad]
         y = y.to(self.device)
-        xv, yv = x_val.to(self.device), y_val.to(self.device)
+        xv, yv = x_val.to(self.device, self.dtype), y_val.to(self.device)
 
         def hvp(v: list[torch.Tensor]) -> list[torch.Tensor]:
             """(H_CE + (l2 + damping) I) v, by double backward over chunks of the data."""

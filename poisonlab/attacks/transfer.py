@@ -17,6 +17,7 @@ which the harness trains once per (dataset, seed) and reuses across cells.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -139,6 +140,11 @@ class Transfer(Attack):
     The result's ``success`` is measured on the target; ``gradients`` counts the surrogate's.
     With ``early_stop`` in the inner attack, it stops when the *surrogate* is fooled.
 
+    The examples are crafted on the target model's device: a surrogate that lives on
+    another device is copied there for the call (the module passed in is not moved; move
+    it yourself to spare the copy). The inner attack's random draws come from the call's
+    CPU generator, so they do not depend on the device.
+
     >>> from poisonlab import PGD
     >>> res = Transfer(PGD(steps=20), surrogate=other_model)(
     ...     model, x, y, threat=EvasionThreat(eps=0.1), seed=0)  # doctest: +SKIP
@@ -205,8 +211,11 @@ class Transfer(Attack):
                 f"surrogate={sur!r} is not trained: pass surrogate=<trained nn.Module> "
                 "(a suite's declared surrogate is trained by the harness)"
             )
-        device = model_device(sur)
-        k_sur = output_width(sur, x[:1].to(device))
+        device = model_device(model)  # where x, y and target already are
+        if model_device(sur) != device:
+            # Craft where the target lives, on a copy: the caller's module stays put.
+            sur = copy.deepcopy(sur).to(device)
+        k_sur = output_width(sur, x[:1])
         k_target = output_width(model, x[:1])
         if k_sur != k_target:
             raise DataError(

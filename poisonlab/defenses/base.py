@@ -16,6 +16,12 @@ step of :func:`poisonlab.train`, called in this order:
 6. ``post_hoc(model, x_val, y_val)`` after training, on the validation split only
    (temperature scaling). Returns the model to use, possibly a wrapper.
 
+Devices: :func:`poisonlab.train` calls ``prepare`` with the data as given (the datasets
+are CPU tensors) and every later hook with tensors on the model's device. ``generator`` is
+always a CPU ``torch.Generator``: a hook draws its random numbers on the CPU and moves
+them to the data's device (``torch.rand(n, generator=generator).to(y.device)``), which
+keeps the draws the same on every device; a CPU generator cannot fill a CUDA tensor.
+
 ``kind`` says which hook a defense is about (``filter``, ``labels``, ``loss``,
 ``training``, ``posthoc``); :class:`~poisonlab.defenses.compose.Compose` combines defenses
 of different kinds (e.g. label smoothing on top of kNN sanitisation) and refuses two of a

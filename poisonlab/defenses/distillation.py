@@ -27,6 +27,7 @@ from .._validation import check_scalar
 from ..attacks.transfer import SurrogateSpec
 from ..errors import ConfigError
 from ..models import eval_mode
+from ..training import model_device
 from .base import Defense, LossFn
 
 
@@ -57,6 +58,8 @@ class Distillation(Defense):
     teacher : nn.Module, mapping, SurrogateSpec or None
         A trained teacher with the student's inputs and classes, or a declaration the
         harness trains (None: the student's architecture, defense none, another seed).
+        The teacher runs on its own device and is never moved: put it on the student's
+        device to spare a copy of each batch (the harness trains it there).
 
     >>> Distillation(T=4.0).params()["teacher"]["defense"]
     'none'
@@ -100,7 +103,9 @@ class Distillation(Defense):
                 "(a suite's declared teacher is trained by the harness)"
             )
         with eval_mode(teacher), torch.no_grad():
-            t_logits = teacher(x)
+            # A teacher on another device than the student (trained on the CPU, say) runs
+            # where it lives; its logits join the student's batch on the batch's device.
+            t_logits = teacher(x.to(model_device(teacher))).to(x.device)
         s_logits = model(x)
         loss = self.alpha * distillation_loss(s_logits, t_logits, self.T)
         if self.alpha < 1:

@@ -407,16 +407,18 @@ def _cross_val_probs(x: torch.Tensor, y: torch.Tensor, *, n_classes: int,
                      generator: torch.Generator, cv: int, model: str, epochs: int, lr: float,
                      weight_decay: float, **_: Any) -> torch.Tensor:
     """Out-of-sample softmax probabilities (n, K), float64 on the CPU, by ``cv`` folds."""
-    fold = _folds(y, cv, generator)
+    fold = _folds(y, cv, generator)  # on the CPU, from the CPU generator
     probs = torch.zeros(len(y), n_classes, dtype=torch.float64)
     for f in range(cv):
         held = fold == f
         net = build_model(model, tuple(x.shape[1:]), n_classes, seed=_draw_seed(generator))
         net = net.to(x.device)
-        train(net, x[~held.to(x.device)], y[~held.to(y.device)], epochs=epochs, lr=lr,
+        dtype = next((p.dtype for p in net.parameters() if p.is_floating_point()), x.dtype)
+        xf = x.to(dtype)  # float64 inputs (numpy) for a float32 model
+        train(net, xf[~held.to(x.device)], y[~held.to(y.device)], epochs=epochs, lr=lr,
               weight_decay=weight_decay, seed=_draw_seed(generator))
         with eval_mode(net), torch.no_grad():
-            logits = torch.cat([net(xb) for xb in x[held.to(x.device)].split(1024)])
+            logits = torch.cat([net(xb) for xb in xf[held.to(x.device)].split(1024)])
         probs[held] = torch.softmax(logits.double(), dim=1).cpu()
     return probs
 

@@ -77,7 +77,8 @@ def disturb_labels(
     alpha : float in [0, 1]
         Probability that a label is redrawn.
     generator : torch.Generator (CPU)
-        The only source of randomness: one ``rand(n)`` then one ``randint(n)`` draw.
+        The only source of randomness: one ``rand(n)`` then one ``randint(n)`` draw, made
+        on the CPU and moved to ``y``'s device, so the labels are the same on every device.
     mode : "any" | "other"
         ``"any"`` (DisturbLabel): a redrawn label is uniform over all K classes, so it
         keeps its class with probability 1/K and the expected fraction of labels that
@@ -87,7 +88,7 @@ def disturb_labels(
 
     Returns
     -------
-    (y_new, redrawn) : Tensor (n,) int64 on ``y``'s device, Tensor (n,) bool (CPU)
+    (y_new, redrawn) : Tensor (n,) int64, Tensor (n,) bool, both on ``y``'s device
         ``redrawn`` marks the labels that were redrawn (changed or not, for ``"any"``).
 
     Raises
@@ -103,7 +104,7 @@ def disturb_labels(
     """
     check_choice("mode", mode, FLIP_MODES)
     n = y.shape[0]
-    redrawn = torch.rand(n, generator=generator) < alpha
+    redrawn = (torch.rand(n, generator=generator) < alpha).to(y.device)
     if mode == "any":
         fresh = torch.randint(0, n_classes, (n,), generator=generator).to(y.device)
     else:
@@ -114,7 +115,7 @@ def disturb_labels(
             )
         shift = torch.randint(1, n_classes, (n,), generator=generator).to(y.device)
         fresh = (y + shift) % n_classes
-    return torch.where(redrawn.to(y.device), fresh, y), redrawn
+    return torch.where(redrawn, fresh, y), redrawn
 
 
 def generalized_cross_entropy(logits: torch.Tensor, y: torch.Tensor, q: float) -> torch.Tensor:

@@ -18,6 +18,7 @@ from torch import nn
 
 from .._validation import check_scalar
 from ..models import eval_mode
+from ..training import model_device
 from .base import Defense
 
 
@@ -32,7 +33,10 @@ class TemperatureScaled(nn.Module):
     def __init__(self, model: nn.Module, temperature: float) -> None:
         super().__init__()
         self.model = model
-        self.register_buffer("temperature", torch.tensor(float(temperature)))
+        # On the model's device, so the wrapper's parameters and buffers share one device
+        # (``.to()`` on the wrapper moves both).
+        self.register_buffer("temperature",
+                             torch.tensor(float(temperature), device=model_device(model)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x) / self.temperature
@@ -116,7 +120,9 @@ class TemperatureScaling(Defense):
         return True
 
     def post_hoc(self, model: nn.Module, x_val: torch.Tensor, y_val: torch.Tensor) -> nn.Module:
+        """Fit the temperature on ``(x_val, y_val)`` (any device; the logits are computed
+        on the model's device, the fit is on the CPU in float64) and wrap ``model``."""
         with eval_mode(model), torch.no_grad():
-            logits = model(x_val)
+            logits = model(x_val.to(model_device(model)))
         t = fit_temperature(logits, y_val, t_min=self.t_min, t_max=self.t_max)
         return TemperatureScaled(model, t).eval()

@@ -52,7 +52,7 @@ from ..metrics import (
 from ..models import build_model
 from ..registry import split_named
 from ..threat import EvasionThreat
-from ..training import train
+from ..training import model_device, train
 from .suite import METRIC_GROUPS, SUITE_VERSION, Cell, EvasionSpec, InformationSpec, Spec, Suite
 
 #: Order of the child seeds drawn from a cell's seed (append only: children are
@@ -65,6 +65,7 @@ _SEED_SLOTS = ("model", "train", "flip", "attack", "noise", "surrogate", "teache
 #: cell's defense or poisoning, so cells of one seed share it. Training is deterministic,
 #: so the cache never changes a number, only the time.
 _SURROGATES: OrderedDict[str, nn.Module] = OrderedDict()
+_CPU = torch.device("cpu")
 _SURROGATE_CACHE_SIZE = 8
 
 
@@ -74,8 +75,14 @@ def metric(name: str, value: float, *, threat: str | None = None,
             "higher_is_better": HIGHER_IS_BETTER[name]}
 
 
-def evaluate_cell(suite: Suite, cell: Cell, *, progress: bool = False) -> dict[str, Any]:
+def evaluate_cell(suite: Suite, cell: Cell, *, progress: bool = False,
+                  device: str | torch.device = "cpu") -> dict[str, Any]:
     """Run one cell and return its JSON-ready record (status "ok" or "failed").
+
+    The cell's models (and its surrogates and teachers) are built on the CPU, so their
+    initial weights do not depend on ``device``, then moved to ``device``, where they are
+    trained, attacked and measured; random draws come from CPU generators and are moved,
+    so they do not depend on it either. Label flips run on the CPU.
 
     A :class:`PoisonlabError` inside the cell (a diverging loss, too few labels for a
     pairwise flip) is recorded as a failed cell with its message; the run goes on.
@@ -98,11 +105,13 @@ def evaluate_cell(suite: Suite, cell: Cell, *, progress: bool = False) -> dict[s
 
     try:
         with bar:
-            record.update(status="ok", error=None, **_evaluate(suite, cell, tick))
+            record.update(status="ok", error=None,
+                          **_evaluate(suite, cell, tick, torch.device(device)))
     except PoisonlabError as e:
         record.update(status="failed", error=str(e), metrics=[], reliability=None,
                       checks=[], internal={})
     record["timing"] = {"wall_s": round(time.perf_counter() - t0, 3)}
+    record["device"] = str(device)
     return record
 
 
@@ -116,8 +125,8 @@ def _runs_checks(suite: Suite, cell: Cell) -> bool:
             and bool(suite.checks.enabled))
 
 
-def _evaluate(suite: Suite, cell: Cell,
-              tick: Callable[[str], None] = _no_tick) -> dict[str, Any]:
+def _evaluate(suite: Suite, cell: Cell, tick: Callable[[str], None] = _no_tick,
+              device: torch.device = _CPU) -> dict[str, Any]:
     seeds = dict(zip(_SEED_SLOTS, child_seeds(cell.seed, len(_SEED_SLOTS)), strict=True))
     ds = load_dataset(cell.dataset.name, seed=cell.seed, **cell.dataset.kwargs)
     y_train = ds.y_train
@@ -129,7 +138,7 @@ def _evaluate(suite: Suite, cell: Cell,
         y_train = flip.y_poisoned
         poison_info = {"n_flipped": flip.n_flipped, "n_train": len(y_train)}
     model = build_model(cell.model.name, ds.input_shape, ds.n_classes, seed=seeds["model"],
-                        **cell.model.kwargs)
+                        **cell.model.kwargs).to(device)
     tr = suite.training
     defense = get_defense(cell.defense.name, **cell.defense.kwargs)
 
@@ -137,7 +146,7 @@ def _evaluate(suite: Suite, cell: Cell,
 
     def teacher(spec: SurrogateSpec) -> nn.Module:  # trained on this cell's labels
         t = _auxiliary(suite, cell, ds, spec, seeds["teacher"], y_train,
-                       labels=cell.poison_id)
+                       labels=cell.poison_id, device=device)
         teachers.append(t)
         return t
 
@@ -162,7 +171,7 @@ def _evaluate(suite: Suite, cell: Cell,
     if "evasion" in suite.metrics:
         def surrogate(spec: SurrogateSpec) -> nn.Module:  # trained on clean labels
             return _auxiliary(suite, cell, ds, spec, seeds["surrogate"], ds.y_train,
-                              labels="clean")
+                              labels="clean", device=device)
 
         runs: list[SuiteAttack] = []
         out += _evasion(suite, model, ds.x_test, ds.y_test, ds.n_classes, ds.bounds,
@@ -249,7 +258,8 @@ def _information(spec: InformationSpec, model: nn.Module, ds: Dataset,
 
 
 def _auxiliary(suite: Suite, cell: Cell, ds: Dataset, spec: SurrogateSpec,
-               default_seed: int, y: torch.Tensor, *, labels: str) -> nn.Module:
+               default_seed: int, y: torch.Tensor, *, labels: str,
+               device: torch.device = _CPU) -> nn.Module:
     """Train (or reuse) a transfer surrogate or a distillation teacher on ``(x_train, y)``.
 
     ``labels`` names the label set (``"clean"`` or the cell's poisoning id) in the cache key.
@@ -258,13 +268,14 @@ def _auxiliary(suite: Suite, cell: Cell, ds: Dataset, spec: SurrogateSpec,
     params = dict(spec.model_params) if spec.model else cell.model.kwargs
     seed = spec.seed if spec.seed is not None else default_seed
     key = json.dumps([cell.dataset.to_dict(), cell.seed, labels, name, params, spec.defense,
-                      dict(spec.defense_params), seed, suite.training.to_dict()],
+                      dict(spec.defense_params), seed, suite.training.to_dict(),
+                      str(device)],
                      sort_keys=True)
     if key in _SURROGATES:
         _SURROGATES.move_to_end(key)
         return _SURROGATES[key]
     s_model, s_train = child_seeds(seed, 2)
-    model = build_model(name, ds.input_shape, ds.n_classes, seed=s_model, **params)
+    model = build_model(name, ds.input_shape, ds.n_classes, seed=s_model, **params).to(device)
     tr = suite.training
     model = train(model, ds.x_train, y,
                   defense=get_defense(spec.defense, **dict(spec.defense_params)),
@@ -495,7 +506,7 @@ def evaluate_model_details(
             attack.check_threat(e.threats(dataset.bounds)[0])
     with torch.no_grad():
         try:
-            logits = model(dataset.x_test[:2])
+            logits = model(dataset.x_test[:2].to(model_device(model)))
         except RuntimeError as e:
             raise ConfigError(f"the model cannot take inputs of shape "
                               f"{tuple(dataset.x_test.shape[1:])}: "

@@ -1,9 +1,11 @@
 """Executors run cells and hand each finished record back as soon as it exists.
 
-An executor is a callable ``(suite, cells, on_done, *, progress, workers) -> None`` that
-calls ``on_done(position, record)`` once per cell, in any order, always in the calling
-process; the runner stores each record before the next one is handed over. ``local`` runs
-cells in this process, or with ``workers > 1`` in that many worker processes.
+An executor is a callable ``(suite, cells, on_done, *, progress, workers, device,
+address) -> None`` that calls ``on_done(position, record)`` once per cell, in any order,
+always in the calling process; the runner stores each record before the next one is
+handed over, so ``--resume`` works whichever executor ran the stored cells. ``local`` runs
+cells in this process, or with ``workers > 1`` in that many worker processes; ``ray`` runs
+each cell as a Ray task, on a local Ray instance or on a cluster (``address``).
 
 Thread policy
 -------------
@@ -17,8 +19,10 @@ results.json.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import signal
+import socket
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
@@ -27,7 +31,8 @@ from typing import Any, Protocol
 import torch
 from tqdm.auto import tqdm
 
-from .._validation import check_scalar
+from .._validation import check_device, check_scalar
+from ..errors import ConfigError
 from ..registry import Registry
 from .evaluate import evaluate_cell
 from .suite import Cell, Suite
@@ -47,10 +52,24 @@ START_METHOD = "spawn"
 
 class Executor(Protocol):
     def __call__(self, suite: Suite, cells: Sequence[tuple[int, Cell]], on_done: OnDone,
-                 *, progress: bool, workers: int = 1) -> None: ...
+                 *, progress: bool, workers: int | None = None, device: str = "cpu",
+                 address: str | None = None) -> None: ...
 
 
 executors: Registry[Executor] = Registry("executor")
+
+
+def check_options(executor: str, *, address: str | None) -> None:
+    """Refuse executor options that cannot work, before a run folder is touched: an
+    address for ``local``; for ``ray``, Ray missing or an address nobody answers at."""
+    executors.get(executor)
+    if executor == "ray":
+        _import_ray()
+        if address is not None:
+            check_address(address)
+    elif address is not None:
+        raise ConfigError(f"--address={address!r} is not allowed with --executor "
+                          f"{executor}: it names a Ray cluster (use --executor ray)")
 
 
 @contextmanager
@@ -64,16 +83,17 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def evaluate_under_policy(suite: Suite, cell: Cell, *, progress: bool = False
-                          ) -> dict[str, Any]:
+def evaluate_under_policy(suite: Suite, cell: Cell, *, progress: bool = False,
+                          device: str = "cpu") -> dict[str, Any]:
     """:func:`evaluate_cell` under :data:`CELL_THREADS` threads: what every executor runs."""
     with torch_threads(CELL_THREADS):
-        return evaluate_cell(suite, cell, progress=progress)
+        return evaluate_cell(suite, cell, progress=progress, device=device)
 
 
 @executors.register("local", help="run cells in this process, or in --workers processes")
 def run_local(suite: Suite, cells: Sequence[tuple[int, Cell]], on_done: OnDone,
-              *, progress: bool, workers: int = 1) -> None:
+              *, progress: bool, workers: int | None = None, device: str = "cpu",
+              address: str | None = None) -> None:
     """Evaluate ``cells`` here (``workers=1``) or in ``workers`` spawned processes.
 
     Parameters
@@ -89,25 +109,35 @@ def run_local(suite: Suite, cells: Sequence[tuple[int, Cell]], on_done: OnDone,
         with one worker, a second bar over the running cell's stages (training, each
         attack at each eps) when the cell takes more than a second.
     workers
-        Number of processes, >= 1. The numbers do not depend on it (see
+        Number of processes, >= 1 (default 1). The numbers do not depend on it (see
         :data:`CELL_THREADS`).
+    device
+        Where the cells' models run: "cpu", "cuda", "cuda:N" (every worker uses it).
+    address
+        Not used by this executor: giving one is an error (it belongs to ``ray``).
 
     Raises
     ------
     ConfigError
-        ``workers`` is not an integer >= 1.
+        ``workers`` is not an integer >= 1, ``device`` is not available, or an
+        ``address`` was given.
     """
-    workers = check_scalar("workers", workers, lo=1, integer=True)
+    if address is not None:
+        raise ConfigError(f"--address={address!r} is not allowed with --executor local: "
+                          "it names a Ray cluster (use --executor ray)")
+    workers = check_scalar("workers", 1 if workers is None else workers, lo=1, integer=True)
+    device = str(check_device("device", device))
     bar = tqdm(total=len(cells), desc=f"{suite.name}: cells", unit="cell",
                disable=None if progress else True)
     with bar:
         if workers == 1 or len(cells) <= 1:
             for position, cell in cells:
                 bar.set_postfix_str(_label(cell))
-                on_done(position, evaluate_under_policy(suite, cell, progress=progress))
+                on_done(position, evaluate_under_policy(suite, cell, progress=progress,
+                                                        device=device))
                 bar.update(1)
         else:
-            _run_pool(suite, cells, on_done, bar, min(workers, len(cells)))
+            _run_pool(suite, cells, on_done, bar, min(workers, len(cells)), device)
 
 
 def _label(cell: Cell) -> str:
@@ -115,12 +145,12 @@ def _label(cell: Cell) -> str:
 
 
 def _run_pool(suite: Suite, cells: Sequence[tuple[int, Cell]], on_done: OnDone,
-              bar: Any, workers: int) -> None:
+              bar: Any, workers: int, device: str) -> None:
     """Keep ``workers`` cells in flight; store (``on_done``) each before submitting the next."""
     pending = iter(cells)
     pool = ProcessPoolExecutor(max_workers=workers,
                                mp_context=multiprocessing.get_context(START_METHOD),
-                               initializer=_init_worker, initargs=(suite,))
+                               initializer=_init_worker, initargs=(suite, device))
     running: dict[Future[dict[str, Any]], tuple[int, Cell]] = {}
 
     def submit_next() -> None:
@@ -164,14 +194,15 @@ def _stop(pool: ProcessPoolExecutor) -> None:
     pool.shutdown(wait=True, cancel_futures=True)  # the manager thread sees a broken pool
 
 
-#: The suite a worker process evaluates cells of, set once by :func:`_init_worker`.
+#: The suite a worker process evaluates cells of, and the device, set by :func:`_init_worker`.
 _WORKER_SUITE: Suite | None = None
+_WORKER_DEVICE = "cpu"
 
 
-def _init_worker(suite: Suite) -> None:
+def _init_worker(suite: Suite, device: str = "cpu") -> None:
     """Worker start-up: keep the suite, fix the thread count, leave Ctrl-C to the parent."""
-    global _WORKER_SUITE
-    _WORKER_SUITE = suite
+    global _WORKER_SUITE, _WORKER_DEVICE
+    _WORKER_SUITE, _WORKER_DEVICE = suite, device
     torch.set_num_threads(CELL_THREADS)
     # The parent stops the workers on Ctrl-C; a worker interrupted while idle would only
     # print a traceback.
@@ -181,4 +212,185 @@ def _init_worker(suite: Suite) -> None:
 def _evaluate_in_worker(cell: Cell) -> dict[str, Any]:
     if _WORKER_SUITE is None:  # pragma: no cover - the initializer always ran
         raise RuntimeError("worker process started without a suite")
-    return evaluate_under_policy(_WORKER_SUITE, cell)
+    return evaluate_under_policy(_WORKER_SUITE, cell, device=_WORKER_DEVICE)
+
+
+# --------------------------------------------------------------------------- ray
+
+#: GPU share each cell's Ray task declares under ``--device cuda``: the models are small,
+#: so four cells share one GPU (Ray's fractional GPUs). Ray picks the GPU and makes it the
+#: task's only visible one, so a task always runs on "cuda" (never "cuda:N").
+RAY_GPUS_PER_CELL = 0.25
+
+#: Object store of a Ray instance started here: it carries only the suite and the cell
+#: records (each task loads its own data), so a small one suffices and keeps Ray from
+#: claiming 30% of the machine's memory.
+RAY_OBJECT_STORE_BYTES = 256 * 2**20
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(
+            "--executor ray is not available: Ray is not installed (pip install "
+            "'poisonlab[ray]')") from None
+    return ray
+
+
+def device_name(device: str, *, local: bool) -> str:
+    """Validate ``device``: fully where the cells run here, by name only for a cluster."""
+    if local:
+        return str(check_device("device", device))
+    if device == "auto":
+        raise ConfigError("--device='auto' is not allowed with --address: the driver cannot "
+                          "see the cluster's devices; name one ('cpu' or 'cuda')")
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        kind = None
+    if kind not in ("cpu", "cuda"):
+        raise ConfigError(f"--device={device!r} is not allowed: expected 'cpu', 'cuda', "
+                          "'cuda:N' or 'auto'")
+    return device
+
+
+def check_address(address: str, *, timeout: float = 5.0) -> None:
+    """Refuse a Ray address that is malformed or has nothing listening, within seconds.
+
+    ``ray.init`` itself retries an unreachable address for minutes; this probes the
+    host and port with one TCP connection first. "auto" (a cluster already running on this
+    machine) is left to Ray, which answers at once.
+    """
+    if address == "auto":
+        return
+    rest = address.removeprefix("ray://")
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--address={address!r} is not allowed: expected 'auto', "
+                          "'HOST:PORT' or 'ray://HOST:PORT'")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        why = e.strerror or str(e) or type(e).__name__
+        raise ConfigError(f"--address={address!r} cannot be reached: {why}") from None
+
+
+def _ray_cell(suite: Suite, cell: Cell, device: str) -> dict[str, Any]:
+    """The body of a cell's Ray task: check the device on the node, then evaluate."""
+    if device.startswith("cuda"):
+        device = "cuda"  # the GPU Ray assigned is the only one visible to this task
+    check_device("device", device)
+    return evaluate_under_policy(suite, cell, device=device)
+
+
+@executors.register("ray", help="run cells as Ray tasks on a local Ray instance, or on a "
+                                "cluster with --address (pip install 'poisonlab[ray]')")
+def run_ray(suite: Suite, cells: Sequence[tuple[int, Cell]], on_done: OnDone,
+            *, progress: bool, workers: int | None = None, device: str = "cpu",
+            address: str | None = None) -> None:
+    """Evaluate ``cells`` as Ray tasks and store each record as its task finishes.
+
+    Each cell is one task declaring 1 CPU (and :data:`RAY_GPUS_PER_CELL` of a GPU under a
+    CUDA ``device``); it runs :func:`evaluate_under_policy`, the same function the local
+    executor runs, under the same thread policy, so the same suite and seeds give the same
+    numbers as ``local`` on the same kind of machine. Records stream back to this process
+    in completion order and ``on_done`` stores each before the next is taken, so an
+    interrupted run keeps every finished cell and ``--resume`` finishes it under either
+    executor.
+
+    Parameters
+    ----------
+    suite, cells, on_done, progress
+        As for :func:`run_local`.
+    workers
+        Cells in flight at once; default: the cluster's CPU count.
+    device
+        "cpu", "cuda", "cuda:N" or "auto" (local instance only). On a cluster it is
+        checked on each node before the cell runs.
+    address
+        A running Ray cluster to join ("auto", "HOST:PORT" or "ray://HOST:PORT"); every
+        node needs poisonlab installed. Without one, a Ray instance sized to this machine
+        is started for the run and stopped after it, unless Ray is already initialised in
+        this process (then that instance is used and left running).
+
+    Raises
+    ------
+    ConfigError
+        Ray is not installed, the cluster cannot be reached, or ``device`` or ``workers``
+        is not allowed.
+    """
+    ray = _import_ray()
+    device = device_name(device, local=address is None)
+    started = False
+    if not ray.is_initialized():
+        options: dict[str, Any] = {"include_dashboard": False,
+                                   "logging_level": logging.WARNING}
+        if address is None:
+            options["object_store_memory"] = RAY_OBJECT_STORE_BYTES
+        else:
+            check_address(address)
+        try:
+            ray.init(address=address, **options)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            where = f"--address={address!r}" if address else "a local Ray instance"
+            raise ConfigError(f"{where} cannot be used: {first}") from None
+        started = True
+    try:
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        limit = check_scalar("workers", cpus if workers is None else workers, lo=1,
+                             integer=True)
+        gpus = RAY_GPUS_PER_CELL if device.startswith("cuda") else 0
+        task = ray.remote(_ray_cell).options(num_cpus=1, num_gpus=gpus)
+        _stream_ray(ray, task, ray.put(suite), cells, on_done, device, limit,
+                    desc=f"{suite.name}: cells (ray)", progress=progress)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _stream_ray(ray: Any, task: Any, suite_ref: Any, cells: Sequence[tuple[int, Cell]],
+                on_done: OnDone, device: str, limit: int, *, desc: str,
+                progress: bool) -> None:
+    """Keep up to ``limit`` cell tasks in flight; hand each record over as it finishes."""
+    pending = iter(cells)
+    running: dict[Any, tuple[int, Cell]] = {}
+
+    def submit_next() -> None:
+        item = next(pending, None)
+        if item is not None:
+            running[task.remote(suite_ref, item[1], device)] = item
+
+    bar = tqdm(total=len(cells), desc=desc, unit="cell", disable=None if progress else True)
+    try:
+        with bar:
+            for _ in range(limit):
+                submit_next()
+            while running:
+                finished, _ = ray.wait(list(running), num_returns=1)
+                for ref in finished:
+                    position, cell = running.pop(ref)
+                    on_done(position, _ray_result(ray, ref))
+                    bar.set_postfix_str(_label(cell))
+                    bar.update(1)
+                    submit_next()
+    except BaseException:
+        # Interrupted, or a cell could not be stored: stop the tasks still running.
+        for ref in running:
+            ray.cancel(ref, force=True)
+        raise
+
+
+def _ray_result(ray: Any, ref: Any) -> dict[str, Any]:
+    """The task's record; a poisonlab error raised on a node is re-raised as itself."""
+    from ..errors import PoisonlabError
+
+    try:
+        record: dict[str, Any] = ray.get(ref)
+    except ray.exceptions.RayTaskError as e:
+        cause = getattr(e, "cause", None)
+        if isinstance(cause, PoisonlabError):
+            raise cause from None
+        raise
+    return record

@@ -23,6 +23,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from .._validation import check_device
 from ..attacks import get_attack
 from ..attacks.evasion import child_seeds
 from ..data import Dataset, load_dataset, load_npz
@@ -56,6 +59,7 @@ def evaluate_pretrained(
     seed: int = 0,
     n_noise: int = 1000,
     report: bool = True,
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """Evaluate a trained model on a dataset's test split and write results to ``out``.
 
@@ -78,6 +82,11 @@ def evaluate_pretrained(
     n_noise : int >= 10
     report : bool
         Also write report.md and report.html.
+    device : "cpu", "cuda", "cuda:N", "auto" or torch.device
+        Where the model is evaluated: it is built (and its weights loaded) on the CPU, then
+        moved there; the data stays on the CPU and is moved batch by batch, and the random
+        draws (noise, attack starts) are made on CPU generators, so they do not depend on
+        it. Recorded in the cell as ``device``.
 
     Returns
     -------
@@ -89,8 +98,9 @@ def evaluate_pretrained(
         Bad input, before anything is written.
     """
     t0 = time.perf_counter()
+    dev = check_device("device", device)
     ds, ds_spec = load_data(data, seed=seed)
-    net = build_model(model, ds.input_shape, ds.n_classes, seed=seed, weights=weights)
+    net = build_model(model, ds.input_shape, ds.n_classes, seed=seed, weights=weights).to(dev)
     threats = [EvasionThreat(norm=norm, eps=e, bounds=ds.bounds) for e in eps]
     a_specs = [_as_spec(a) for a in attacks]
     knowledge = {a.label: get_attack(a.name, **a.kwargs).knowledge.value for a in a_specs}
@@ -123,7 +133,7 @@ def evaluate_pretrained(
         "status": "ok", "error": None, "dataset_summary": ds.summary(),
         "poisoning_info": None, "metrics": details["metrics"],
         "reliability": details["reliability"], "checks": details["checks"],
-        "timing": {"wall_s": round(time.perf_counter() - t0, 3)},
+        "timing": {"wall_s": round(time.perf_counter() - t0, 3)}, "device": str(dev),
     }
     doc = build_results(config, None, [record])
     atomic_write(out_dir / RESULTS_NAME, json.dumps(doc, indent=1) + "\n")

@@ -13,15 +13,19 @@ import platform
 import subprocess
 import tempfile
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from .._validation import check_bool, check_scalar
 from ..errors import ConfigError
 from ..metrics import HIGHER_IS_BETTER, aggregate
 from .evaluate import derive_poisoning
-from .executors import CELL_THREADS, executors
+from .executors import CELL_THREADS, check_options, device_name, executors
 from .store import STORE_NAME, Store
 from .suite import Suite, spec_label
 
@@ -86,39 +90,54 @@ def run_suite(
     resume: bool = False,
     progress: bool = False,
     report: bool = True,
-    workers: int = 1,
+    workers: int | None = None,
     strict: bool = False,
+    device: str = "cpu",
+    address: str | None = None,
 ) -> dict[str, Any]:
     """Run every cell of ``suite`` not yet stored in ``out`` and write the results.
 
     Each finished cell is committed to ``out/results.sqlite`` before the next is handed
     over; results.json, report.md and report.html are then regenerated from the store.
-    ``workers`` (>= 1) processes evaluate cells side by side; the numbers do not depend on
-    it. Returns the results document (the content of results.json).
+    Returns the results document (the content of results.json).
+
+    ``executor`` is "local" (this process, or ``workers`` processes side by side) or "ray"
+    (Ray tasks on a local instance, or on the cluster at ``address``; ``workers`` then caps
+    the cells in flight, default the cluster's CPUs). The numbers depend on neither.
+    ``device`` ("cpu", "cuda", "cuda:N", "auto") is where models train and are attacked;
+    a run folder holds cells of one device type only, so ``--resume`` on another is refused.
 
     With ``strict``, a sanity check that flagged a cell (docs/checks.md) raises
     :class:`~poisonlab.checks.CheckFailure` once everything is written; its ``lines`` say
     which, one per flag, and its ``doc`` is the results document.
     """
     run = executors.get(executor)
-    workers = check_scalar("workers", workers, lo=1, integer=True)
+    check_options(executor, address=address)
+    if workers is not None:
+        workers = check_scalar("workers", workers, lo=1, integer=True)
     check_bool("strict", strict)
+    device = device_name(device, local=address is None)
     out_dir = prepare_out(out, resume=resume)
     cells = list(enumerate(suite.cells()))
-    with Store(out_dir / STORE_NAME) as store:
+    new_store = not (out_dir / STORE_NAME).exists()
+    with Store(out_dir / STORE_NAME) as store, _forget_if_empty(store, new_store):
         stored_suite = store.get_meta("suite")
         if stored_suite is not None and stored_suite != suite.to_dict():
             raise ConfigError(
                 f"--resume: {str(out_dir)!r} holds a run of a different suite config: "
                 "expected the same suite file, unchanged"
             )
+        _check_device_meta(store, device, out_dir)
         store.set_meta("suite", suite.to_dict())
         store.set_meta("suite_source", suite.source)
+        used = store.get_meta("executors") or []
+        store.set_meta("executors", used if executor in used else [*used, executor])
         # Tolerances and expectations change no number: the latest suite file's win.
         store.set_meta("gate", suite.gate_dict())
         done = store.keys()
         todo = [(i, c) for i, c in cells if suite.key(c) not in done]
-        run(suite, todo, store.put, progress=progress, workers=workers)
+        run(suite, todo, store.put, progress=progress, workers=workers, device=device,
+            address=address)
     doc = write_results(out_dir, report=report)
     if strict:
         from ..checks import CheckFailure, flag_lines
@@ -129,6 +148,39 @@ def run_suite(
     return doc
 
 
+@contextmanager
+def _forget_if_empty(store: Store, new: bool) -> Iterator[None]:
+    """If the body fails before a cell of a store it created was stored, delete the store:
+    a run that never started leaves no run behind (and needs no --resume)."""
+    try:
+        yield
+    except BaseException:
+        if new and not store.keys():
+            store.close()
+            store.path.unlink(missing_ok=True)
+        raise
+
+
+def _check_device_meta(store: Store, device: str, out_dir: Path) -> None:
+    """Record the run's device (with the GPU's name); refuse to resume on another type.
+
+    Float results differ between a CPU and a GPU, so one run folder holds one device
+    type's numbers; ``cuda:0`` and ``cuda:1`` count as the same.
+    """
+    kind = torch.device(device).type
+    stored = store.get_meta("device")
+    if stored is not None and stored.split(" ")[0] != kind:
+        raise ConfigError(
+            f"--device={device!r} is not allowed with --resume here: {str(out_dir)!r} holds "
+            f"cells run on {stored.split(' ')[0]!r}, and numbers from two device types "
+            "must not mix; resume on that device or choose another --out")
+    if stored is None:
+        label = kind
+        if kind == "cuda" and torch.cuda.is_available():
+            label = f"cuda ({torch.cuda.get_device_name(torch.device(device))})"
+        store.set_meta("device", label)
+
+
 def write_results(out_dir: str | Path, *, report: bool = True) -> dict[str, Any]:
     """(Re)build results.json (and the reports) of a run folder from its store."""
     out_dir = Path(out_dir)
@@ -137,8 +189,11 @@ def write_results(out_dir: str | Path, *, report: bool = True) -> dict[str, Any]
         suite = store.get_meta("suite")
         source = store.get_meta("suite_source")
         gate = store.get_meta("gate") or {}
+        run_env = {k: v for k in ("device", "executors")
+                   if (v := store.get_meta(k)) is not None}
     derive_poisoning(records)
     doc = build_results(suite, source, records, gate=gate)
+    doc["environment"].update(run_env)
     atomic_write(out_dir / RESULTS_NAME, json.dumps(doc, indent=1, sort_keys=False) + "\n")
     if report:
         from .report import write_reports

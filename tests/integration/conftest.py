@@ -5,6 +5,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from poisonlab.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+CI_SUITE = ROOT / "benchmarks" / "suites" / "ci.yaml"
+
 TINY = {
     "name": "tiny",
     "version": 1,
@@ -32,3 +37,12 @@ def write_suite(tmp_path: Path, data: dict | str, name: str = "suite.yaml") -> P
 @pytest.fixture
 def tiny_suite(tmp_path: Path) -> Path:
     return write_suite(tmp_path, TINY)
+
+
+@pytest.fixture(scope="session")
+def ci_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """benchmarks/suites/ci.yaml run by the local executor with 2 workers (40 cells, ~25 s
+    on 2 cores): the gate's numbers and the Ray executor's reference."""
+    out = tmp_path_factory.mktemp("ci") / "run"
+    assert main(["run", str(CI_SUITE), "--out", str(out), "--workers", "2", "--quiet"]) == 0
+    return out

@@ -20,18 +20,12 @@ from poisonlab.harness.gate import check, load_baseline, load_results_doc
 from poisonlab.testing import assert_no_regression
 from poisonlab.threat import EvasionThreat
 
+from .conftest import CI_SUITE as SUITE
+from .conftest import ROOT
+
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-SUITE = ROOT / "benchmarks" / "suites" / "ci.yaml"
 BASELINE = ROOT / "benchmarks" / "baselines" / "ci.json"
-
-
-@pytest.fixture(scope="module")
-def ci_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("ci") / "run"
-    assert main(["run", str(SUITE), "--out", str(out), "--workers", "2", "--quiet"]) == 0
-    return out
 
 
 def test_the_ci_suite_passes_its_committed_baseline(ci_run: Path, tmp_path: Path,

@@ -23,6 +23,7 @@ def stable(doc: dict[str, Any]) -> dict[str, Any]:
     """results.json without the fields that legitimately differ between runs."""
     doc = copy.deepcopy(doc)
     doc.pop("created")
+    doc["environment"].pop("executors", None)  # which executor ran the cells
     for c in doc["cells"]:
         c.pop("timing")
     return doc
