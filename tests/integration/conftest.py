@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -46,3 +48,18 @@ def ci_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("ci") / "run"
     assert main(["run", str(CI_SUITE), "--out", str(out), "--workers", "2", "--quiet"]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The TINY suite file, one path for the session (results.json records the path)."""
+    return write_suite(tmp_path_factory.mktemp("suite"), TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_local(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """results.json of the TINY suite run in this process: what every executor and any
+    number of workers must reproduce."""
+    out = tmp_path_factory.mktemp("local") / "r"
+    assert main(["run", str(tiny), "--out", str(out), "--quiet"]) == 0
+    return json.loads((out / "results.json").read_text())

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import CI_SUITE, TINY, write_suite
+from .conftest import CI_SUITE
 from .test_cli import run, stable
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -29,20 +29,6 @@ except ImportError:  # pragma: no cover - depends on the extras installed
     if os.environ.get("POISONLAB_REQUIRE_RAY") == "1":
         raise
     pytest.skip("ray is not installed (pip install 'poisonlab[ray]')", allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_suite(tmp_path_factory.mktemp("suite"), TINY)
-
-
-@pytest.fixture(scope="module")
-def tiny_local(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    out = tmp_path_factory.mktemp("local") / "r"
-    from poisonlab.cli import main
-
-    assert main(["run", str(tiny), "--out", str(out), "--quiet"]) == 0
-    return json.loads((out / "results.json").read_text())
 
 
 # Runs first, before the module's shared instance exists: without a running Ray, the

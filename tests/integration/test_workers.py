@@ -20,22 +20,8 @@ from .conftest import TINY, write_suite
 from .test_cli import run, stable
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The TINY suite file, one path for the module (results.json records the path)."""
-    return write_suite(tmp_path_factory.mktemp("suite"), TINY)
-
-
-@pytest.fixture(scope="module")
-def one_worker(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """results.json of the TINY suite run with one worker (the reference)."""
-    out = tmp_path_factory.mktemp("one") / "r"
-    assert main(["run", str(tiny), "--out", str(out), "--quiet"]) == 0
-    return json.loads((out / "results.json").read_text())
-
-
 @pytest.mark.slow  # starts worker processes: seconds
-def test_two_workers_give_the_same_results_as_one(one_worker: dict[str, Any],
+def test_two_workers_give_the_same_results_as_one(tiny_local: dict[str, Any],
                                                   tiny: Path, tmp_path: Path, capsys):
     out = tmp_path / "two"
     code, _, err = run(["run", str(tiny), "--out", str(out), "--quiet", "--workers", "2"],
@@ -43,7 +29,7 @@ def test_two_workers_give_the_same_results_as_one(one_worker: dict[str, Any],
     assert code == 0, err
     two = json.loads((out / "results.json").read_text())
     assert two["n_cells"] == 8 and two["n_failed"] == 0
-    assert stable(two) == stable(one_worker)
+    assert stable(two) == stable(tiny_local)
     # Cells are in grid order, whatever order the workers finished them in.
     with sqlite3.connect(out / "results.sqlite") as conn:
         positions = [p for (p,) in conn.execute("SELECT position FROM cells ORDER BY position")]
@@ -53,7 +39,7 @@ def test_two_workers_give_the_same_results_as_one(one_worker: dict[str, Any],
 
 @pytest.mark.slow  # starts worker processes: seconds
 def test_resume_with_workers_finishes_only_the_missing_cells(
-    one_worker: dict[str, Any], tiny: Path, tmp_path: Path, capsys
+    tiny_local: dict[str, Any], tiny: Path, tmp_path: Path, capsys
 ):
     part = tmp_path / "part"
     assert run(["run", str(tiny), "--out", str(part), "--quiet"], capsys)[0] == 0
@@ -67,7 +53,7 @@ def test_resume_with_workers_finishes_only_the_missing_cells(
         after = dict(conn.execute("SELECT key, record FROM cells"))
     assert len(after) == 8
     assert {k: after[k] for k in kept} == kept  # stored cells were skipped, not rerun
-    assert stable(json.loads((part / "results.json").read_text())) == stable(one_worker)
+    assert stable(json.loads((part / "results.json").read_text())) == stable(tiny_local)
 
 
 @pytest.mark.parametrize("value", ["0", "-1"])
