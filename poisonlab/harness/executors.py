@@ -342,6 +342,10 @@ def run_ray(suite: Suite, cells: Sequence[tuple[int, Cell]], on_done: OnDone,
         limit = check_scalar("workers", cpus if workers is None else workers, lo=1,
                              integer=True)
         gpus = RAY_GPUS_PER_CELL if device.startswith("cuda") else 0
+        if gpus and not ray.cluster_resources().get("GPU"):
+            # Tasks asking for a GPU would wait forever for one to appear.
+            raise ConfigError(f"--device={device!r} is not available on the Ray cluster: it "
+                              "has no GPUs (use --device cpu, or a cluster with GPUs)")
         task = ray.remote(_ray_cell).options(num_cpus=1, num_gpus=gpus)
         _stream_ray(ray, task, ray.put(suite), cells, on_done, device, limit,
                     desc=f"{suite.name}: cells (ray)", progress=progress)

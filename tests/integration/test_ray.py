@@ -152,3 +152,21 @@ def test_cuda_cells_on_ray_match_local_cuda(tiny: Path, local_ray: None,
     finally:
         ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING,
                  object_store_memory=128 * 2**20)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_on_a_cluster_without_gpus_is_refused_not_left_waiting(
+        tiny: Path, local_ray: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
+    import torch
+
+    # This process believes it has a GPU; the Ray instance (2 CPUs, no GPUs) does not. A
+    # task asking for a GPU would wait forever: the run must refuse at once instead.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "test GPU")
+    out = tmp_path / "out"
+    code, _, err = run(["run", str(tiny), "--out", str(out), "--executor", "ray",
+                        "--device", "cuda", "--quiet"], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "--device='cuda' is not available on the Ray cluster: it has no GPUs" in err
+    assert not (out / "results.sqlite").exists()  # a run that never started leaves no store
