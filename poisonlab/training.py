@@ -49,12 +49,13 @@ def output_width(model: nn.Module, x: torch.Tensor) -> int:
     return int(out.shape[1])
 
 
-def _check_finite(losses: list[torch.Tensor], epoch: int, defense: Defense,
-                  lr: float) -> None:
-    """Raise TrainingError naming the first of this epoch's batches whose loss is NaN/Inf."""
-    finite = torch.isfinite(torch.stack(losses))
+def _check_finite(losses: list[torch.Tensor], epoch: int, defense: Defense, lr: float,
+                  *, first: int = 0) -> None:
+    """Raise TrainingError naming the first of this epoch's batches whose loss is NaN/Inf,
+    looking at batches ``first`` onwards (those not checked yet)."""
+    finite = torch.isfinite(torch.stack(losses[first:]))
     if not bool(finite.all()):
-        bad = int((~finite).nonzero()[0, 0])
+        bad = first + int((~finite).nonzero()[0, 0])
         raise TrainingError(
             f"training loss became {float(losses[bad])} at epoch {epoch + 1}, batch "
             f"{bad + 1} under defense {defense.label}: lower lr (now {lr:g}) or check the "
@@ -173,12 +174,13 @@ def train(
                 loss = defense.objective(model, xb, yb, n_classes=k, generator=generator,
                                          loss_fn=loss_fn, bounds=bounds)
                 losses.append(loss.detach())
-                if eager_check:
-                    _check_finite(losses, epoch, defense, lr)
+                if eager_check:  # this batch's loss only
+                    _check_finite(losses, epoch, defense, lr, first=len(losses) - 1)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-            _check_finite(losses, epoch, defense, lr)
+            if not eager_check:
+                _check_finite(losses, epoch, defense, lr)
     finally:
         model.eval()
     if defense.needs_validation:

@@ -23,8 +23,8 @@ import logging
 import multiprocessing
 import signal
 import socket
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Any, Protocol
 
@@ -122,9 +122,7 @@ def run_local(suite: Suite, cells: Sequence[tuple[int, Cell]], on_done: OnDone,
         ``workers`` is not an integer >= 1, ``device`` is not available, or an
         ``address`` was given.
     """
-    if address is not None:
-        raise ConfigError(f"--address={address!r} is not allowed with --executor local: "
-                          "it names a Ray cluster (use --executor ray)")
+    check_options("local", address=address)
     workers = check_scalar("workers", 1 if workers is None else workers, lo=1, integer=True)
     device = str(check_device("device", device))
     bar = tqdm(total=len(cells), desc=f"{suite.name}: cells", unit="cell",
@@ -147,34 +145,52 @@ def _label(cell: Cell) -> str:
 def _run_pool(suite: Suite, cells: Sequence[tuple[int, Cell]], on_done: OnDone,
               bar: Any, workers: int, device: str) -> None:
     """Keep ``workers`` cells in flight; store (``on_done``) each before submitting the next."""
-    pending = iter(cells)
     pool = ProcessPoolExecutor(max_workers=workers,
                                mp_context=multiprocessing.get_context(START_METHOD),
                                initializer=_init_worker, initargs=(suite, device))
-    running: dict[Future[dict[str, Any]], tuple[int, Cell]] = {}
+    # Interrupted, or a record could not be stored: stop the workers now rather than let
+    # them finish cells nobody will store. What was stored stays (--resume).
+    _keep_in_flight(cells, on_done, bar, workers,
+                    submit=lambda cell: pool.submit(_evaluate_in_worker, cell),
+                    wait_any=lambda fs: wait(fs, return_when=FIRST_COMPLETED)[0],
+                    result=lambda f: f.result(), stop=lambda _running: _stop(pool))
+    pool.shutdown(wait=True)
+
+
+def _keep_in_flight(cells: Sequence[tuple[int, Cell]], on_done: OnDone, bar: Any,
+                    limit: int, *, submit: Callable[[Cell], Any],
+                    wait_any: Callable[[list[Any]], Iterable[Any]],
+                    result: Callable[[Any], dict[str, Any]],
+                    stop: Callable[[list[Any]], None]) -> None:
+    """The loop both parallel executors share: keep up to ``limit`` cells running.
+
+    ``submit(cell)`` starts a cell and returns its handle, ``wait_any(handles)`` blocks
+    until some finish and returns those, ``result(handle)`` is the finished cell's record.
+    Each record goes to ``on_done`` (which stores it) before the next cell is submitted,
+    so at most ``limit`` finished-but-unstored cells exist. On any exception, ``stop``
+    gets the handles still running, and the exception propagates.
+    """
+    pending = iter(cells)
+    running: dict[Any, tuple[int, Cell]] = {}
 
     def submit_next() -> None:
         item = next(pending, None)
         if item is not None:
-            running[pool.submit(_evaluate_in_worker, item[1])] = item
+            running[submit(item[1])] = item
 
     try:
-        for _ in range(workers):
+        for _ in range(limit):
             submit_next()
         while running:
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                position, cell = running.pop(future)
-                on_done(position, future.result())
+            for handle in wait_any(list(running)):
+                position, cell = running.pop(handle)
+                on_done(position, result(handle))
                 bar.set_postfix_str(_label(cell))
                 bar.update(1)
                 submit_next()
     except BaseException:
-        # Interrupted, or a record could not be stored: stop the workers now rather than
-        # let them finish cells nobody will store. What was stored stays (--resume).
-        _stop(pool)
+        stop(list(running))
         raise
-    pool.shutdown(wait=True)
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:
@@ -338,11 +354,12 @@ def run_ray(suite: Suite, cells: Sequence[tuple[int, Cell]], on_done: OnDone,
             raise ConfigError(f"{where} cannot be used: {first}") from None
         started = True
     try:
-        cpus = int(ray.cluster_resources().get("CPU", 1))
+        resources = ray.cluster_resources()
+        cpus = int(resources.get("CPU", 1))
         limit = check_scalar("workers", cpus if workers is None else workers, lo=1,
                              integer=True)
         gpus = RAY_GPUS_PER_CELL if device.startswith("cuda") else 0
-        if gpus and not ray.cluster_resources().get("GPU"):
+        if gpus and not resources.get("GPU"):
             # Tasks asking for a GPU would wait forever for one to appear.
             raise ConfigError(f"--device={device!r} is not available on the Ray cluster: it "
                               "has no GPUs (use --device cpu, or a cluster with GPUs)")
@@ -358,32 +375,16 @@ def _stream_ray(ray: Any, task: Any, suite_ref: Any, cells: Sequence[tuple[int, 
                 on_done: OnDone, device: str, limit: int, *, desc: str,
                 progress: bool) -> None:
     """Keep up to ``limit`` cell tasks in flight; hand each record over as it finishes."""
-    pending = iter(cells)
-    running: dict[Any, tuple[int, Cell]] = {}
-
-    def submit_next() -> None:
-        item = next(pending, None)
-        if item is not None:
-            running[task.remote(suite_ref, item[1], device)] = item
+    def cancel(refs: list[Any]) -> None:  # interrupted, or a cell could not be stored
+        for ref in refs:
+            ray.cancel(ref, force=True)
 
     bar = tqdm(total=len(cells), desc=desc, unit="cell", disable=None if progress else True)
-    try:
-        with bar:
-            for _ in range(limit):
-                submit_next()
-            while running:
-                finished, _ = ray.wait(list(running), num_returns=1)
-                for ref in finished:
-                    position, cell = running.pop(ref)
-                    on_done(position, _ray_result(ray, ref))
-                    bar.set_postfix_str(_label(cell))
-                    bar.update(1)
-                    submit_next()
-    except BaseException:
-        # Interrupted, or a cell could not be stored: stop the tasks still running.
-        for ref in running:
-            ray.cancel(ref, force=True)
-        raise
+    with bar:
+        _keep_in_flight(cells, on_done, bar, limit,
+                        submit=lambda cell: task.remote(suite_ref, cell, device),
+                        wait_any=lambda refs: ray.wait(refs, num_returns=1)[0],
+                        result=lambda ref: _ray_result(ray, ref), stop=cancel)
 
 
 def _ray_result(ray: Any, ref: Any) -> dict[str, Any]:
