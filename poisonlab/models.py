@@ -30,6 +30,7 @@ from __future__ import annotations
 import inspect
 import math
 import pickle
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -158,15 +159,20 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
         raise ConfigError(f"weights={path!r} is not allowed: expected a file path")
     p = Path(path)
     expected = "expected a state_dict saved with torch.save(model.state_dict(), path)"
-    if not p.is_file():
+    if not p.exists():
         raise ConfigError(f"weights={str(path)!r} does not exist: {expected}")
+    if not p.is_file():
+        raise ConfigError(f"weights={str(path)!r} is not a file: {expected}")
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        why = next((ln.strip() for ln in str(e).splitlines() if "Unsupported" in ln), "")
-        why = why.split(" was not an allowed")[0].replace("WeightsUnpickler error: ", "")
+        # The unpickler met an object it may not build (a class, or a callable such as
+        # exec or os.system that a crafted file would run): nothing of it was executed.
+        glob = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        why = (f" (it names {glob.group(1)}, which a weights file may not: only tensors "
+               "and plain containers load)") if glob else ""
         raise ConfigError(f"weights={str(path)!r} is refused by torch.load(weights_only=True)"
-                          f"{' (' + why + ')' if why else ''}: {expected}") from None
+                          f"{why}: {expected}") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConfigError(f"weights={str(path)!r} cannot be read ({first}): {expected}") from None
