@@ -108,15 +108,8 @@ def check_inputs(
     Raises :class:`DataError` for non-tensors, NaN/Inf, a length mismatch, non-integer labels
     or labels outside ``0 .. n_classes - 1``.
     """
-    x_t = _as_tensor(name_x, x)
-    y_t = _as_tensor(name_y, y)
-    if not torch.is_floating_point(x_t):
-        x_t = x_t.float()
-    if x_t.dim() < 2:
-        raise DataError(f"{name_x} has shape {tuple(x_t.shape)}: expected (n, *input_shape)")
-    if not torch.isfinite(x_t).all():
-        bad = int((~torch.isfinite(x_t)).sum())
-        raise DataError(f"{name_x} contains {bad} NaN or Inf values: expected finite inputs")
+    x_t = check_x(x, name_x)
+    y_t = as_tensor(name_y, y)
     if y_t.dim() != 1 or y_t.shape[0] != x_t.shape[0]:
         raise DataError(
             f"{name_y} has shape {tuple(y_t.shape)}: expected ({x_t.shape[0]},) to match "
@@ -126,9 +119,27 @@ def check_inputs(
     return x_t, y_t
 
 
+def check_x(x: Any, name: str = "x") -> torch.Tensor:
+    """Check a batch of inputs (n, *input_shape): real, finite; return it as floating point.
+
+    Integer and bool inputs become float32; floating-point inputs keep their dtype.
+    """
+    x_t = as_tensor(name, x)
+    if torch.is_complex(x_t):
+        raise DataError(f"{name} has dtype {x_t.dtype}: expected real numbers")
+    if not torch.is_floating_point(x_t):
+        x_t = x_t.float()
+    if x_t.dim() < 2:
+        raise DataError(f"{name} has shape {tuple(x_t.shape)}: expected (n, *input_shape)")
+    if not torch.isfinite(x_t).all():
+        bad = int((~torch.isfinite(x_t)).sum())
+        raise DataError(f"{name} contains {bad} NaN or Inf values: expected finite inputs")
+    return x_t
+
+
 def check_labels(y: Any, *, n_classes: int | None = None, name: str = "y") -> torch.Tensor:
     """Check a 1-D vector of integer class ids (in ``0 .. n_classes - 1``); return int64."""
-    y_t = _as_tensor(name, y)
+    y_t = as_tensor(name, y)
     if torch.is_floating_point(y_t) or y_t.dtype == torch.bool or torch.is_complex(y_t):
         raise DataError(f"{name} has dtype {y_t.dtype}: expected integer class ids")
     if y_t.dim() != 1:
@@ -142,12 +153,103 @@ def check_labels(y: Any, *, n_classes: int | None = None, name: str = "y") -> to
     return y_t
 
 
-def _as_tensor(name: str, value: Any) -> torch.Tensor:
+def as_tensor(name: str, value: Any) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value
     if isinstance(value, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(value))
+        _check_numeric(name, value)
+        try:
+            return torch.from_numpy(np.ascontiguousarray(value))
+        except TypeError:  # a numeric dtype torch has no counterpart for (longdouble)
+            raise DataError(f"{name} has dtype {value.dtype}: expected bool, int or float "
+                            "up to 64 bits") from None
     raise DataError(f"{name} is a {type(value).__name__}: expected a torch.Tensor or numpy array")
+
+
+#: numpy dtype kinds that hold numbers: bool, signed and unsigned int, float, complex.
+_NUMERIC_KINDS = "biufc"
+
+
+def _check_numeric(name: str, value: np.ndarray) -> None:
+    """Raise DataError for an array of strings, objects, bytes, dates or records."""
+    if value.dtype.kind not in _NUMERIC_KINDS:
+        raise DataError(f"{name} has dtype {value.dtype}: expected numbers (bool, int or float)")
+
+
+def as_array(name: str, value: Any) -> np.ndarray:
+    """``value`` (a tensor, numpy array, nested list or number) as a numeric numpy array.
+
+    For functions that take array-likes (the metrics). Raises :class:`DataError` for None,
+    ragged lists, strings, objects and complex numbers.
+
+    >>> as_array("y", [0, 1]).tolist()
+    [0, 1]
+    """
+    if isinstance(value, torch.Tensor):
+        arr = value.detach().cpu().numpy()
+    elif value is None or isinstance(value, str | bytes):
+        raise DataError(f"{name} is a {type(value).__name__}: expected an array of numbers")
+    else:
+        try:
+            arr = np.asarray(value)
+        except (ValueError, TypeError) as e:  # ragged nested lists
+            first = str(e).splitlines()[0].split(". ")[0] if str(e) else type(e).__name__
+            raise DataError(f"{name} is not a rectangular array ({first}): expected an array "
+                            "of numbers") from None
+    _check_numeric(name, arr)
+    if arr.dtype.kind == "c":
+        raise DataError(f"{name} has dtype {arr.dtype}: expected real numbers")
+    return arr
+
+
+def check_label_array(name: str, value: Any, *, n_classes: int | None = None) -> np.ndarray:
+    """A 1-D numpy vector of integer class ids (in ``0 .. n_classes - 1``), as int64."""
+    arr = as_array(name, value)
+    if arr.dtype.kind not in "iu":
+        raise DataError(f"{name} has dtype {arr.dtype}: expected integer class ids")
+    if arr.ndim != 1:
+        raise DataError(f"{name} has shape {arr.shape}: expected a vector (n,)")
+    arr = arr.astype(np.int64)
+    if n_classes is not None and arr.size and (arr.min() < 0 or arr.max() >= n_classes):
+        raise DataError(f"{name} has labels in [{int(arr.min())}, {int(arr.max())}]: expected "
+                        f"class ids in [0, {n_classes - 1}]")
+    return arr
+
+
+def check_finite_array(name: str, value: Any, *, ndim: int | None = None) -> np.ndarray:
+    """A real numpy array without NaN or Inf (of ``ndim`` dimensions if given), as float64."""
+    arr = as_array(name, value)
+    if ndim is not None and arr.ndim != ndim:
+        want = "a vector (n,)" if ndim == 1 else f"{ndim} dimensions"
+        raise DataError(f"{name} has shape {arr.shape}: expected {want}")
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).sum())
+        raise DataError(f"{name} contains {bad} NaN or Inf values: expected finite numbers")
+    return arr
+
+
+def check_int_sequence(name: str, value: Any, *, lo: int = 1,
+                       length: int | None = None) -> tuple[int, ...]:
+    """A list or tuple of integers >= ``lo`` (of ``length`` entries if given)."""
+    if isinstance(value, str | bytes) or not isinstance(value, list | tuple | torch.Size):
+        want = f"{length} integers" if length is not None else "a list of integers"
+        raise ConfigError(f"{name}={value!r} is not allowed: expected {want}, e.g. "
+                          f"{list(range(lo + 1, lo + 1 + (length or 2)))}")
+    if length is not None and len(value) != length:
+        raise ConfigError(f"{name}={list(value)!r} is not allowed: expected {length} integers")
+    return tuple(int(check_scalar(name, v, lo=lo, integer=True)) for v in value)
+
+
+def check_model(value: Any, name: str = "model") -> torch.nn.Module:
+    """Raise ConfigError unless ``value`` is an ``nn.Module`` (a model returning logits)."""
+    if not isinstance(value, torch.nn.Module):
+        # a callable's repr carries a memory address: name its kind instead
+        shown = (f"a {type(value).__name__} {getattr(value, '__qualname__', '')}".rstrip()
+                 if callable(value) or len(repr(value)) > 60 else repr(value))
+        raise ConfigError(f"{name}={shown} is not allowed: expected a torch.nn.Module "
+                          "returning logits")
+    return value
 
 
 def check_params(kind: str, fn: Any, params: dict[str, Any], *, skip: tuple[str, ...] = ()) -> None:
@@ -157,7 +259,10 @@ def check_params(kind: str, fn: Any, params: dict[str, Any], *, skip: tuple[str,
     """
     import inspect
 
-    sig = inspect.signature(fn)
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin without a signature: the call will tell
+        return
     if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
         return
     allowed = [n for n, p in sig.parameters.items()

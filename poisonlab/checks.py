@@ -52,7 +52,7 @@ from .metrics import predict_logits
 from .models import eval_mode
 from .registry import Registry, did_you_mean
 from .threat import EvasionThreat, Knowledge, Norm
-from .training import model_device
+from .training import model_device, probes_quiet
 
 logger = logging.getLogger(__name__)
 
@@ -810,7 +810,8 @@ def run_checks(
     out = []
     for name in settings.enabled:
         try:
-            outcome = checks.get(name)(probes)
+            with probes_quiet():  # the probes' own calls: the checks report, not warn
+                outcome = checks.get(name)(probes)
         except PoisonlabError as e:  # a probe the model cannot take: the check, not the cell
             outcome = _skipped(name, f"could not run: {e}")
         if outcome.flagged:

@@ -42,6 +42,7 @@ import torch
 from sklearn.model_selection import train_test_split
 
 from ._validation import (
+    as_array,
     check_bounds,
     check_inputs,
     check_labels,
@@ -148,7 +149,10 @@ class Dataset:
             )
         x_t, y_t = check_inputs(x, y)
         x_t = x_t.float()
-        k = int(y_t.max()) + 1 if n_classes is None else n_classes
+        if not len(y_t):
+            raise DataError(f"y has shape {tuple(y_t.shape)}: expected at least one example")
+        k = (int(y_t.max()) + 1 if n_classes is None
+             else check_scalar("n_classes", n_classes, lo=2, integer=True))
         x_t, y_t = check_inputs(x_t, y_t, n_classes=k)
         lo, hi = bounds
         if x_t.min() < lo or x_t.max() > hi:
@@ -241,10 +245,10 @@ class Dataset:
             v = arrays[key]
             if isinstance(v, torch.Tensor):
                 return v
-            a = np.asarray(v)
-            if a.dtype == object:
-                raise DataError(f"{where}: array {key!r} has dtype object: expected numbers")
-            return a
+            try:
+                return as_array(key, v)
+            except DataError as e:
+                raise DataError(f"{where}: {e}") from None
 
         names = ["train", "test", "val"] if "x_val" in arrays else ["train", "test"]
         xs: dict[str, torch.Tensor] = {}
@@ -269,7 +273,7 @@ class Dataset:
             raise DataError(f"y_train has no example of class {missing_class}: expected labels "
                             f"0 .. K-1 (K={max(k, 2)}) with every class in the training set")
         if bounds is None and "bounds" in arrays:
-            bounds = tuple(np.asarray(arrays["bounds"], dtype=float).ravel().tolist())
+            bounds = tuple(arr("bounds").astype(float).ravel().tolist())
         if bounds is None:
             lo = min(float(x.min()) for x in xs.values())
             hi = max(float(x.max()) for x in xs.values())
@@ -394,9 +398,17 @@ def load_npz(
     if not isinstance(path, str | Path):
         raise DataError(f"path={path!r} is not allowed: expected the path of an .npz file")
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise DataError(f"path={str(path)!r} does not exist: expected an .npz file with "
                         f"{', '.join(SPLIT_ARRAYS)}")
+    if not p.is_file():
+        raise DataError(f"path={str(path)!r} is not a file: expected an .npz file with "
+                        f"{', '.join(SPLIT_ARRAYS)}")
+    with p.open("rb") as f:
+        head = f.read(6)
+    if not (head.startswith(b"PK") or head == b"\x93NUMPY"):  # zip (.npz) or .npy magic
+        raise DataError(f"path={str(path)!r} cannot be read as .npz: it is not a zip archive "
+                        f"(np.savez writes one) holding {', '.join(SPLIT_ARRAYS)}")
     try:
         npz = np.load(p, allow_pickle=False)
         if not hasattr(npz, "files"):

@@ -50,11 +50,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._validation import check_bounds, check_inputs, check_scalar, check_seed
+from ._validation import (
+    as_array,
+    as_tensor,
+    check_bounds,
+    check_finite_array,
+    check_inputs,
+    check_int_sequence,
+    check_label_array,
+    check_model,
+    check_scalar,
+    check_seed,
+    check_x,
+)
 from .defenses.posthoc import fit_temperature
 from .errors import ConfigError, DataError
 from .models import eval_mode
-from .training import model_device, output_width
+from .training import check_logits, forward, model_device, output_width
 
 #: Multipliers of the ``alpha * x`` rays (design section 4).
 RAY_ALPHAS: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 100.0)
@@ -107,11 +119,17 @@ def _np(a: Any) -> np.ndarray:
     return np.asarray(a)
 
 
+def _pair(name_a: str, a: Any, name_b: str, b: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Two class-id vectors of the same length (numpy, int64)."""
+    pa, pb = as_array(name_a, a), as_array(name_b, b)
+    if pa.shape != pb.shape:
+        raise DataError(f"{name_a} has shape {pa.shape}: expected {pb.shape} to match {name_b}")
+    return check_label_array(name_a, pa), check_label_array(name_b, pb)
+
+
 def accuracy(pred: Any, y: Any) -> float:
-    """Fraction of ``pred == y``; NaN for empty input."""
-    p, t = _np(pred), _np(y)
-    if p.shape != t.shape:
-        raise DataError(f"pred has shape {p.shape}: expected {t.shape} to match y")
+    """Fraction of ``pred == y`` over integer class-id vectors; NaN for empty input."""
+    p, t = _pair("pred", pred, "y", y)
     return float(np.mean(p == t)) if t.size else math.nan
 
 
@@ -119,7 +137,8 @@ def attack_success_rate(
     pred_clean: Any, pred_adv: Any, y: Any, *, target: Any = None
 ) -> float:
     """Evasion success rate (design section 4); NaN when no point qualifies."""
-    pc, pa, t = _np(pred_clean), _np(pred_adv), _np(y)
+    pc, t = _pair("pred_clean", pred_clean, "y", y)
+    pa, _ = _pair("pred_adv", pred_adv, "y", y)
     if target is None:
         eligible = pc == t
         return float(np.mean(pa[eligible] != t[eligible])) if eligible.any() else math.nan
@@ -137,7 +156,8 @@ def poisoning_success_rate(
     target: int | None = None,
 ) -> float:
     """Poisoning success rate: indiscriminate, or pairwise when source/target are given."""
-    pc, pp, t = _np(pred_clean_model), _np(pred_poisoned_model), _np(y)
+    pc, t = _pair("pred_clean_model", pred_clean_model, "y", y)
+    pp, _ = _pair("pred_poisoned_model", pred_poisoned_model, "y", y)
     if source is not None and target is not None:
         of_source = t == source
         return float(np.mean(pp[of_source] == target)) if of_source.any() else math.nan
@@ -145,12 +165,25 @@ def poisoning_success_rate(
     return float(np.mean(pp[eligible] != t[eligible])) if eligible.any() else math.nan
 
 
+#: Slack on probabilities: entries in [-PROB_TOL, 1 + PROB_TOL], rows summing to 1 within
+#: ROW_SUM_TOL (float16 or float32 softmax rounding; logits or scores are far off).
+PROB_TOL = 1e-6
+ROW_SUM_TOL = 1e-2
+
+
 def _check_probs(probs: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
-    p, t = _np(probs).astype(np.float64), _np(y).astype(np.int64)
-    if p.ndim != 2 or t.ndim != 1 or p.shape[0] != t.shape[0]:
+    p, t = as_array("probs", probs), check_label_array("y", y)
+    if p.ndim != 2 or p.shape[0] != t.shape[0] or p.shape[1] == 0:
         raise DataError(f"probs has shape {p.shape}, y {t.shape}: expected (n, K) and (n,)")
+    p = check_finite_array("probs", p)
+    if p.size and (p.min() < -PROB_TOL or p.max() > 1 + PROB_TOL
+                   or np.abs(p.sum(axis=1) - 1).max() > ROW_SUM_TOL):
+        raise DataError(f"probs has values in [{p.min():g}, {p.max():g}] and row sums in "
+                        f"[{p.sum(axis=1).min():g}, {p.sum(axis=1).max():g}]: expected "
+                        "probabilities (rows in [0, 1] summing to 1; softmax the logits)")
     if t.size and (t.min() < 0 or t.max() >= p.shape[1]):
-        raise DataError(f"y has labels outside [0, {p.shape[1] - 1}]")
+        raise DataError(f"y has labels outside [0, {p.shape[1] - 1}]: got labels in "
+                        f"[{t.min()}, {t.max()}]")
     return p, t
 
 
@@ -255,7 +288,8 @@ def auroc(pos_scores: Any, neg_scores: Any) -> float:
 
     The Mann-Whitney statistic, ties counted as one half.
     """
-    pos, neg = _np(pos_scores).astype(np.float64), _np(neg_scores).astype(np.float64)
+    pos = check_finite_array("pos_scores", pos_scores, ndim=1)
+    neg = check_finite_array("neg_scores", neg_scores, ndim=1)
     if not len(pos) or not len(neg):
         return math.nan
     from scipy.stats import rankdata
@@ -281,10 +315,10 @@ def as_model_input(model: nn.Module, x: Any) -> torch.Tensor:
     >>> as_model_input(nn.Linear(2, 1), np.zeros((3, 2))).dtype
     torch.float32
     """
-    if isinstance(x, np.ndarray):
-        x = torch.from_numpy(np.ascontiguousarray(x))
-    elif not isinstance(x, torch.Tensor):
-        raise DataError(f"x is a {type(x).__name__}: expected a torch.Tensor or numpy array")
+    check_model(model)
+    x = as_tensor("x", x)
+    if x.is_complex():
+        raise DataError(f"x has dtype {x.dtype}: expected real numbers")
     dtype = _param_dtype(model)
     if dtype is not None and x.is_floating_point() and x.dtype != dtype:
         x = x.to(dtype)
@@ -297,10 +331,16 @@ def predict_logits(model: nn.Module, x: Any, batch_size: int = 4096) -> torch.Te
     ``x`` may live on any device (or be a numpy array): each batch is moved to the model's
     device (see :func:`as_model_input`) and its logits come back to the CPU.
     """
+    check_model(model)
+    batch_size = check_scalar("batch_size", batch_size, lo=1, integer=True)
+    x = as_tensor("x", x)
+    if x.dim() < 2:
+        raise DataError(f"x has shape {tuple(x.shape)}: expected (n, *input_shape)")
     out = []
     with eval_mode(model), torch.no_grad():
         for i in range(0, x.shape[0], batch_size):
-            out.append(model(as_model_input(model, x[i : i + batch_size])).cpu())
+            xb = as_model_input(model, x[i : i + batch_size])
+            out.append(check_logits(forward(model, xb), xb.shape[0]).cpu())
     return torch.cat(out) if out else torch.empty(0)
 
 
@@ -331,8 +371,10 @@ def uniform_noise(
     True
     """
     g = torch.Generator().manual_seed(check_seed("seed", seed))
-    lo, hi = bounds
-    out = lo + (hi - lo) * torch.rand((n, *input_shape), generator=g)
+    n = check_scalar("n", n, lo=0, integer=True)
+    shape = check_int_sequence("input_shape", input_shape)
+    lo, hi = check_bounds("bounds", bounds)
+    out = lo + (hi - lo) * torch.rand((n, *shape), generator=g)
     return out if device is None else out.to(device)
 
 
@@ -346,8 +388,8 @@ def gaussian_noise(n: int, x_train: Any, seed: int, *,
     of ``x_train``).
     """
     g = torch.Generator().manual_seed(check_seed("seed", seed))
-    x_t = x_train if isinstance(x_train, torch.Tensor) else \
-        torch.from_numpy(np.ascontiguousarray(x_train))
+    n = check_scalar("n", n, lo=0, integer=True)
+    x_t = check_x(x_train, "x_train")
     target = x_t.device if device is None else torch.device(device)
     x_cpu = x_t.detach().cpu()
     mean, std = x_cpu.mean(dim=0), x_cpu.std(dim=0)
@@ -518,10 +560,10 @@ def temperature(model: nn.Module, x_val: torch.Tensor, y_val: Any) -> float:
     >>> temperature(nn.Identity(), x, torch.tensor([0, 1, 1, 0])) > 1
     True
     """
-    if not len(y_val):
+    if not len(check_label_array("y_val", y_val)):
         return math.nan
     logits = predict_logits(model, x_val)
-    y = _np(y_val).astype(np.int64)
+    y = check_label_array("y_val", y_val, n_classes=logits.shape[1])
     if logits.dim() != 2 or logits.shape[0] != len(y):
         raise DataError(f"y_val has shape {y.shape}: expected ({logits.shape[0]},) to match "
                         "x_val")

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._validation import check_params, check_scalar, check_seed
+from ._validation import check_int_sequence, check_params, check_scalar, check_seed
 from .errors import ConfigError
 from .registry import Registry
 
@@ -83,7 +83,7 @@ def build_model(
     builder = models.resolve(name)
     seed = check_seed("seed", seed)
     k = check_scalar("n_classes", n_classes, lo=2, integer=True)
-    shape = tuple(int(check_scalar("input_shape", s, lo=1, integer=True)) for s in input_shape)
+    shape = check_int_sequence("input_shape", input_shape)
     if not shape:
         raise ConfigError("input_shape=() is not allowed: expected at least one dimension")
     check_params(f"model {name!r}", builder, params, skip=("input_shape", "n_classes"))
@@ -114,7 +114,7 @@ def _call_factory(name: str, factory: Callable[..., Any], shape: tuple[int, ...]
             kwargs[key] = value
     if sig:
         try:
-            inspect.signature(factory).bind(**kwargs)
+            inspect.Signature(list(sig.values())).bind(**kwargs)
         except TypeError as e:
             raise ConfigError(f"model {name!r} cannot be called with "
                               f"{', '.join(kwargs) or 'no arguments'}: {e}") from None
@@ -134,26 +134,17 @@ def _call_factory(name: str, factory: Callable[..., Any], shape: tuple[int, ...]
     return model.cpu()
 
 
-def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load a ``state_dict`` file into ``model`` with ``torch.load(weights_only=True)``.
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a ``state_dict`` file with ``torch.load(weights_only=True)``, checked.
 
-    Parameters
-    ----------
-    model : nn.Module
-        Loaded in place (``strict=True``: every key and shape must match).
-    path : str or Path
-        Written by ``torch.save(model.state_dict(), path)``. A pickle of anything besides
-        tensors and plain containers is refused by ``weights_only=True``.
-
-    Returns
-    -------
-    The same ``model``.
+    Only tensors and plain containers load: a pickle naming any other class or callable
+    (a crafted file that would run code) is refused before anything of it runs.
 
     Raises
     ------
     ConfigError
-        A missing or unreadable file, a refused pickle, something other than a state_dict,
-        or keys and shapes that do not match the model (one line).
+        A missing or unreadable file, a refused pickle, or something other than a mapping
+        of names to tensors (one line).
     """
     if not isinstance(path, str | Path):
         raise ConfigError(f"weights={path!r} is not allowed: expected a file path")
@@ -181,6 +172,32 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     ):
         raise ConfigError(f"weights={str(path)!r} holds a {type(state).__name__} that is not "
                           f"a mapping of names to tensors: {expected}")
+    return dict(state)
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a ``state_dict`` file into ``model`` with ``torch.load(weights_only=True)``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Loaded in place (``strict=True``: every key and shape must match).
+    path : str or Path
+        Written by ``torch.save(model.state_dict(), path)``. A pickle of anything besides
+        tensors and plain containers is refused by ``weights_only=True``
+        (:func:`read_state_dict`).
+
+    Returns
+    -------
+    The same ``model``.
+
+    Raises
+    ------
+    ConfigError
+        A missing or unreadable file, a refused pickle, something other than a state_dict,
+        or keys and shapes that do not match the model (one line).
+    """
+    state = read_state_dict(path)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -248,7 +265,7 @@ def _logistic(*, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
 def _mlp(
     *, input_shape: tuple[int, ...], n_classes: int, hidden: Sequence[int] = (128, 128)
 ) -> nn.Module:
-    widths = [int(check_scalar("hidden", h, lo=1, integer=True)) for h in hidden]
+    widths = check_int_sequence("hidden", hidden)
     layers: list[nn.Module] = [nn.Flatten()]
     prev = _flat(input_shape)
     for w in widths:
@@ -271,7 +288,7 @@ def _cnn(
             f"model 'cnn' got input_shape={input_shape}: expected an image shape (C, H, W) "
             "with H, W >= 4"
         )
-    c1, c2 = (int(check_scalar("channels", c, lo=1, integer=True)) for c in channels)
+    c1, c2 = check_int_sequence("channels", channels, length=2)
     h = int(check_scalar("hidden", hidden, lo=1, integer=True))
     c, height, width = input_shape
     return nn.Sequential(

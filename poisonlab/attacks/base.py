@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validation import check_inputs, check_seed
+from .._validation import check_inputs, check_model, check_seed
 from ..errors import ConfigError, DataError
 from ..models import eval_mode
 from ..threat import EvasionThreat, Knowledge, Norm
-from ..training import model_device, output_width
+from ..training import check_labels_fit, match_dtype, model_device, probe_model
 
 # --------------------------------------------------------------------------- norm table
 
@@ -216,18 +216,40 @@ def check_threat(threat: Any) -> EvasionThreat:
     return threat
 
 
+def _targets(target: Any, y: torch.Tensor) -> Any:
+    """A scalar class id broadcast to ``y``'s length; a vector as given (checked later)."""
+    if isinstance(target, bool | np.bool_):
+        raise ConfigError(f"target={target!r} is not allowed: expected a class id or a vector "
+                          "of class ids")
+    if isinstance(target, int | np.integer):
+        return torch.full_like(y, int(target))
+    if isinstance(target, torch.Tensor | np.ndarray) and target.ndim == 0:
+        t = torch.as_tensor(target)
+        return t.reshape(1).expand(len(y)).clone()  # dtype kept: check_labels judges it
+    return target
+
+
 def prepare_call(
     model: nn.Module,
     x: Any,
     y: Any,
     threat: Any,
     target: Any,
+    *,
+    gradients: bool = False,
+    name: str = "attack",
 ) -> tuple[torch.Tensor, torch.Tensor, EvasionThreat, torch.Tensor | None]:
-    """Validate an attack call's arguments; return tensors on the model's device."""
+    """Validate an attack call's arguments; return tensors on the model's device.
+
+    One probe of the model (:func:`~poisonlab.training.probe_model`) checks its output and,
+    with ``gradients`` (white-box attacks), that its output is differentiable in its input.
+    """
     threat = check_threat(threat)
+    check_model(model)
     x_t, y_t = check_inputs(x, y)
-    k = output_width(model, x_t)
-    x_t, y_t = check_inputs(x_t, y_t, n_classes=k)
+    x_t = match_dtype(model, x_t)
+    k = probe_model(model, x_t, input_grad=gradients, what=f"attack {name!r}")
+    check_labels_fit(y_t, k)
     lo, hi = threat.bounds
     if x_t.numel() and (x_t.min() < lo or x_t.max() > hi):
         raise DataError(
@@ -238,10 +260,7 @@ def prepare_call(
     if threat.targeted:
         if target is None:
             raise ConfigError("target=None is not allowed: a targeted threat needs target=")
-        scalar = isinstance(target, int | np.integer) or (
-            isinstance(target, torch.Tensor | np.ndarray) and target.ndim == 0)
-        t = torch.full_like(y_t, int(target)) if scalar else target
-        _, t = check_inputs(x_t, t, n_classes=k, name_y="target")
+        _, t = check_inputs(x_t, _targets(target, y_t), n_classes=k, name_y="target")
     elif target is not None:
         raise ConfigError("target= is not allowed: the threat is untargeted (targeted=False)")
     device = model_device(model)
@@ -264,6 +283,11 @@ class Attack:
 
     def params(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def needs_gradients(self) -> bool:
+        """Whether the attack differentiates the model (white-box): the call then checks
+        once that the model's output has a gradient path back to its input."""
+        return self.knowledge is Knowledge.WHITE_BOX
 
     def check_threat(self, threat: EvasionThreat) -> None:
         """Raise ConfigError if this attack cannot honour ``threat`` (its norm, targeting).
@@ -298,7 +322,8 @@ class Attack:
         seed: int | torch.Generator = 0,
         target: Any = None,
     ) -> AttackResult:
-        x_t, y_t, threat, t = prepare_call(model, x, y, threat, target)
+        x_t, y_t, threat, t = prepare_call(model, x, y, threat, target,
+                                           gradients=self.needs_gradients(), name=self.name)
         self.check_threat(threat)
         generator, seed_used = as_generator(seed)
         with eval_mode(model):

@@ -353,8 +353,17 @@ def security_curve(
 
     Returns one :class:`AttackResult` per threat, in the order given.
     """
+    if not isinstance(attack, Attack):
+        raise ConfigError(f"attack={attack!r} is not allowed: expected an Attack such as "
+                          "PGD(steps=40) (get_attack(name) builds one from a name)")
+    if isinstance(threats, EvasionThreat) or not isinstance(threats, Sequence | type(None)):
+        raise ConfigError(f"threats={threats!r} is not allowed: expected a list of "
+                          "EvasionThreat")
     if not threats:
         raise ConfigError("threats=[] is not allowed: expected at least one EvasionThreat")
+    if on_result is not None and not callable(on_result):
+        raise ConfigError(f"on_result={on_result!r} is not allowed: expected a callable "
+                          "(threat, result) -> None")
     first = threats[0]
     for t in threats:
         if not isinstance(t, EvasionThreat):
@@ -366,7 +375,8 @@ def security_curve(
             )
     seed = check_seed("seed", seed)
     attack.check_threat(first)
-    x_t, y_t, _, t_t = prepare_call(model, x, y, first, target)
+    x_t, y_t, _, t_t = prepare_call(model, x, y, first, target,
+                                    gradients=attack.needs_gradients(), name=attack.name)
     order = sorted(range(len(threats)), key=lambda i: threats[i].eps)
     seeds = child_seeds(seed, len(threats))
     results: dict[int, AttackResult] = {}

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._validation import check_scalar, check_seed
+from .._validation import check_model, check_scalar, check_seed
 from ..attacks import LabelFlip, get_attack, security_curve
 from ..attacks.evasion import child_seeds
 from ..attacks.transfer import SurrogateSpec, Transfer
@@ -52,7 +52,7 @@ from ..metrics import (
 from ..models import build_model
 from ..registry import split_named
 from ..threat import EvasionThreat
-from ..training import model_device, train
+from ..training import probe_model, probes_quiet, train
 from .suite import METRIC_GROUPS, SUITE_VERSION, Cell, EvasionSpec, InformationSpec, Spec, Suite
 
 #: Order of the child seeds drawn from a cell's seed (append only: children are
@@ -475,6 +475,13 @@ def evaluate_model_details(
     empty without evasion threats).
     """
     seed = check_seed("seed", seed)
+    check_model(model)
+    if not isinstance(dataset, Dataset):
+        raise ConfigError(f"dataset={dataset!r} is not allowed: expected a Dataset "
+                          "(load_dataset(name), load_npz(path) or as_dataset(arrays, name=...))")
+    if isinstance(metrics, str):
+        raise ConfigError(f"metrics={metrics!r} is not allowed: expected a list of "
+                          f"{', '.join(PRETRAINED_METRICS)}")
     check_settings = CheckSettings.from_config(checks)
     n_noise = check_scalar("n_noise", n_noise, lo=10, integer=True)
     for m in metrics:
@@ -500,21 +507,17 @@ def evaluate_model_details(
     if "evasion" in metrics and bool(specs) != bool(a_specs):
         missing = "attacks" if specs else "threats"
         raise ConfigError(f"{missing} is empty: evasion needs both threats and attacks")
+    grad_attack = ""  # the first attack that differentiates the model, if any runs
     for a in a_specs:
         attack = get_attack(a.name, **a.kwargs)
+        if not grad_attack and "evasion" in metrics and specs and attack.needs_gradients():
+            grad_attack = f"attack {attack.name!r}"
         for e in specs:
             attack.check_threat(e.threats(dataset.bounds)[0])
-    with torch.no_grad():
-        try:
-            logits = model(dataset.x_test[:2].to(model_device(model)))
-        except RuntimeError as e:
-            raise ConfigError(f"the model cannot take inputs of shape "
-                              f"{tuple(dataset.x_test.shape[1:])}: "
-                              f"{str(e).splitlines()[0]}") from None
-    if not isinstance(logits, torch.Tensor) or tuple(logits.shape[1:]) != (dataset.n_classes,):
-        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise ConfigError(f"the model returns {got} for 2 inputs: expected logits of shape "
-                          f"(2, {dataset.n_classes}) for the dataset's {dataset.n_classes} "
+    k = probe_model(model, dataset.x_test, input_grad=bool(grad_attack), what=grad_attack)
+    if k != dataset.n_classes:
+        raise ConfigError(f"the model returns {k} logits per input: expected logits of shape "
+                          f"(n, {dataset.n_classes}) for the dataset's {dataset.n_classes} "
                           "classes")
     if "information" in metrics:
         for i, c in enumerate(info.classes):
@@ -527,27 +530,30 @@ def evaluate_model_details(
                   metrics=tuple(m for m in METRIC_GROUPS if m in metrics), n_noise=n_noise,
                   information=info)
     seeds = dict(zip(_SEED_SLOTS, child_seeds(seed, len(_SEED_SLOTS)), strict=True))
-    ds = dataset
-    probs = predict_proba(model, ds.x_test)
-    out, diagram = _clean_metrics(suite, model, ds, probs)
-    checks_out: list[dict[str, Any]] = []
-    if "evasion" in suite.metrics and specs:
-        def no_surrogate(spec: SurrogateSpec) -> nn.Module:
-            raise ConfigError("a transfer attack with a surrogate to train is not available "
-                              "for a pretrained model: give the transfer attack a trained "
-                              "surrogate or evaluate it in a suite")
+    # The model was probed above (one warning at most): poisonlab's own calls after
+    # it stay quiet.
+    with probes_quiet():
+        ds = dataset
+        probs = predict_proba(model, ds.x_test)
+        out, diagram = _clean_metrics(suite, model, ds, probs)
+        checks_out: list[dict[str, Any]] = []
+        if "evasion" in suite.metrics and specs:
+            def no_surrogate(spec: SurrogateSpec) -> nn.Module:
+                raise ConfigError("a transfer attack with a surrogate to train is not available "
+                                  "for a pretrained model: give the transfer attack a trained "
+                                  "surrogate or evaluate it in a suite")
 
-        runs: list[SuiteAttack] = []
-        out += _evasion(suite, model, ds.x_test, ds.y_test, ds.n_classes, ds.bounds,
-                        seeds["attack"], no_surrogate, collect=runs)
-        checks_out = [o.to_dict() for o in run_checks(
-            model, ds.x_test, ds.y_test, groups=[e.threats(ds.bounds) for e in specs],
-            settings=check_settings, seed=seeds["checks"], suite_results=runs)]
-    if "offmanifold" in suite.metrics:
-        out += _offmanifold(suite, model, ds.x_train, ds.x_test, ds.input_shape, ds.bounds,
-                            seeds["noise"])
-    if "information" in suite.metrics:
-        out += _information(info, model, ds, seeds["information"])
+            runs: list[SuiteAttack] = []
+            out += _evasion(suite, model, ds.x_test, ds.y_test, ds.n_classes, ds.bounds,
+                            seeds["attack"], no_surrogate, collect=runs)
+            checks_out = [o.to_dict() for o in run_checks(
+                model, ds.x_test, ds.y_test, groups=[e.threats(ds.bounds) for e in specs],
+                settings=check_settings, seed=seeds["checks"], suite_results=runs)]
+        if "offmanifold" in suite.metrics:
+            out += _offmanifold(suite, model, ds.x_train, ds.x_test, ds.input_shape, ds.bounds,
+                                seeds["noise"])
+        if "information" in suite.metrics:
+            out += _information(info, model, ds, seeds["information"])
     return {"metrics": out, "reliability": diagram, "checks": checks_out}
 
 

@@ -29,6 +29,7 @@ from .._validation import check_device
 from ..attacks import get_attack
 from ..attacks.evasion import child_seeds
 from ..data import Dataset, load_dataset, load_npz
+from ..errors import ConfigError
 from ..models import build_model
 from ..threat import EvasionThreat, Norm
 from .evaluate import _SEED_SLOTS, PRETRAINED_METRICS, _as_spec, evaluate_model_details
@@ -37,11 +38,14 @@ from .runner import RESULTS_NAME, atomic_write, build_results, prepare_out
 from .suite import SUITE_VERSION, EvasionSpec, InformationSpec
 
 
-def load_data(data: str, *, seed: int = 0) -> tuple[Dataset, dict[str, Any]]:
+def load_data(data: str | Path, *, seed: int = 0) -> tuple[Dataset, dict[str, Any]]:
     """Load ``data`` (an existing file or a ``.npz`` path, else a dataset name) and its spec.
 
     Returns the dataset and its ``{"name", "params"}`` spec for results.json.
     """
+    if not isinstance(data, str | Path):
+        raise ConfigError(f"data={data!r} is not allowed: expected an .npz path, "
+                          "'package.module:function' or a dataset name")
     if str(data).endswith(".npz") or Path(data).is_file():
         return load_npz(data, seed=seed), {"name": "npz", "params": {"path": str(data)}}
     return load_dataset(data, seed=seed), {"name": data, "params": {}}
