@@ -85,7 +85,9 @@ def split_named(entry: Any, key: str = "name") -> tuple[str, dict[str, Any]] | N
 
 
 def did_you_mean(name: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+    """`` (did you mean 'x'?)`` for the closest option, or ``""``; any ``name`` (a YAML key
+    may be a number or null) is compared as its string."""
+    close = difflib.get_close_matches(str(name), [str(o) for o in options], n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 

@@ -407,6 +407,8 @@ def validate_baseline(doc: Any, *, where: str = "baseline") -> dict[str, Any]:
 
 def _read_json(path: str | Path, what: str) -> Any:
     p = Path(path)
+    if p.is_dir():
+        raise DataError(f"{what}={str(path)!r} is a folder: expected a JSON file")
     if not p.is_file():
         raise DataError(f"{what}={str(path)!r} does not exist: expected a JSON file")
     try:

@@ -69,7 +69,37 @@ def read_results(path: str | Path) -> dict[str, Any]:
     if version != SCHEMA_VERSION:
         raise DataError(f"path={str(p)!r} is not a poisonlab {RESULTS_NAME}: "
                         f"schema_version={version!r}, expected {SCHEMA_VERSION}")
+    from .gate import validate_results
+
+    # suite, environment and aggregates as the gate reads them; cells where they are read
+    validate_results(doc, where=f"path={str(p)!r}")
+    if not isinstance(doc.get("cells"), list):
+        raise DataError(f"path={str(p)!r}: cells={doc.get('cells')!r:.60} is not allowed: "
+                        "expected a list")
     return doc
+
+
+def _malformed(path: str | Path, where: str, e: Exception) -> DataError:
+    what = f"has no {e}" if isinstance(e, KeyError) else f"is malformed ({e})"
+    return DataError(f"path={str(path)!r}: {where} {what}: expected it as 'poisonlab run' "
+                     "writes it (poisonlab/schemas/results.schema.json)".replace("\n", " "))
+
+
+def _rows_of(head: tuple[Any, ...], c: Any) -> list[tuple[Any, ...]]:
+    cell = (*head, c["key"], spec_label(c["dataset"]), spec_label(c["model"]),
+            spec_label(c["defense"]), "none" if c["poisoning"] is None else c["poisoning"]["id"],
+            c["seed"], c["status"], c.get("error"))
+    if not c["metrics"]:
+        return [(*cell, None, None, None, None, None)]
+    return [(*cell, m["metric"], m["threat"], m["attack"], m["value"], m["higher_is_better"])
+            for m in c["metrics"]]
+
+
+def _typed(df: pd.DataFrame, dtypes: dict[str, str], path: str | Path) -> pd.DataFrame:
+    try:
+        return df.astype(dtypes)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise _malformed(path, "a column", e) from None
 
 
 def load_results(path: str | Path) -> pd.DataFrame:
@@ -120,19 +150,14 @@ def load_results(path: str | Path) -> pd.DataFrame:
     doc = read_results(path)
     suite, version = doc["suite"]["name"], doc["suite"]["version"]
     rows: list[tuple[Any, ...]] = []
-    for c in doc["cells"]:
-        cell = (suite, version, c["key"], spec_label(c["dataset"]), spec_label(c["model"]),
-                spec_label(c["defense"]),
-                "none" if c["poisoning"] is None else c["poisoning"]["id"],
-                c["seed"], c["status"], c.get("error"))
-        if not c["metrics"]:
-            rows.append((*cell, None, None, None, None, None))
-        for m in c["metrics"]:
-            rows.append((*cell, m["metric"], m["threat"], m["attack"], m["value"],
-                         m["higher_is_better"]))
+    for i, c in enumerate(doc["cells"]):
+        try:
+            rows += _rows_of((suite, version), c)
+        except (KeyError, TypeError, AttributeError) as e:
+            raise _malformed(path, f"cells[{i}]", e) from None
     df = pd.DataFrame.from_records(rows, columns=list(RESULT_COLUMNS))
-    return df.astype({"suite_version": "int64", "seed": "int64", "value": "float64",
-                      "higher_is_better": "boolean"})
+    return _typed(df, {"suite_version": "int64", "seed": "int64", "value": "float64",
+                       "higher_is_better": "boolean"}, path)
 
 
 def load_aggregates(path: str | Path) -> pd.DataFrame:
@@ -176,7 +201,12 @@ def load_aggregates(path: str | Path) -> pd.DataFrame:
 
     doc = read_results(path)
     suite, version = doc["suite"]["name"], doc["suite"]["version"]
-    rows = [(suite, version, *(a[k] for k in AGGREGATE_COLUMNS[2:])) for a in doc["aggregates"]]
+    rows = []
+    for i, a in enumerate(doc["aggregates"]):
+        try:
+            rows.append((suite, version, *(a[k] for k in AGGREGATE_COLUMNS[2:])))
+        except KeyError as e:
+            raise _malformed(path, f"aggregates[{i}]", e) from None
     df = pd.DataFrame.from_records(rows, columns=list(AGGREGATE_COLUMNS))
-    return df.astype({"suite_version": "int64", "mean": "float64", "std": "float64",
-                      "n": "int64", "n_failed": "int64", "higher_is_better": "boolean"})
+    return _typed(df, {"suite_version": "int64", "mean": "float64", "std": "float64",
+                       "n": "int64", "n_failed": "int64", "higher_is_better": "boolean"}, path)

@@ -43,14 +43,20 @@ Format (version 1)::
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterator
+import math
+import reprlib
+import types
+import typing
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from .._validation import check_bool, check_params, check_scalar, check_seed
@@ -58,7 +64,7 @@ from ..attacks import get_attack
 from ..checks import CheckSettings
 from ..data import datasets
 from ..defenses import get_defense
-from ..errors import PoisonlabError, SuiteError
+from ..errors import ConfigError, PoisonlabError, SuiteError
 from ..metrics import (
     AUGMENT_NOISE,
     AUGMENT_SHIFT,
@@ -67,13 +73,20 @@ from ..metrics import (
     MI_N_EXAMPLES,
     check_information_settings,
 )
-from ..models import models
+from ..models import models, read_state_dict
 from ..registry import did_you_mean, split_named
 from ..threat import EvasionThreat, Norm, PoisonThreat
 from .expectations import Expectation, parse_suite_expectations
 from .gate import parse_tolerances
 
 SUITE_VERSION = 1
+#: Seeds reach numpy, torch and scikit-learn, which takes 32-bit seeds only.
+SEED_MAX = 2**32 - 1
+#: Noise inputs of the off-manifold metrics per cell (each one is a whole input in memory).
+N_NOISE_MAX = 100_000
+#: Nesting and size limits of a suite's values: a suite is settings, not data; the size
+#: counts a value each time it is reached, so that a YAML alias bomb is refused.
+MAX_DEPTH, MAX_VALUES = 32, 100_000
 METRIC_GROUPS: tuple[str, ...] = ("accuracy", "evasion", "poisoning", "offmanifold", "calibration",
                                   "information")
 _TOP_KEYS = (
@@ -332,31 +345,72 @@ def load_suite(path: str | Path) -> Suite:
         raise SuiteError(f"{p}: {e}") from None
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, first: yaml.Mark, again: yaml.Mark) -> None:
+        super().__init__(f"key {key!r} is given twice in one mapping (lines {first.line + 1} "
+                         f"and {again.line + 1}): expected each key once")
+        self.problem_mark = again
+
+
+class _SuiteLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML would keep
+    the last one silently, so ``seeds:`` written twice would drop the first list)."""
+
+
+def _unique_keys_map(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Iterator[Any]:
+    first: dict[Any, yaml.Mark] = {}
+    for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # merge keys (<<) may override; unhashable keys fail in PyYAML itself
+        key = loader.construct_object(key_node)
+        if key in first:
+            raise _DuplicateKey(key, first[key], key_node.start_mark)
+        first[key] = key_node.start_mark
+    return (yield from loader.construct_yaml_map(node))
+
+
+_SuiteLoader.add_constructor("tag:yaml.org,2002:map", _unique_keys_map)
+
+
 def _read(p: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     if p.resolve() in seen:
         raise SuiteError(f"{p}: include cycle through {' -> '.join(map(str, seen))}")
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SuiteError(f"suite file {str(p)!r} does not exist") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise SuiteError(f"suite file {str(p)!r} cannot be read: {e}") from None
+    except IsADirectoryError:
+        raise SuiteError(f"suite file {str(p)!r} is a folder: expected a YAML file") from None
+    except UnicodeDecodeError as e:
+        raise SuiteError(f"suite file {str(p)!r} cannot be read: byte {e.start} is not "
+                         "UTF-8: expected a UTF-8 text file") from None
+    except OSError as e:
+        raise SuiteError(f"suite file {str(p)!r} cannot be read: "
+                         f"{e.strerror or type(e).__name__}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_SuiteLoader)  # a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise SuiteError(f"{p}: malformed YAML{where}: {problem}") from None
+    except RecursionError:
+        raise SuiteError(f"{p}: malformed YAML: nested too deeply: expected a suite of at "
+                         f"most {MAX_DEPTH} levels") from None
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        raise SuiteError(f"{p}: malformed YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise SuiteError(f"{p}: expected a mapping of suite keys, got {type(data).__name__}")
     inc = data.pop("include", None)
     if inc is None:
         return data
     base_files = inc if isinstance(inc, list) else [inc]
+    if not base_files:
+        raise SuiteError(f"{p}: include=[] is not allowed: expected a file path or a "
+                         "non-empty list of them")
     merged: dict[str, Any] = {}
     for f in base_files:
-        if not isinstance(f, str):
+        if not isinstance(f, str) or not f.strip():
             raise SuiteError(f"{p}: include={f!r} is not allowed: expected a file path")
         merged.update(_read(p.parent / f, seen=(*seen, p.resolve())))
     merged.update(data)
@@ -384,7 +438,7 @@ def _spec(entry: Any, where: str, field_name: str = "name") -> Spec:
     named = split_named(entry, field_name)
     if named is not None:
         return Spec.of(*named)
-    raise SuiteError(f"{where}={entry!r} is not allowed: expected a name or a mapping with "
+    raise SuiteError(f"{where}={_r(entry)} is not allowed: expected a name or a mapping with "
                      f"'{field_name}'")
 
 
@@ -395,7 +449,7 @@ def _list(raw: dict[str, Any], key: str, *, required: bool = True) -> list[Any]:
             raise SuiteError(f"{key} is missing: expected a non-empty list")
         return []
     if not isinstance(v, list) or (required and not v):
-        raise SuiteError(f"{key}={v!r} is not allowed: expected a non-empty list")
+        raise SuiteError(f"{key}={_r(v)} is not allowed: expected a non-empty list")
     return v
 
 
@@ -408,37 +462,211 @@ def _unique(items: list[Any], key: str, ident: Any) -> None:
         seen.add(k)
 
 
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = 80
+_repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 8
+_repr.maxlevel = 3
+
+
+def _r(value: Any) -> str:
+    """repr() shortened for a one-line message (a value may be a whole YAML subtree)."""
+    return _repr.repr(value)
+
+
+def _mapping(raw: dict[str, Any], key: str) -> Any:
+    """``raw[key]``, {} when absent or null (a falsy list or number stays, to be refused)."""
+    v = raw.get(key)
+    return {} if v is None else v
+
+
+def check_suite_seed(name: str, value: Any) -> int:
+    """A seed of a suite: an integer in [0, SEED_MAX] (scikit-learn takes 32-bit seeds)."""
+    seed = check_seed(name, value)
+    if seed > SEED_MAX:
+        raise ConfigError(f"{name}={value!r} is not allowed: expected an integer in "
+                          "[0, 2**32 - 1] (scikit-learn takes 32-bit seeds)")
+    return seed
+
+
+def check_n_noise(name: str, value: Any) -> int:
+    """Noise inputs for the off-manifold metrics: an integer in [10, N_NOISE_MAX]."""
+    n = int(check_scalar(name, value, lo=10, integer=True))
+    if n > N_NOISE_MAX:
+        raise ConfigError(f"{name}={value!r} is not allowed: expected an integer in "
+                          f"[10, {N_NOISE_MAX}]")
+    return n
+
+
+_PLAIN = (str, int, float, type(None))
+
+
+def _check_plain(raw: dict[str, Any]) -> None:
+    """Every value is plain YAML (null, true/false, number, string, list, mapping with
+    string keys), nested at most MAX_DEPTH deep, MAX_VALUES values in all, and no list or
+    mapping contains itself (a recursive YAML alias)."""
+    count = 0
+    on_path: set[int] = set()
+
+    def visit(v: Any, where: str, depth: int) -> None:
+        nonlocal count
+        count += 1
+        if count > MAX_VALUES:
+            raise SuiteError(f"the suite has more than {MAX_VALUES} values (a YAML alias "
+                             "bomb?): expected settings, not data")
+        if isinstance(v, _PLAIN):
+            return
+        if not isinstance(v, dict | list | tuple):
+            raise SuiteError(f"{where}={_r(v)} is not allowed: expected a number, a string, "
+                             f"true/false, null, a list or a mapping, not a "
+                             f"{type(v).__name__}")
+        if id(v) in on_path:
+            raise SuiteError(f"{where} contains itself (a recursive YAML alias): expected a "
+                             "finite value")
+        if depth >= MAX_DEPTH:
+            raise SuiteError(f"{where} is nested more than {MAX_DEPTH} levels deep: expected "
+                             "settings, not data")
+        on_path.add(id(v))
+        if isinstance(v, dict):
+            for k, x in v.items():
+                if not isinstance(k, str):
+                    raise SuiteError(f"{where}: key {_r(k)} is not allowed: expected a "
+                                     "string key (write it in quotes)")
+                visit(x, f"{where}.{k}" if where else k, depth + 1)
+        else:
+            for i, x in enumerate(v):
+                visit(x, f"{where}[{i}]", depth + 1)
+        on_path.discard(id(v))
+
+    visit(raw, "", 0)
+
+
+def _hint_text(hint: Any) -> str | None:
+    """How an error names a type hint; None for hints this check does not judge."""
+    if hint is bool:
+        return "true or false"
+    if hint is int:
+        return "an integer"
+    if hint is float:
+        return "a finite number"
+    if hint is str:
+        return "a string"
+    if hint is type(None):
+        return "null"
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        parts = [_hint_text(a) for a in args]
+        return None if None in parts else " or ".join(p for p in parts if p)
+    if origin in (list, tuple, collections.abc.Sequence) and args:
+        inner = _hint_text(args[0])
+        if inner is None or (origin is tuple and (len(args) != 2 or args[1] is not ...)):
+            return None
+        return f"a list of {inner.removeprefix('an ').removeprefix('a ')}s"
+    return None
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return (isinstance(value, int | float) and not isinstance(value, bool)
+                and math.isfinite(value))
+    if hint is str:
+        return isinstance(value, str)
+    if hint is type(None):
+        return value is None
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin in (list, tuple, collections.abc.Sequence):
+        return isinstance(value, list | tuple) and all(_fits(x, args[0]) for x in value)
+    return True
+
+
+def _check_types(kind: str, fn: Callable[..., Any], params: dict[str, Any]) -> None:
+    """Check ``params`` against ``fn``'s type hints where they are plain (int, float,
+    bool, str, a sequence of them, unions); a string where a number goes, true where a
+    number goes (YAML's true is not 1) or NaN raise ConfigError naming the parameter."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except (NameError, TypeError, AttributeError, SyntaxError):  # unresolvable hints
+        return
+    for key, value in params.items():
+        if key not in hints:
+            continue
+        text = _hint_text(hints[key])
+        if text is not None and not _fits(value, hints[key]):
+            raise ConfigError(f"{kind}: {key}={_r(value)} is not allowed: expected {text}")
+
+
+def _check_builds(where: str, name: str, builder: Callable[..., Any],
+                  params: dict[str, Any]) -> None:
+    """Build a registered architecture on the meta device (no memory, no data) with a
+    stand-in image shape: its own checks (e.g. ``hidden`` >= 1) run before anything does."""
+    try:
+        with torch.device("meta"):
+            builder(input_shape=(1, 8, 8), n_classes=2, **params)
+    except PoisonlabError:
+        raise
+    except (TypeError, ValueError, RuntimeError, OverflowError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        shown = ", ".join(f"{k}={_r(v)}" for k, v in sorted(params.items()))
+        raise SuiteError(f"{where}: model {name!r} cannot be built with {shown}: "
+                         f"{first}") from None
+
+
 def parse_suite(raw: dict[str, Any], *, source: str = "<memory>") -> Suite:
-    """Validate a suite mapping (as loaded from YAML) into a :class:`Suite`."""
+    """Validate a suite mapping (as loaded from YAML) into a :class:`Suite`.
+
+    Raises
+    ------
+    SuiteError
+        (or a subclass of ConfigError) naming the entry, the value and what is allowed.
+    """
+    if not isinstance(raw, dict):
+        raise SuiteError(f"suite={_r(raw)} is not allowed: expected a mapping of suite keys")
     for k in raw:
         if k not in _TOP_KEYS:
-            raise SuiteError(f"unknown suite key {k!r}: expected one of "
+            raise SuiteError(f"unknown suite key {_r(k)}: expected one of "
                              f"{', '.join(_TOP_KEYS)}{did_you_mean(str(k), list(_TOP_KEYS))}")
+    if "include" in raw:
+        raise SuiteError(f"include={_r(raw['include'])} is not allowed here: parse_suite takes "
+                         "a merged mapping; load_suite(path) reads a file's includes")
+    _check_plain(raw)
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip():
-        raise SuiteError(f"name={name!r} is not allowed: expected a non-empty string")
+        raise SuiteError(f"name={_r(name)} is not allowed: expected a non-empty string")
     version = raw.get("version", SUITE_VERSION)
-    if version != SUITE_VERSION:
-        raise SuiteError(f"version={version!r} is not allowed: expected {SUITE_VERSION}")
+    if type(version) is not int or version != SUITE_VERSION:
+        raise SuiteError(f"version={_r(version)} is not allowed: expected {SUITE_VERSION}")
     description = raw.get("description", "")
     if not isinstance(description, str):
-        raise SuiteError(f"description={description!r} is not allowed: expected a string")
+        raise SuiteError(f"description={_r(description)} is not allowed: expected a string")
 
     ds_specs = [_spec(e, f"datasets[{i}]") for i, e in enumerate(_list(raw, "datasets"))]
     for i, s in enumerate(ds_specs):
         with _Ctx(f"datasets[{i}]"):
-            check_params(f"dataset {s.name!r}", datasets.resolve(s.name), s.kwargs,
-                         skip=("seed",))
+            loader = datasets.resolve(s.name)
+            check_params(f"dataset {s.name!r}", loader, s.kwargs, skip=("seed",))
+            _check_types(f"dataset {s.name!r}", loader, s.kwargs)
             if s.name == "npz":
                 _check_file(f"datasets[{i}]", "path", s.kwargs.get("path"))
     m_specs = [_spec(e, f"models[{i}]") for i, e in enumerate(_list(raw, "models"))]
     for i, s in enumerate(m_specs):
         with _Ctx(f"models[{i}]"):
             params = {k: v for k, v in s.kwargs.items() if k != "weights"}
-            check_params(f"model {s.name!r}", models.resolve(s.name), params,
+            builder = models.resolve(s.name)
+            check_params(f"model {s.name!r}", builder, params,
                          skip=("input_shape", "n_classes"))
+            _check_types(f"model {s.name!r}", builder, params)
+            if s.name in models.names():
+                _check_builds(f"models[{i}]", s.name, builder, params)
             if "weights" in s.kwargs:
                 _check_file(f"models[{i}]", "weights", s.kwargs["weights"])
+                # Read now, with torch.load(weights_only=True): a file that would run
+                # code, or is no state_dict, is refused before any cell.
+                read_state_dict(s.kwargs["weights"])
     d_specs = [_spec(e, f"defenses[{i}]") for i, e in enumerate(_list(raw, "defenses"))]
     for i, s in enumerate(d_specs):
         with _Ctx(f"defenses[{i}]"):
@@ -450,9 +678,9 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<memory>") -> Suite:
         with _Ctx(f"attacks[{i}]"):
             built.append(get_attack(s.name, **s.kwargs))
 
-    tm = raw.get("threat_model") or {}
+    tm = _mapping(raw, "threat_model")
     if not isinstance(tm, dict):
-        raise SuiteError(f"threat_model={tm!r} is not allowed: expected a mapping")
+        raise SuiteError(f"threat_model={_r(tm)} is not allowed: expected a mapping")
     for k in tm:
         if k not in ("poisoning", "evasion"):
             raise SuiteError(f"unknown threat_model key {k!r}: expected poisoning, evasion"
@@ -474,11 +702,11 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<memory>") -> Suite:
     seeds = []
     for i, s in enumerate(seeds_raw):
         with _Ctx(f"seeds[{i}]"):
-            seeds.append(check_seed("seed", s))
+            seeds.append(check_suite_seed("seed", s))
 
-    tr = raw.get("training") or {}
+    tr = _mapping(raw, "training")
     if not isinstance(tr, dict):
-        raise SuiteError(f"training={tr!r} is not allowed: expected a mapping")
+        raise SuiteError(f"training={_r(tr)} is not allowed: expected a mapping")
     with _Ctx("training"):
         check_params("training", TrainSpec, tr)
         training = TrainSpec(
@@ -490,28 +718,31 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<memory>") -> Suite:
 
     metrics_raw = raw.get("metrics", list(METRIC_GROUPS))
     if not isinstance(metrics_raw, list) or not metrics_raw:
-        raise SuiteError(f"metrics={metrics_raw!r} is not allowed: expected a non-empty list "
+        raise SuiteError(f"metrics={_r(metrics_raw)} is not allowed: expected a non-empty list "
                          f"of {', '.join(METRIC_GROUPS)}")
     for i, m in enumerate(metrics_raw):
-        if m not in METRIC_GROUPS:
+        if not isinstance(m, str) or m not in METRIC_GROUPS:
             hint = did_you_mean(str(m), list(METRIC_GROUPS))
-            raise SuiteError(f"metrics[{i}]={m!r} is not known: expected one of "
+            raise SuiteError(f"metrics[{i}]={_r(m)} is not known: expected one of "
                              f"{', '.join(METRIC_GROUPS)}{hint}")
-    om = raw.get("offmanifold") or {}
+        if m in metrics_raw[:i]:
+            raise SuiteError(f"metrics[{i}]={m!r} is listed twice: expected distinct metric "
+                             "groups")
+    om = _mapping(raw, "offmanifold")
     if not isinstance(om, dict) or any(k != "n_noise" for k in om):
-        raise SuiteError(f"offmanifold={om!r} is not allowed: expected {{n_noise: int}}")
+        raise SuiteError(f"offmanifold={_r(om)} is not allowed: expected {{n_noise: int}}")
     with _Ctx("offmanifold"):
-        n_noise = check_scalar("n_noise", om.get("n_noise", 1000), lo=10, integer=True)
-    info = raw.get("information") or {}
+        n_noise = check_n_noise("n_noise", om.get("n_noise", 1000))
+    info = _mapping(raw, "information")
     info_keys = ("classes", "n_examples", "n_augment", "shift", "noise")
     if not isinstance(info, dict) or any(k not in info_keys for k in info):
-        raise SuiteError(f"information={info!r} is not allowed: expected {{classes: [a, b], "
+        raise SuiteError(f"information={_r(info)} is not allowed: expected {{classes: [a, b], "
                          "n_examples: int, n_augment: int, shift: int, noise: float}")
     with _Ctx("information"):
         information = InformationSpec(**info)
     chk = raw.get("checks")
     if chk is not None and not isinstance(chk, dict):
-        raise SuiteError(f"checks={chk!r} is not allowed: expected a mapping like {{n_probe: "
+        raise SuiteError(f"checks={_r(chk)} is not allowed: expected a mapping like {{n_probe: "
                          "200, enabled: [gradient_norms, ...], steps: 20, transfer: true}")
     with _Ctx("checks"):
         checks = CheckSettings.from_config(chk)
@@ -549,7 +780,7 @@ def _check_file(where: str, key: str, value: Any) -> None:
 
 def _poison(entry: Any, where: str) -> PoisonThreat:
     if not isinstance(entry, dict):
-        raise SuiteError(f"{where}={entry!r} is not allowed: expected a mapping like "
+        raise SuiteError(f"{where}={_r(entry)} is not allowed: expected a mapping like "
                          "{strategy: random, rate: 0.2}")
     allowed = ("strategy", "rate", "source", "target", "knowledge", "kind", "noise_matrix",
                "max_per_class")
@@ -557,6 +788,9 @@ def _poison(entry: Any, where: str) -> PoisonThreat:
         if k not in allowed:
             raise SuiteError(f"{where}: unknown key {k!r}: expected one of {', '.join(allowed)}"
                              f"{did_you_mean(str(k), list(allowed))}")
+    if "rate" not in entry:
+        raise SuiteError(f"{where}: rate is missing: expected a fraction of the training "
+                         "labels in (0, 1)")
     with _Ctx(where):
         t = PoisonThreat(**entry)
     if t.rate == 0:
@@ -566,23 +800,25 @@ def _poison(entry: Any, where: str) -> PoisonThreat:
 
 def _evasion(entry: Any, where: str) -> EvasionSpec:
     if not isinstance(entry, dict):
-        raise SuiteError(f"{where}={entry!r} is not allowed: expected a mapping like "
+        raise SuiteError(f"{where}={_r(entry)} is not allowed: expected a mapping like "
                          "{norm: linf, eps: [0.05, 0.1]}")
     allowed = ("norm", "eps", "targeted", "bounds")
     for k in entry:
         if k not in allowed:
             raise SuiteError(f"{where}: unknown key {k!r}: expected one of {', '.join(allowed)}"
                              f"{did_you_mean(str(k), list(allowed))}")
+    if "eps" not in entry:
+        raise SuiteError(f"{where}: eps is missing: expected a number >= 0 or a list of them")
     eps = entry.get("eps")
     eps_list = eps if isinstance(eps, list) else [eps]
+    b = entry.get("bounds")
     with _Ctx(where):
         threats = [EvasionThreat(norm=entry.get("norm", "linf"), eps=e,
-                                 bounds=tuple(entry.get("bounds") or (0.0, 1.0)),
+                                 bounds=(0.0, 1.0) if b is None else b,
                                  targeted=check_bool("targeted", entry.get("targeted", False)))
                    for e in eps_list]
     if not threats:
         raise SuiteError(f"{where}: eps=[] is not allowed: expected at least one eps")
-    b = entry.get("bounds")
     return EvasionSpec(norm=threats[0].norm, eps=tuple(t.eps for t in threats),
                        targeted=threats[0].targeted,
                        bounds=None if b is None else threats[0].bounds)
