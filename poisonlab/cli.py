@@ -7,9 +7,12 @@ no traceback).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
 from .errors import PoisonlabError
@@ -22,6 +25,15 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_BAD_INPUT, f"poisonlab: error: {message} (see 'poisonlab --help')\n")
+
+
+def _text(value: str) -> str:
+    """An argparse type for paths and names: an empty string (an unset shell variable,
+    ``--out "$OUT"``) is refused, not read as the current folder."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError(f"{value!r} is not allowed: expected a non-empty "
+                                         "path or name")
+    return value
 
 
 def _kinds() -> dict[str, object]:
@@ -46,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="run a suite and write results.json and reports")
-    run.add_argument("suite", help="suite YAML file")
-    run.add_argument("--out", required=True, help="run folder (created if missing)")
+    run.add_argument("suite", type=_text, help="suite YAML file")
+    run.add_argument("--out", required=True, type=_text,
+                     help="run folder (created if missing)")
     run.add_argument("--executor", default="local", choices=executors.names(),
                      help="where cells run: local (this machine) or ray (Ray tasks; needs "
                           "the ray extra) (default: local)")
@@ -69,10 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "line per flag; results and reports are written first")
 
     val = sub.add_parser("validate", help="check a suite without running it")
-    val.add_argument("suite")
+    val.add_argument("suite", type=_text)
 
     rep = sub.add_parser("report", help="regenerate results.json and reports from a run folder")
-    rep.add_argument("run_dir")
+    rep.add_argument("run_dir", type=_text)
 
     lst = sub.add_parser("list", help="list registered names")
     lst.add_argument("kind", nargs="?", choices=sorted(_kinds()),
@@ -87,8 +100,8 @@ def _add_gate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
 
     bl = sub.add_parser("baseline", help="make a regression baseline from a run's results "
                                          "(see docs/regression.md)")
-    bl.add_argument("results", help="results.json, or the run folder holding it")
-    bl.add_argument("--out", required=True, help="baseline file to write (JSON)")
+    bl.add_argument("results", type=_text, help="results.json, or the run folder holding it")
+    bl.add_argument("--out", required=True, type=_text, help="baseline file to write (JSON)")
     bl.add_argument("--k", type=float, default=DEFAULT_K,
                     help="standard errors of the difference a number may move, > 0 "
                          f"(default: {DEFAULT_K:g})")
@@ -98,12 +111,13 @@ def _add_gate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
 
     ck = sub.add_parser("check", help="compare a run's results with a baseline: exit 1 if "
                                       "a number regressed or is missing")
-    ck.add_argument("results", help="results.json, or the run folder holding it")
-    ck.add_argument("--baseline", required=True, help="baseline file ('poisonlab baseline')")
+    ck.add_argument("results", type=_text, help="results.json, or the run folder holding it")
+    ck.add_argument("--baseline", required=True, type=_text,
+                    help="baseline file ('poisonlab baseline')")
     ck.add_argument("--fail-on-improvement", action="store_true",
                     help="also fail when a number improved beyond its tolerance (forces "
                          "a baseline refresh)")
-    ck.add_argument("--summary", metavar="FILE",
+    ck.add_argument("--summary", metavar="FILE", type=_text,
                     help="also write the report as Markdown to FILE (the report is "
                          "appended to $GITHUB_STEP_SUMMARY when that is set)")
     ck.add_argument("--all", action="store_true",
@@ -115,12 +129,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
 
     ev = sub.add_parser("evaluate", help="evaluate a trained model (your own) without "
                                          "training: accuracy, calibration, evasion, noise")
-    ev.add_argument("--model", required=True,
+    ev.add_argument("--model", required=True, type=_text,
                     help="package.module:factory (called with input_shape=, n_classes=) or "
                          "a registered architecture")
-    ev.add_argument("--weights", required=True,
+    ev.add_argument("--weights", required=True, type=_text,
                     help="state_dict file, loaded with torch.load(weights_only=True)")
-    ev.add_argument("--data", required=True,
+    ev.add_argument("--data", required=True, type=_text,
                     help="an .npz file (x_train, y_train, x_test, y_test), "
                          "package.module:function or a registered dataset")
     ev.add_argument("--eps", type=float, nargs="+", default=[],
@@ -135,26 +149,87 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     ev.add_argument("--device", default="cpu", metavar="DEV",
                     help="where the model is attacked and measured: cpu, cuda, cuda:N or "
                          "auto (default: cpu)")
-    ev.add_argument("--out", required=True, help="output folder (created if missing)")
+    ev.add_argument("--out", required=True, type=_text,
+                    help="output folder (created if missing)")
     ev.add_argument("--quiet", action="store_true", help="no summary")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+class Interrupted(KeyboardInterrupt):
+    """Raised in the main thread by SIGTERM or SIGHUP, as Ctrl-C raises KeyboardInterrupt:
+    the same clean stop (workers stopped, finished cells kept, nothing half-written)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_cleanly_on_signals() -> Iterator[list[int]]:
+    """Turn SIGINT, SIGTERM and SIGHUP into an exception in the main thread, once.
+
+    Yields a list that receives the signal's number. A second signal while the first one
+    is being handled (workers being stopped) is ignored, so the cleanup is not cut short;
+    SIGKILL still ends the process at once. Outside the main thread nothing changes.
+    """
+    got: list[int] = []
+
+    def handler(signum: int, _frame: object) -> None:
+        if got:
+            return
+        got.append(signum)
+        raise KeyboardInterrupt() if signum == signal.SIGINT else Interrupted(signum)
+
+    names = [n for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+    previous = {n: signal.signal(getattr(signal, n), handler) for n in names}
     try:
-        args = build_parser().parse_args(argv)
-        return _dispatch(args)
-    except PoisonlabError as e:
-        print(f"poisonlab: error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("poisonlab: interrupted; finished cells are stored: rerun with --resume",
-              file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        # The reader went away (``poisonlab list | head``): stop quietly, and keep Python
-        # from reporting the failed flush of stdout at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
+        yield got
+    finally:
+        for n, h in previous.items():
+            signal.signal(getattr(signal, n), h)
+
+
+def _interrupted_line(args: argparse.Namespace | None, signum: int) -> str:
+    """What an interrupted command says: which signal, what is kept, how to finish."""
+    name = signal.Signals(signum).name
+    if args is None or args.command != "run":
+        # evaluate and report write each file whole at the end, or not at all
+        return f"poisonlab: interrupted by {name}: no file was left half-written"
+    from pathlib import Path
+    from shlex import quote
+
+    from .harness.store import count_cells
+
+    stored = count_cells(Path(args.out))
+    again = (f"poisonlab run {quote(args.suite)} --out {quote(args.out)} --resume"
+             + (f" --executor {args.executor}" if args.executor != "local" else ""))
+    kept = (f"{stored} finished cell{'s' * (stored != 1)} kept in "
+            f"{Path(args.out) / 'results.sqlite'}" if stored else "no cell had finished")
+    return (f"poisonlab: interrupted by {name}: {kept}; finish the run and write its "
+            f"results.json and reports with: {again}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args: argparse.Namespace | None = None
+    with _stop_cleanly_on_signals() as got:
+        try:
+            args = build_parser().parse_args(argv)
+            return _dispatch(args)
+        except PoisonlabError as e:
+            print(f"poisonlab: error: {e}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except KeyboardInterrupt as e:
+            signum = got[0] if got else (
+                e.signum if isinstance(e, Interrupted) else int(signal.SIGINT))
+            print(_interrupted_line(args, signum), file=sys.stderr)
+            return 128 + signum
+        except BrokenPipeError:
+            # The reader went away (``poisonlab list | head``): stop quietly, and keep
+            # Python from reporting the failed flush of stdout at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_OK
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -229,7 +304,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from .harness.pretrained import evaluate_pretrained
     from .harness.report import summary_rows, text_table
+    from .harness.suite import check_n_noise, check_suite_seed
 
+    # The bounds a suite has too (32-bit seeds for scikit-learn, a noise set that fits in
+    # memory), checked before the data and the model are loaded.
+    check_suite_seed("--seed", args.seed)
+    check_n_noise("--n-noise", args.n_noise)
     doc = evaluate_pretrained(args.model, args.weights, args.data, args.out, eps=args.eps,
                               norm=args.norm, attacks=args.attacks, seed=args.seed,
                               n_noise=args.n_noise, device=args.device)

@@ -33,6 +33,11 @@ class TrainingError(PoisonlabError, RuntimeError):
     """Training could not finish (for instance the loss became NaN)."""
 
 
+class RunError(PoisonlabError, RuntimeError):
+    """A run cannot go on for a reason outside its input: the output folder cannot be
+    written (disk full, permissions) or a worker process died. Stored cells are kept."""
+
+
 class PoisonlabWarning(UserWarning):
     """Base class of the sanity-check warnings."""
 

@@ -23,8 +23,10 @@ import logging
 import multiprocessing
 import signal
 import socket
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Any, Protocol
 
@@ -32,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._validation import check_device, check_scalar
-from ..errors import ConfigError
+from ..errors import ConfigError, RunError
 from ..registry import Registry
 from .evaluate import evaluate_cell
 from .suite import Cell, Suite
@@ -153,8 +155,19 @@ def _run_pool(suite: Suite, cells: Sequence[tuple[int, Cell]], on_done: OnDone,
     _keep_in_flight(cells, on_done, bar, workers,
                     submit=lambda cell: pool.submit(_evaluate_in_worker, cell),
                     wait_any=lambda fs: wait(fs, return_when=FIRST_COMPLETED)[0],
-                    result=lambda f: f.result(), stop=lambda _running: _stop(pool))
+                    result=_pool_result, stop=lambda _running: _stop(pool))
     pool.shutdown(wait=True)
+
+
+def _pool_result(future: Future[dict[str, Any]]) -> dict[str, Any]:
+    """A worker's record; a worker that died (killed, out of memory) is one clear line."""
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise RunError(
+            "a worker process ended without finishing its cell (killed by a signal or the "
+            "out-of-memory killer?): the cells finished before it are stored; rerun with "
+            "--resume, with fewer --workers if memory ran out") from None
 
 
 def _keep_in_flight(cells: Sequence[tuple[int, Cell]], on_done: OnDone, bar: Any,
@@ -223,6 +236,10 @@ def _init_worker(suite: Suite, device: str = "cpu") -> None:
     # The parent stops the workers on Ctrl-C; a worker interrupted while idle would only
     # print a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # tqdm's default lock holds a multiprocessing semaphore; a worker stopped by SIGTERM
+    # never releases it and the resource tracker warns of a leak at exit. Workers draw no
+    # bars, so a thread lock suffices.
+    tqdm.set_lock(threading.RLock())
 
 
 def _evaluate_in_worker(cell: Cell) -> dict[str, Any]:
@@ -346,8 +363,14 @@ def run_ray(suite: Suite, cells: Sequence[tuple[int, Cell]], on_done: OnDone,
             options["object_store_memory"] = RAY_OBJECT_STORE_BYTES
         else:
             check_address(address)
+        on_main = threading.current_thread() is threading.main_thread()
+        sigterm = signal.getsignal(signal.SIGTERM) if on_main else None
         try:
             ray.init(address=address, **options)
+            # ray.init makes SIGTERM exit the process at once (sys.exit); keep the
+            # caller's handler, which stops the run cleanly (poisonlab.cli).
+            if on_main and signal.getsignal(signal.SIGTERM) is not sigterm:
+                signal.signal(signal.SIGTERM, sigterm)
         except (ConnectionError, RuntimeError, ValueError) as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             where = f"--address={address!r}" if address else "a local Ray instance"

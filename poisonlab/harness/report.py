@@ -769,6 +769,13 @@ def threat_summary(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _failed_cell(c: dict[str, Any]) -> str:
+    """A failed cell in one line: where it sits in the grid, and why it failed."""
+    poison = c["poisoning"]["id"] if c["poisoning"] else "no poisoning"
+    return (f"{spec_label(c['dataset'])} / {spec_label(c['model'])} / "
+            f"{spec_label(c['defense'])}, {poison}, seed {c['seed']}: {c['error']}")
+
+
 def write_reports(doc: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     """Write report.md (+ figures/) and a self-contained report.html; return their paths."""
     out = Path(out_dir)
@@ -795,8 +802,11 @@ def write_reports(doc: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
                     f"A difference counts only when it exceeds {Z_SE:g} standard errors of the "
                     "seed-to-seed spread; otherwise it is reported as no clear difference.")
 
-    md = [f"# {title}", "", suite["description"] or "", "", f"_{prov}_", "",
-          "## Threat model", ""]
+    warn = (f"{len(failed)} of {doc['n_cells']} cells failed (listed under Failed cells): "
+            "their numbers are missing from every table and figure below.") if failed else ""
+    md = [f"# {title}", "", suite["description"] or "", "", f"_{prov}_", ""]
+    md += [f"**{warn}**", ""] if warn else []
+    md += ["## Threat model", ""]
     md += [f"- {line}" for line in threat_summary(doc)] + [""]
     sanity = sanity_summary(doc)
     md += ["## Evaluation sanity checks", ""] + [f"- {line}" for line in sanity] + [""]
@@ -805,8 +815,7 @@ def write_reports(doc: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     md += [t.markdown() for t in ranks]
     if failed:
         md += ["## Failed cells", ""]
-        md += [f"- {spec_label(c['defense'])}, {c['poisoning']['id'] if c['poisoning'] else 'none'}"
-               f", seed {c['seed']}: {c['error']}" for c in failed] + [""]
+        md += [f"- {_failed_cell(c)}" for c in failed] + [""]
     md += ["## Figures", ""]
     md += [f"![{n}](figures/{n})" for n in figs] + [""]
     md += ["## Tables", ""] + [t.markdown() for t in tabs]
@@ -821,7 +830,9 @@ def write_reports(doc: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     h = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
          f"<style>{css}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
          f"<p>{html.escape(suite['description'] or '')}</p>",
-         f"<p class='prov'>{html.escape(prov)}</p>", "<h2>Threat model</h2><ul>"]
+         f"<p class='prov'>{html.escape(prov)}</p>"]
+    h += [f"<p><strong>{html.escape(warn)}</strong></p>"] if warn else []
+    h += ["<h2>Threat model</h2><ul>"]
     h += [f"<li>{html.escape(x)}</li>" for x in threat_summary(doc)] + ["</ul>"]
     h += ["<h2>Evaluation sanity checks</h2><ul>"]
     h += [f"<li>{_inline(x)}</li>" for x in sanity] + ["</ul>"]
@@ -830,8 +841,7 @@ def write_reports(doc: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     h += [t.html() for t in ranks]
     if failed:
         h += ["<h2>Failed cells</h2><ul>"] + [
-            f"<li>{html.escape(spec_label(c['defense']))}, seed {c['seed']}: "
-            f"{html.escape(str(c['error']))}</li>" for c in failed] + ["</ul>"]
+            f"<li>{html.escape(_failed_cell(c))}</li>" for c in failed] + ["</ul>"]
     h += ["<h2>Figures</h2>"]
     h += [f"<img alt='{html.escape(n)}' src='data:image/png;base64,"
           f"{base64.b64encode(d).decode()}'>" for n, d in figs.items()]

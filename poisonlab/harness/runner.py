@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from .._validation import check_bool, check_scalar
-from ..errors import ConfigError
+from ..errors import ConfigError, RunError
 from ..metrics import HIGHER_IS_BETTER, aggregate
 from .evaluate import derive_poisoning
 from .executors import CELL_THREADS, check_options, device_name, executors
@@ -30,6 +30,9 @@ from .store import STORE_NAME, Store
 from .suite import Suite, spec_label
 
 RESULTS_NAME = "results.json"
+#: What results.json reads from the suite recorded in a store.
+SUITE_META_KEYS = frozenset({"name", "version", "description", "evasion", "poisoning",
+                             "attacks"})
 SCHEMA_VERSION = 1
 
 
@@ -187,6 +190,8 @@ def write_results(out_dir: str | Path, *, report: bool = True) -> dict[str, Any]
     with Store(out_dir / STORE_NAME) as store:
         records = store.records()
         suite = store.get_meta("suite")
+        if not isinstance(suite, dict) or not suite.keys() >= SUITE_META_KEYS:
+            raise store.damaged("no suite recorded")
         source = store.get_meta("suite_source")
         gate = store.get_meta("gate") or {}
         run_env = {k: v for k in ("device", "executors")
@@ -194,11 +199,18 @@ def write_results(out_dir: str | Path, *, report: bool = True) -> dict[str, Any]
     derive_poisoning(records)
     doc = build_results(suite, source, records, gate=gate)
     doc["environment"].update(run_env)
-    atomic_write(out_dir / RESULTS_NAME, json.dumps(doc, indent=1, sort_keys=False) + "\n")
-    if report:
-        from .report import write_reports
+    try:
+        atomic_write(out_dir / RESULTS_NAME, json.dumps(doc, indent=1, sort_keys=False)
+                     + "\n")
+        if report:
+            from .report import write_reports
 
-        write_reports(doc, out_dir)
+            write_reports(doc, out_dir)
+    except RunError as e:
+        n = len(records)
+        raise RunError(f"{e}; the run's {n} cell{'s' * (n != 1)} are kept in "
+                       f"{STORE_NAME}: free disk space, then 'poisonlab report "
+                       f"{out_dir}' writes results.json and the reports") from None
     return doc
 
 
@@ -284,10 +296,16 @@ def _clean_json(v: Any) -> Any:
 
 
 def atomic_write(path: Path, text: str | bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    ``path`` is either left as it was or replaced whole, whatever happens (a full disk, an
+    interrupt); the temporary file is removed. An OS error (disk full, no permission)
+    raises :class:`~poisonlab.errors.RunError` naming the file.
+    """
     data = text.encode() if isinstance(text, str) else text
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp: str | None = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
@@ -296,8 +314,12 @@ def atomic_write(path: Path, text: str | bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise RunError(f"{str(path)!r} cannot be written ({e.strerror or e}): it was "
+                           "left as it was") from None
         raise
 
 

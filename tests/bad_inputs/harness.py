@@ -26,7 +26,8 @@ class Case:
     a few words, as the table shows it; ``make``: given a fresh temporary folder, either
     performs the API call (``cli=False``) or returns the CLI's argv (``cli=True``);
     ``expect``: the PoisonlabError subclass raised, or the PoisonlabWarning subclass
-    warned (the call then returns normally); ``match``: a regex the message must contain.
+    warned (the call then returns normally); ``match``: a regex the message must contain,
+    with the temporary folder written ``<tmp>``.
     """
 
     boundary: str
@@ -119,8 +120,8 @@ def message(case: Case, tmp: Path) -> tuple[str, str]:
                                  f"{traceback.format_exc()}") from None
         else:
             raise ContractBroken(f"{case.id}: no error raised")
-    text = _one_line(text, case).replace(str(tmp.resolve()), "<tmp>").replace(str(tmp), "<tmp>")
-    return kind, text
+    text = text.replace(str(tmp.resolve()), "<tmp>").replace(str(tmp), "<tmp>")
+    return kind, _one_line(text, case)
 
 
 def all_cases() -> list[Case]:

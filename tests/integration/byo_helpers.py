@@ -31,3 +31,20 @@ class NotAStateDict:
 
     def __init__(self) -> None:
         self.payload = [1, 2, 3]
+
+
+class _Diverges(nn.Module):
+    """A linear model whose training loss is NaN from the first batch (a poisoned scale)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: Any) -> Any:
+        out = self.inner(x)
+        return out * float("nan") if self.training else out
+
+
+def diverging_net(input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    """A model whose loss goes NaN in training: its cells must fail, recorded, not crash."""
+    return _Diverges(nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), n_classes)))
