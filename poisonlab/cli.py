@@ -256,7 +256,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     from .harness import load_suite
 
     if args.command == "validate":
+        from .harness.suite import check_suite_data
+
         suite = load_suite(args.suite)
+        check_suite_data(suite)
         n = sum(1 for _ in suite.cells())
         print(f"{args.suite}: ok ({n} cells: {len(suite.datasets)} datasets x "
               f"{len(suite.models)} models x {len(suite.defenses)} defenses x "
@@ -294,6 +297,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         out = Path(args.out)
         print(f"results: {out / 'results.json'}\nreport:  {out / 'report.md'}\n"
               f"         {out / 'report.html'}")
+    if doc["n_failed"]:  # said even with --quiet: those numbers are missing
+        print(f"poisonlab: {doc['n_failed']} of {doc['n_cells']} cells failed; their numbers "
+              f"are missing (why: 'Failed cells' in {Path(args.out) / 'report.md'})",
+              file=sys.stderr)
     for line in flags:
         print(f"poisonlab: sanity check: {line}", file=sys.stderr)
     return EXIT_REGRESSION if flags else EXIT_OK

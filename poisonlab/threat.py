@@ -21,24 +21,38 @@ from typing import Any
 from ._validation import (
     check_bool,
     check_bounds,
+    check_choice,
     check_scalar,
     coerce_enum,
 )
 from .errors import ConfigError
 
 
-class Norm(StrEnum):
+class _Choice(StrEnum):
+    """A closed set of names: ``Norm("l3")`` is a one-line ConfigError with a
+    did-you-mean (a ValueError, as Enum's own error is), not Enum's bare ValueError."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> None:
+        check_choice(_FIELD.get(cls.__name__, cls.__name__), value, [m.value for m in cls])
+
+
+#: The field each closed set fills, as errors name it.
+_FIELD = {"Norm": "norm", "Knowledge": "knowledge", "FlipStrategy": "strategy"}
+
+
+class Norm(_Choice):
     LINF = "linf"
     L2 = "l2"
 
 
-class Knowledge(StrEnum):
+class Knowledge(_Choice):
     WHITE_BOX = "white-box"
     TRANSFER = "transfer"
     BLACK_BOX = "black-box"
 
 
-class FlipStrategy(StrEnum):
+class FlipStrategy(_Choice):
     RANDOM = "random"
     PAIRWISE = "pairwise"
     NOISE_MATRIX = "noise_matrix"

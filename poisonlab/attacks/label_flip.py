@@ -406,31 +406,66 @@ def _flip(
     rng: int | np.random.Generator,
     rng_name: str,
 ) -> FlipResult:
-    k = check_scalar("n_classes", n_classes, lo=2, integer=True)
     if isinstance(rng, np.random.Generator):
         gen, seed = rng, -1
     else:
         seed = check_seed(rng_name, rng)
         gen = np.random.default_rng(seed)
-    y_t = check_labels(y, n_classes=k)
     if (x_val is None) != (y_val is None):
         given, missing = ("x_val", "y_val") if y_val is None else ("y_val", "x_val")
         raise ConfigError(f"{missing}=None is not allowed with {given} given: expected both "
                           "or neither")
-    y_np = y_t.cpu().numpy().astype(np.int64)
-    n = len(y_np)
-    n_flip = round(threat.rate * n)
-    counts = np.bincount(y_np, minlength=k)
-    cap = threat.max_per_class
-    caps = counts if cap is None else np.floor(cap * counts + 1e-9).astype(np.int64)
-    ctx = _Context(threat=threat, y=y_np, y_t=y_t, k=k, n_flip=n_flip, caps=caps, gen=gen,
-                   x=x, x_val=x_val, y_val=y_val, settings=settings)
+    ctx = _context(threat, y, n_classes, gen, x=x, x_val=x_val, y_val=y_val,
+                   settings=settings)
+    y_np, y_t, k = ctx.y, ctx.y_t, ctx.k
     new = _STRATEGIES[FlipStrategy(threat.strategy)](ctx)
     y_new = torch.from_numpy(new).to(y_t.device)
     changed = new != y_np
     flip_counts = np.bincount(new[changed] * k + y_np[changed], minlength=k * k).reshape(k, k)
     return FlipResult(y_poisoned=y_new, flipped=y_new != y_t, threat=threat, seed=seed,
                       flip_counts=torch.from_numpy(flip_counts.astype(np.int64)))
+
+
+def _context(threat: PoisonThreat, y: Any, n_classes: int, gen: np.random.Generator, *,
+             x: Any = None, x_val: Any = None, y_val: Any = None,
+             settings: FlipSettings | None = None) -> _Context:
+    """The validated labels, the budget round(rate * n) and the per-class caps."""
+    k = check_scalar("n_classes", n_classes, lo=2, integer=True)
+    y_t = check_labels(y, n_classes=k)
+    y_np = y_t.cpu().numpy().astype(np.int64)
+    counts = np.bincount(y_np, minlength=k)
+    cap = threat.max_per_class
+    caps = counts if cap is None else np.floor(cap * counts + 1e-9).astype(np.int64)
+    return _Context(threat=threat, y=y_np, y_t=y_t, k=k, n_flip=round(threat.rate * len(y_np)),
+                    caps=caps, gen=gen, x=x, x_val=x_val, y_val=y_val,
+                    settings=settings or FlipSettings())
+
+
+#: Strategies cheap enough to run in full when only their budget is checked.
+_LABELS_ONLY = (FlipStrategy.RANDOM, FlipStrategy.PAIRWISE, FlipStrategy.NOISE_MATRIX)
+
+
+def check_flip_budget(threat: PoisonThreat, y: Any, *, n_classes: int) -> None:
+    """Raise what flipping ``y`` under ``threat`` would raise about its budget, cheaply.
+
+    The checks that depend on the data (class ids within ``n_classes``, more pairwise
+    flips than the source class has, per-class caps too small for the budget, a noise
+    matrix of another size) run before any cell: ``random``, ``pairwise`` and
+    ``noise_matrix`` are run on the labels alone (milliseconds), ``margin`` and
+    ``adversarial`` have their caps checked without training their surrogate.
+
+    >>> check_flip_budget(PoisonThreat(rate=0.5, strategy="pairwise", source=0, target=1),
+    ...                   [0, 1, 1, 1], n_classes=2)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    poisonlab.errors.DataError: rate=0.5 asks for 2 pairwise flips but source class 0 has 1 ...
+    """
+    strategy = FlipStrategy(threat.strategy)
+    ctx = _context(threat, y, n_classes, np.random.default_rng(0))
+    if strategy in _LABELS_ONLY:
+        _STRATEGIES[strategy](ctx)
+    elif threat.max_per_class is not None:
+        _check_capacity(ctx)
 
 
 def _check_capacity(ctx: _Context) -> None:

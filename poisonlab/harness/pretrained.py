@@ -35,7 +35,13 @@ from ..threat import EvasionThreat, Norm
 from .evaluate import _SEED_SLOTS, PRETRAINED_METRICS, _as_spec, evaluate_model_details
 from .report import PRETRAINED
 from .runner import RESULTS_NAME, atomic_write, build_results, prepare_out
-from .suite import SUITE_VERSION, EvasionSpec, InformationSpec
+from .suite import (
+    SUITE_VERSION,
+    EvasionSpec,
+    InformationSpec,
+    check_n_noise,
+    check_suite_seed,
+)
 
 
 def load_data(data: str | Path, *, seed: int = 0) -> tuple[Dataset, dict[str, Any]]:
@@ -49,6 +55,13 @@ def load_data(data: str | Path, *, seed: int = 0) -> tuple[Dataset, dict[str, An
     if str(data).endswith(".npz") or Path(data).is_file():
         return load_npz(data, seed=seed), {"name": "npz", "params": {"path": str(data)}}
     return load_dataset(data, seed=seed), {"name": data, "params": {}}
+
+
+def _no_repeats(name: str, values: list[Any]) -> None:
+    """Raise ConfigError naming the first entry that repeats an earlier one."""
+    for i, v in enumerate(values):
+        if v in values[:i]:
+            raise ConfigError(f"{name}[{i}]={v!r} is listed twice: expected each once")
 
 
 def evaluate_pretrained(
@@ -103,10 +116,18 @@ def evaluate_pretrained(
     """
     t0 = time.perf_counter()
     dev = check_device("device", device)
+    seed = check_suite_seed("seed", seed)  # the same bounds as a suite's
+    n_noise = check_n_noise("n_noise", n_noise)
+    if isinstance(eps, str | bytes) or not isinstance(eps, Sequence):
+        raise ConfigError(f"eps={eps!r} is not allowed: expected a list of budgets")
+    if isinstance(attacks, str | bytes) or not isinstance(attacks, Sequence):
+        raise ConfigError(f"attacks={attacks!r} is not allowed: expected a list of attacks")
+    _no_repeats("eps", list(eps))
     ds, ds_spec = load_data(data, seed=seed)
     net = build_model(model, ds.input_shape, ds.n_classes, seed=seed, weights=weights).to(dev)
     threats = [EvasionThreat(norm=norm, eps=e, bounds=ds.bounds) for e in eps]
     a_specs = [_as_spec(a) for a in attacks]
+    _no_repeats("attacks", [a.label for a in a_specs])
     knowledge = {a.label: get_attack(a.name, **a.kwargs).knowledge.value for a in a_specs}
     info = InformationSpec()
     details = evaluate_model_details(net, ds, threats=threats,

@@ -27,7 +27,7 @@ from ..metrics import HIGHER_IS_BETTER, aggregate
 from .evaluate import derive_poisoning
 from .executors import CELL_THREADS, check_options, device_name, executors
 from .store import STORE_NAME, Store
-from .suite import Suite, spec_label
+from .suite import Suite, check_suite_data, spec_label
 
 RESULTS_NAME = "results.json"
 #: What results.json reads from the suite recorded in a store.
@@ -120,6 +120,7 @@ def run_suite(
         workers = check_scalar("workers", workers, lo=1, integer=True)
     check_bool("strict", strict)
     device = device_name(device, local=address is None)
+    check_suite_data(suite)  # before the run folder exists: a bad budget is bad input
     out_dir = prepare_out(out, resume=resume)
     cells = list(enumerate(suite.cells()))
     new_store = not (out_dir / STORE_NAME).exists()

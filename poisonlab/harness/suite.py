@@ -333,6 +333,54 @@ class Suite:
 # --------------------------------------------------------------------------- loading
 
 
+def check_suite_data(suite: Suite) -> None:
+    """The checks that need the data, run before any cell (validate, run).
+
+    Loads each dataset with each of the suite's seeds (the split depends on it) and checks
+    what a cell would otherwise fail on half-way: the loader's own parameters, each
+    poisoning budget on the training labels (class ids within K, more pairwise flips than
+    the source class has, per-class caps, the noise matrix's size;
+    :func:`~poisonlab.attacks.label_flip.check_flip_budget`), the mutual-information
+    classes, and declared evasion bounds that must hold the test inputs.
+
+    Raises
+    ------
+    SuiteError
+        One line naming the entry, the dataset and seed, and the problem.
+    """
+    from ..attacks.label_flip import check_flip_budget
+    from ..data import load_dataset
+
+    for i, spec in enumerate(suite.datasets):
+        for seed in suite.seeds:
+            where = f"datasets[{i}] ({spec.label}, seed {seed})"
+            with _Ctx(where):
+                try:
+                    ds = load_dataset(spec.name, seed=seed, **spec.kwargs)
+                except PoisonlabError:
+                    raise
+                except Exception as e:  # a user's "module:function" failed: name it
+                    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                    raise SuiteError(f"{where}: the loader raised {type(e).__name__}"
+                                     f"{': ' + first if first else ''}") from e
+            for j, threat in enumerate(suite.poisoning):
+                with _Ctx(f"threat_model.poisoning[{j}] on {where}"):
+                    check_flip_budget(threat, ds.y_train, n_classes=ds.n_classes)
+            if "information" in suite.metrics:
+                bad = [c for c in suite.information.classes if c >= ds.n_classes]
+                if bad:
+                    raise SuiteError(f"information.classes={list(suite.information.classes)} "
+                                     f"is not allowed on {where}: expected class ids in "
+                                     f"[0, {ds.n_classes - 1}]")
+            lo, hi = float(ds.x_test.min()), float(ds.x_test.max())
+            for j, ev in enumerate(suite.evasion):
+                if ev.bounds is not None and (lo < ev.bounds[0] or hi > ev.bounds[1]):
+                    raise SuiteError(
+                        f"threat_model.evasion[{j}].bounds={list(ev.bounds)} is not allowed "
+                        f"on {where}: its test inputs lie in [{lo:g}, {hi:g}]; expected "
+                        "bounds that hold them (or no bounds: the dataset's)")
+
+
 def load_suite(path: str | Path) -> Suite:
     """Read, merge includes, and validate a suite file. Raises SuiteError (one line)."""
     p = Path(path)

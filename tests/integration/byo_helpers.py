@@ -48,3 +48,8 @@ class _Diverges(nn.Module):
 def diverging_net(input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
     """A model whose loss goes NaN in training: its cells must fail, recorded, not crash."""
     return _Diverges(nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), n_classes)))
+
+
+def broken_loader(*, seed: int) -> dict[str, Any]:
+    """A user's dataset function that fails: the suite must be refused before any cell."""
+    raise ValueError(f"cannot reach the data share (seed {seed})")

@@ -43,7 +43,7 @@ def test_load_weights_refuses_code_and_the_payload_does_not_run(tmp_path: Path, 
     state = {"0.weight": torch.zeros(2, 2), "0.bias": RunsCode(marker)}
     path = tmp_path / "evil.pt"
     if fmt == "plain pickle":
-        path.write_bytes(pickle.dumps(state))
+        path.write_bytes(pickle.dumps(state, protocol=2))  # torch.load's own protocol
     else:
         torch.save(state, path, _use_new_zipfile_serialization=fmt == "zip")
     with pytest.raises(ConfigError, match=r"refused by torch\.load\(weights_only=True\)"):
