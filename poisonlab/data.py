@@ -50,7 +50,7 @@ from ._validation import (
     check_scalar,
     check_seed,
 )
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, PoisonlabError, first_line
 from .registry import Registry
 
 #: Fractions of the data held out for testing and for validation (calibration, tuning).
@@ -333,7 +333,14 @@ def load_dataset(name: str, *, seed: int = 0, **params: Any) -> Dataset:
     if _takes(loader, "seed"):
         params = {**params, "seed": seed}
     _check_call(f"dataset {name!r}", loader, params)
-    return as_dataset(loader(**params), name=name, seed=seed)
+    try:
+        raw = loader(**params)
+    except PoisonlabError:
+        raise
+    except Exception as e:  # a user's "module:function" failed: name it, keep the cause
+        raise DataError(f"dataset {name!r}: the loader raised {type(e).__name__}: "
+                        f"{first_line(e)}") from e
+    return as_dataset(raw, name=name, seed=seed)
 
 
 def as_dataset(obj: Any, *, name: str, seed: int = 0) -> Dataset:
@@ -418,7 +425,7 @@ def load_npz(
             arrays = {k: npz[k] for k in npz.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(f"path={str(path)!r} cannot be read as .npz: "
-                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+                        f"{first_line(e)}") from None
     return Dataset.from_splits(arrays, name="npz", seed=seed, bounds=bounds,
                                source=f"path={str(path)!r}", meta={"source": str(path)})
 

@@ -44,3 +44,10 @@ class PoisonlabWarning(UserWarning):
 
 class EvaluationWarning(PoisonlabWarning):
     """An evaluation is likely to be misleading (see docs/checks.md)."""
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when it has none:
+    how a one-line error quotes an error it wraps."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

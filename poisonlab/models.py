@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from ._validation import check_int_sequence, check_params, check_scalar, check_seed
-from .errors import ConfigError
+from .errors import ConfigError, PoisonlabError, first_line
 from .registry import Registry
 
 models: Registry[Callable[..., nn.Module]] = Registry("model")
@@ -127,7 +127,13 @@ def _call_factory(name: str, factory: Callable[..., Any], shape: tuple[int, ...]
         torch.default_generator.manual_seed(seed)
         if cuda:
             torch.cuda.manual_seed_all(seed)
-        model = factory(**kwargs)
+        try:
+            model = factory(**kwargs)
+        except PoisonlabError:
+            raise
+        except Exception as e:  # the user's factory failed: name it, keep the cause
+            raise ConfigError(f"model {name!r} raised {type(e).__name__} when built: "
+                              f"{first_line(e)}") from e
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model {name!r} returned a {type(model).__name__}: expected a "
                           "torch.nn.Module returning logits")
@@ -165,8 +171,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise ConfigError(f"weights={str(path)!r} is refused by torch.load(weights_only=True)"
                           f"{why}: {expected}") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ConfigError(f"weights={str(path)!r} cannot be read ({first}): {expected}") from None
+        raise ConfigError(f"weights={str(path)!r} cannot be read ({first_line(e)}): "
+                          f"{expected}") from None
     if not isinstance(state, Mapping) or not all(
         isinstance(key, str) and isinstance(v, torch.Tensor) for key, v in state.items()
     ):

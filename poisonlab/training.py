@@ -33,7 +33,14 @@ from ._validation import (
     check_seed,
 )
 from .defenses import Defense, NoDefense
-from .errors import ConfigError, DataError, EvaluationWarning, PoisonlabError, TrainingError
+from .errors import (
+    ConfigError,
+    DataError,
+    EvaluationWarning,
+    PoisonlabError,
+    TrainingError,
+    first_line,
+)
 from .models import eval_mode
 
 
@@ -80,10 +87,6 @@ def match_dtype(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _first_line(e: BaseException) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-
-
 def forward(model: nn.Module, x: torch.Tensor, *, name_x: str = "x") -> Any:
     """``model(x)``, with an error of the forward pass turned into one line.
 
@@ -98,10 +101,10 @@ def forward(model: nn.Module, x: torch.Tensor, *, name_x: str = "x") -> Any:
         raise
     except RuntimeError as e:  # the forward pass cannot take inputs of this shape or dtype
         raise DataError(f"{name_x} has input shape {tuple(x.shape[1:])}, which the model "
-                        f"cannot take: {_first_line(e)}") from None
+                        f"cannot take: {first_line(e)}") from None
     except Exception as e:  # the model's own code failed: name it, keep the cause
         raise ConfigError(f"model {type(model).__name__} raised {type(e).__name__} on "
-                          f"{name_x} of shape {tuple(x.shape)}: {_first_line(e)}") from e
+                          f"{name_x} of shape {tuple(x.shape)}: {first_line(e)}") from e
 
 
 def check_logits(out: Any, n: int) -> torch.Tensor:
@@ -133,6 +136,28 @@ def looks_like_probabilities(out: torch.Tensor) -> bool:
             and bool(((o > 0) & (o < 1)).any()))
 
 
+#: Layers whose output depends on train / eval mode.
+_MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._NormBase)
+
+
+def _warn_if_train_mode(model: nn.Module) -> None:
+    """Warn when ``model`` comes in train mode with dropout or normalisation layers in it.
+
+    poisonlab measures every model in eval mode (``eval_mode``, restored after), so the
+    numbers are deterministic; but a model left in train mode is usually a forgotten
+    ``model.eval()``, and a defense that relies on randomness at inference (dropout kept
+    on) is then not what is measured.
+    """
+    layers = sorted({type(m).__name__ for m in model.modules()
+                     if m.training and isinstance(m, _MODE_DEPENDENT)})
+    if model.training and layers:
+        warnings.warn(
+            f"the model is in train mode with {', '.join(layers)} layers: poisonlab measures "
+            "it in eval mode (deterministic, restored after the call); call model.eval() "
+            "first, and note that randomness a defense keeps at inference is not measured "
+            "(docs/checks.md#model_outputs)", EvaluationWarning, stacklevel=4)
+
+
 def probe_model(model: nn.Module, x: torch.Tensor, *, input_grad: bool = False,
                 param_grad: bool = False, what: str = "") -> int:
     """Check ``model`` on the first PROBE_N inputs of ``x``; return its number of logits.
@@ -144,9 +169,13 @@ def probe_model(model: nn.Module, x: torch.Tensor, *, input_grad: bool = False,
     (``what`` names the caller, e.g. ``"attack 'pgd'"``); with ``param_grad``, an output
     that does not depend on the trainable parameters. Warns
     (:class:`~poisonlab.errors.EvaluationWarning`) when the outputs look like probabilities
-    rather than logits (docs/checks.md#model_outputs).
+    rather than logits, and, unless ``param_grad`` (training wants train mode), when the
+    model is handed in train mode with layers that act differently in it
+    (docs/checks.md#model_outputs).
     """
     check_model(model)
+    if not param_grad and _PROBE_WARNS.get():
+        _warn_if_train_mode(model)
     if x.shape[0] == 0:
         raise DataError(f"x has shape {tuple(x.shape)}: expected at least one input")
     xs = match_dtype(model, x[:PROBE_N]).to(model_device(model))
@@ -163,7 +192,7 @@ def probe_model(model: nn.Module, x: torch.Tensor, *, input_grad: bool = False,
                 except RuntimeError as e:
                     raise ConfigError(f"{what or 'this call'} needs the model's input "
                                       f"gradients, but the model's output cannot be "
-                                      f"differentiated: {_first_line(e)}") from None
+                                      f"differentiated: {first_line(e)}") from None
                 connected = g is not None
             if not connected:
                 raise ConfigError(

@@ -10,6 +10,7 @@ import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ from ..data import Dataset, load_dataset
 from ..defenses import Defense, get_defense
 from ..defenses.compose import Compose
 from ..defenses.distillation import Distillation
-from ..errors import ConfigError, DataError, EvaluationWarning, PoisonlabError
+from ..errors import ConfigError, DataError, EvaluationWarning, PoisonlabError, first_line
 from ..metrics import (
     HIGHER_IS_BETTER,
     RAY_ALPHAS,
@@ -110,9 +111,25 @@ def evaluate_cell(suite: Suite, cell: Cell, *, progress: bool = False,
     except PoisonlabError as e:
         record.update(status="failed", error=str(e), metrics=[], reliability=None,
                       checks=[], internal={})
+    except Exception as e:  # user code (a model's forward, a loss) or a poisonlab bug:
+        # the cell fails saying where; the run goes on and reports it
+        record.update(status="failed", error=unexpected_error(e), metrics=[],
+                      reliability=None, checks=[], internal={})
     record["timing"] = {"wall_s": round(time.perf_counter() - t0, 3)}
     record["device"] = str(device)
     return record
+
+
+def unexpected_error(e: BaseException) -> str:
+    """One line for an exception no check anticipated: its type, message and where it was
+    raised (file name and line, no folder: the line is the same on every machine)."""
+    import traceback
+
+    frames = traceback.extract_tb(e.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return (f"unexpected {type(e).__name__}{where}: {first_line(e)} (raised "
+            "by the model's or data's own code, or a poisonlab bug: please report it if the "
+            "file is poisonlab's)")
 
 
 def _no_tick(what: str) -> None:

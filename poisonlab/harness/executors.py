@@ -34,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._validation import check_device, check_scalar
-from ..errors import ConfigError, RunError
+from ..errors import ConfigError, RunError, first_line
 from ..registry import Registry
 from .evaluate import evaluate_cell
 from .suite import Cell, Suite
@@ -372,9 +372,8 @@ def run_ray(suite: Suite, cells: Sequence[tuple[int, Cell]], on_done: OnDone,
             if on_main and signal.getsignal(signal.SIGTERM) is not sigterm:
                 signal.signal(signal.SIGTERM, sigterm)
         except (ConnectionError, RuntimeError, ValueError) as e:
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
             where = f"--address={address!r}" if address else "a local Ray instance"
-            raise ConfigError(f"{where} cannot be used: {first}") from None
+            raise ConfigError(f"{where} cannot be used: {first_line(e)}") from None
         started = True
     try:
         resources = ray.cluster_resources()

@@ -64,7 +64,7 @@ from ..attacks import get_attack
 from ..checks import CheckSettings
 from ..data import datasets
 from ..defenses import get_defense
-from ..errors import ConfigError, PoisonlabError, SuiteError
+from ..errors import ConfigError, PoisonlabError, SuiteError, first_line
 from ..metrics import (
     AUGMENT_NOISE,
     AUGMENT_SHIFT,
@@ -355,14 +355,7 @@ def check_suite_data(suite: Suite) -> None:
         for seed in suite.seeds:
             where = f"datasets[{i}] ({spec.label}, seed {seed})"
             with _Ctx(where):
-                try:
-                    ds = load_dataset(spec.name, seed=seed, **spec.kwargs)
-                except PoisonlabError:
-                    raise
-                except Exception as e:  # a user's "module:function" failed: name it
-                    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-                    raise SuiteError(f"{where}: the loader raised {type(e).__name__}"
-                                     f"{': ' + first if first else ''}") from e
+                ds = load_dataset(spec.name, seed=seed, **spec.kwargs)
             for j, threat in enumerate(suite.poisoning):
                 with _Ctx(f"threat_model.poisoning[{j}] on {where}"):
                     check_flip_budget(threat, ds.y_train, n_classes=ds.n_classes)
@@ -658,7 +651,7 @@ def _check_builds(where: str, name: str, builder: Callable[..., Any],
     except PoisonlabError:
         raise
     except (TypeError, ValueError, RuntimeError, OverflowError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         shown = ", ".join(f"{k}={_r(v)}" for k, v in sorted(params.items()))
         raise SuiteError(f"{where}: model {name!r} cannot be built with {shown}: "
                          f"{first}") from None

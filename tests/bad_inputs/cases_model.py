@@ -92,6 +92,14 @@ def _train(make: Callable[[], nn.Module]) -> Callable[[Path], object]:
     return lambda tmp: train(make(), X, Y, epochs=1)
 
 
+def _dropout_in_train() -> nn.Module:
+    return nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 3)).train()
+
+
+def _batchnorm_in_train() -> nn.Module:
+    return nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 3)).train()
+
+
 class NoParams(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x[:, :3] * 2.0
@@ -155,6 +163,18 @@ CASES = [
          EvaluationWarning, r"look like probabilities.*docs/checks\.md#model_outputs"),
     Case("model", "evaluate_model: model returns softmax probabilities", _evaluate(PROBS),
          EvaluationWarning, r"outputs for x\[:1\] lie in \[0, 1\] and sum to 1 per row"),
+    # ---------------------------------------------------------------- factories
+    Case("model", "a model factory that raises its own error",
+         lambda tmp: build_model("tests.integration.byo_helpers:failing_factory", (4,), 3),
+         ConfigError, r"model 'tests\.integration\.byo_helpers:failing_factory' raised "
+         r"RuntimeError when built: no GPU kernel for 3 classes"),
+    # ---------------------------------------------------------------- train mode
+    Case("model", "attack: model left in train mode with dropout", _attack(_dropout_in_train),
+         EvaluationWarning, r"the model is in train mode with Dropout layers: poisonlab "
+         r"measures it in eval mode"),
+    Case("model", "evaluate_model: model left in train mode with batch norm",
+         _evaluate(_batchnorm_in_train), EvaluationWarning,
+         r"the model is in train mode with BatchNorm1d layers.*call model\.eval\(\) first"),
     # ---------------------------------------------------------------- NaN / Inf
     Case("model", "attack: NaN logits", _attack(NAN), DataError,
          r"the model returned NaN or Inf logits for x\[:1\]"),

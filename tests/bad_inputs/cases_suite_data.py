@@ -72,6 +72,7 @@ CASES = [
              r"datasets\[0\] \(digits, seed 0\): its test inputs lie in \[0, 1\]"),
     cli_case("suite", "a user's dataset function that raises its own error",
              _validate(datasets=["tests.integration.byo_helpers:broken_loader"]),
-             r"datasets\[0\] \(tests\.integration\.byo_helpers:broken_loader, seed 0\): the "
-             r"loader raised ValueError: cannot reach the data share \(seed 0\)"),
+             r"datasets\[0\] \(tests\.integration\.byo_helpers:broken_loader, seed 0\): "
+             r"dataset '.*broken_loader': the loader raised ValueError: cannot reach the data "
+             r"share \(seed 0\)"),
 ]

@@ -53,3 +53,27 @@ def diverging_net(input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
 def broken_loader(*, seed: int) -> dict[str, Any]:
     """A user's dataset function that fails: the suite must be refused before any cell."""
     raise ValueError(f"cannot reach the data share (seed {seed})")
+
+
+class _FailsInTraining(nn.Module):
+    """Passes poisonlab's probe (one input, eval mode), then raises on a training batch."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: Any) -> Any:
+        if self.training and x.shape[0] > 1:
+            raise ValueError("this layer cannot take a batch")
+        return self.inner(x)
+
+
+def failing_net(input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    """A model whose own code raises during training: its cells fail, the run goes on."""
+    return _FailsInTraining(nn.Sequential(nn.Flatten(),
+                                          nn.Linear(math.prod(input_shape), n_classes)))
+
+
+def failing_factory(input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    """A factory that raises its own error."""
+    raise RuntimeError(f"no GPU kernel for {n_classes} classes")

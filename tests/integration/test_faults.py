@@ -187,10 +187,13 @@ def test_a_worker_killed_mid_run_is_one_line_and_resume_finishes(tmp_path: Path)
     assert doc["n_cells"] == N_CELLS and doc["n_failed"] == 0
 
 
-def test_a_cell_whose_loss_goes_nan_is_a_recorded_failure_and_the_run_goes_on(
+HELPERS = "tests.integration.byo_helpers"
+
+
+def test_cells_whose_loss_goes_nan_or_whose_model_raises_fail_and_the_run_goes_on(
         tmp_path: Path):
-    data = dict(TINY, models=[{"name": "mlp", "hidden": [16]},
-                              "tests.integration.byo_helpers:diverging_net"],
+    data = dict(TINY, models=[{"name": "mlp", "hidden": [16]}, f"{HELPERS}:diverging_net",
+                              f"{HELPERS}:failing_net"],
                 threat_model={"poisoning": [], "evasion": TINY["threat_model"]["evasion"]})
     suite = write_suite(tmp_path, data)
     out = tmp_path / "run"
@@ -198,23 +201,25 @@ def test_a_cell_whose_loss_goes_nan_is_a_recorded_failure_and_the_run_goes_on(
                      cwd=Path(__file__).resolve().parents[2])
     assert proc.returncode == 0, proc.stderr
     doc = json.loads((out / "results.json").read_text())
-    failed = [c for c in doc["cells"] if c["status"] != "ok"]
-    assert doc["n_cells"] == 8 and doc["n_failed"] == len(failed) == 4
-    for c in failed:
-        assert c["model"]["name"] == "tests.integration.byo_helpers:diverging_net"
-        assert c["error"].startswith("training loss became nan at epoch 1, batch 1"), c["error"]
+    failed = {c["key"]: c for c in doc["cells"] if c["status"] != "ok"}
+    assert doc["n_cells"] == 12 and doc["n_failed"] == len(failed) == 8
+    why = {f"{HELPERS}:diverging_net": "training loss became nan at epoch 1, batch 1",
+           f"{HELPERS}:failing_net": "unexpected ValueError at byo_helpers.py:"}
+    for c in failed.values():
+        assert c["error"].startswith(why[c["model"]["name"]]), c["error"]
         assert c["metrics"] == []  # no NaN passed off as a number
     ok = [c for c in doc["cells"] if c["status"] == "ok"]
     assert {c["model"]["name"] for c in ok} == {"mlp"}
     assert all(m["value"] is None or math.isfinite(m["value"]) for c in ok for m in c["metrics"])
-    # no aggregate stands for the failed model: none of its numbers exist
+    # no aggregate stands for the failed models: none of their numbers exist
     assert doc["aggregates"] and {a["model"] for a in doc["aggregates"]} == {"mlp(hidden=[16])"}
     md = (out / "report.md").read_text()
-    assert "**4 of 8 cells failed" in md
-    assert "## Failed cells" in md and md.count("training loss became nan") == 4
-    assert md.count("blobs(n_samples=300) / tests.integration.byo_helpers:diverging_net") == 4
+    assert "**8 of 12 cells failed" in md and "## Failed cells" in md
+    assert md.count("training loss became nan") == 4
+    assert md.count("ValueError at byo_helpers.py") == 4
+    assert md.count(f"blobs(n_samples=300) / {HELPERS}:diverging_net") == 4
     html = (out / "report.html").read_text()
     assert "<h2>Failed cells</h2>" in html and html.count("training loss became nan") == 4
     assert proc.stderr.splitlines()[-1] == (
-        f"poisonlab: 4 of 8 cells failed; their numbers are missing (why: 'Failed cells' in "
+        f"poisonlab: 8 of 12 cells failed; their numbers are missing (why: 'Failed cells' in "
         f"{out / 'report.md'})")

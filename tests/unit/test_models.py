@@ -164,3 +164,27 @@ def test_eval_mode_restores_modes_when_the_block_raises() -> None:
     with pytest.raises(KeyError, match="boom"), eval_mode(model):
         raise KeyError("boom")
     assert _modes(model) == before
+
+
+def test_train_mode_warns_only_where_the_mode_could_matter():
+    import warnings
+
+    from poisonlab import FGSM, EvasionThreat, train
+    from poisonlab.errors import EvaluationWarning
+
+    x = torch.rand(12, 4)
+    y = torch.arange(12) % 3
+    threat = EvasionThreat(eps=0.1)
+    dropout = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 3)).train()
+    with pytest.warns(EvaluationWarning, match="train mode with Dropout"):
+        res = FGSM()(dropout, x, y, threat=threat)
+    assert dropout.training and all(m.training for m in dropout.modules())  # restored
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # no mode-dependent layer: its mode changes nothing, no warning
+        FGSM()(nn.Sequential(nn.Linear(4, 3)).train(), x, y, threat=threat)
+        # in eval mode: no warning, and the same adversarial inputs as in train mode
+        again = FGSM()(dropout.eval(), x, y, threat=threat)
+        # train() wants train mode: no warning
+        train(dropout.train(), x, y, epochs=1)
+    assert torch.equal(res.x_adv, again.x_adv)
