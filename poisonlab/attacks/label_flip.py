@@ -455,7 +455,7 @@ def check_flip_budget(threat: PoisonThreat, y: Any, *, n_classes: int) -> None:
     ``adversarial`` have their caps checked without training their surrogate.
 
     >>> check_flip_budget(PoisonThreat(rate=0.5, strategy="pairwise", source=0, target=1),
-    ...                   [0, 1, 1, 1], n_classes=2)  # doctest: +ELLIPSIS
+    ...                   np.array([0, 1, 1, 1]), n_classes=2)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     poisonlab.errors.DataError: rate=0.5 asks for 2 pairwise flips but source class 0 has 1 ...
