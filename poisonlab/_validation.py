@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -137,8 +137,22 @@ def check_x(x: Any, name: str = "x") -> torch.Tensor:
     return x_t
 
 
-def check_labels(y: Any, *, n_classes: int | None = None, name: str = "y") -> torch.Tensor:
-    """Check a 1-D vector of integer class ids (in ``0 .. n_classes - 1``); return int64."""
+def check_distinct(name: str, values: Sequence[Any], *, what: str = "entries",
+                   show: Callable[[Any], str] = repr,
+                   error: type[ConfigError] = ConfigError) -> None:
+    """Raise ``error`` for the first entry of ``values`` equal to an earlier one:
+    ``{name}[i]={show(value)} is listed twice: expected distinct {what}``."""
+    for i, v in enumerate(values):
+        if v in values[:i]:
+            raise error(f"{name}[{i}]={show(v)} is listed twice: expected distinct {what}")
+
+
+def check_labels(y: Any, *, n_classes: int | None = None, name: str = "y",
+                 of_model: bool = False) -> torch.Tensor:
+    """Check a 1-D vector of integer class ids (in ``0 .. n_classes - 1``); return int64.
+
+    ``of_model``: ``n_classes`` is the width of a model's output, and the message says so.
+    """
     y_t = as_tensor(name, y)
     if torch.is_floating_point(y_t) or y_t.dtype == torch.bool or torch.is_complex(y_t):
         raise DataError(f"{name} has dtype {y_t.dtype}: expected integer class ids")
@@ -146,9 +160,10 @@ def check_labels(y: Any, *, n_classes: int | None = None, name: str = "y") -> to
         raise DataError(f"{name} has shape {tuple(y_t.shape)}: expected a vector (n,)")
     y_t = y_t.long()
     if n_classes is not None and y_t.numel() and (y_t.min() < 0 or y_t.max() >= n_classes):
+        why = f" to match the model's {n_classes} outputs" if of_model else ""
         raise DataError(
             f"{name} has labels in [{int(y_t.min())}, {int(y_t.max())}]: expected class ids "
-            f"in [0, {n_classes - 1}]"
+            f"in [0, {n_classes - 1}]{why}"
         )
     return y_t
 

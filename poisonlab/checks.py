@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._validation import check_bool, check_inputs, check_scalar, check_seed
+from ._validation import check_bool, check_distinct, check_inputs, check_scalar, check_seed
 from .attacks import FGSM, PGD, AttackResult, Noise, get_attack
 from .attacks.base import LOSSES
 from .attacks.evasion import child_seeds
@@ -725,9 +725,7 @@ class CheckSettings:
                 raise UnknownNameError(
                     f"enabled[{i}]={name!r} is not known: expected one of "
                     f"{', '.join(ALL_CHECKS)}{did_you_mean(str(name), list(ALL_CHECKS))}")
-            if name in names[:i]:
-                raise ConfigError(f"enabled[{i}]={name!r} is listed twice: expected "
-                                  "distinct checks")
+            check_distinct("enabled", names[: i + 1], what="checks")
         object.__setattr__(self, "enabled", names)
 
     @classmethod

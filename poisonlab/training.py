@@ -28,6 +28,7 @@ from ._validation import (
     check_bool,
     check_bounds,
     check_inputs,
+    check_labels,
     check_model,
     check_scalar,
     check_seed,
@@ -225,15 +226,6 @@ def output_width(model: nn.Module, x: torch.Tensor) -> int:
     return probe_model(model, x)
 
 
-def check_labels_fit(y: torch.Tensor, k: int, name: str = "y") -> None:
-    """Raise DataError if labels ``y`` (int64) fall outside a model's ``k`` outputs."""
-    if y.numel() and (int(y.max()) >= k or int(y.min()) < 0):
-        raise DataError(
-            f"{name} has labels in [{int(y.min())}, {int(y.max())}]: expected class ids in "
-            f"[0, {k - 1}] to match the model's {k} outputs"
-        )
-
-
 def _check_finite(losses: list[torch.Tensor], epoch: int, defense: Defense, lr: float,
                   *, first: int = 0) -> None:
     """Raise TrainingError naming the first of this epoch's batches whose loss is NaN/Inf,
@@ -313,7 +305,7 @@ def train(
     x_t, y_t = check_inputs(x, y)
     x_t = match_dtype(model, x_t)
     k = probe_model(model, x_t, param_grad=True)
-    check_labels_fit(y_t, k)
+    check_labels(y_t, n_classes=k, of_model=True)
     if defense.needs_validation and (x_val is None or y_val is None):
         raise ConfigError(
             f"x_val=None is not allowed with defense {defense.label}: it is fitted on the "

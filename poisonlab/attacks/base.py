@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validation import check_inputs, check_model, check_seed
+from .._validation import check_inputs, check_labels, check_model, check_seed
 from ..errors import ConfigError, DataError
 from ..models import eval_mode
 from ..threat import EvasionThreat, Knowledge, Norm
-from ..training import check_labels_fit, match_dtype, model_device, probe_model
+from ..training import match_dtype, model_device, probe_model
 
 # --------------------------------------------------------------------------- norm table
 
@@ -249,7 +249,7 @@ def prepare_call(
     x_t, y_t = check_inputs(x, y)
     x_t = match_dtype(model, x_t)
     k = probe_model(model, x_t, input_grad=gradients, what=f"attack {name!r}")
-    check_labels_fit(y_t, k)
+    check_labels(y_t, n_classes=k, of_model=True)
     lo, hi = threat.bounds
     if x_t.numel() and (x_t.min() < lo or x_t.max() > hi):
         raise DataError(

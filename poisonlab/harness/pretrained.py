@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .._validation import check_device
+from .._validation import check_device, check_distinct
 from ..attacks import get_attack
 from ..attacks.evasion import child_seeds
 from ..data import Dataset, load_dataset, load_npz
@@ -55,13 +55,6 @@ def load_data(data: str | Path, *, seed: int = 0) -> tuple[Dataset, dict[str, An
     if str(data).endswith(".npz") or Path(data).is_file():
         return load_npz(data, seed=seed), {"name": "npz", "params": {"path": str(data)}}
     return load_dataset(data, seed=seed), {"name": data, "params": {}}
-
-
-def _no_repeats(name: str, values: list[Any]) -> None:
-    """Raise ConfigError naming the first entry that repeats an earlier one."""
-    for i, v in enumerate(values):
-        if v in values[:i]:
-            raise ConfigError(f"{name}[{i}]={v!r} is listed twice: expected each once")
 
 
 def evaluate_pretrained(
@@ -122,12 +115,12 @@ def evaluate_pretrained(
         raise ConfigError(f"eps={eps!r} is not allowed: expected a list of budgets")
     if isinstance(attacks, str | bytes) or not isinstance(attacks, Sequence):
         raise ConfigError(f"attacks={attacks!r} is not allowed: expected a list of attacks")
-    _no_repeats("eps", list(eps))
+    check_distinct("eps", list(eps), what="budgets")
     ds, ds_spec = load_data(data, seed=seed)
     net = build_model(model, ds.input_shape, ds.n_classes, seed=seed, weights=weights).to(dev)
     threats = [EvasionThreat(norm=norm, eps=e, bounds=ds.bounds) for e in eps]
     a_specs = [_as_spec(a) for a in attacks]
-    _no_repeats("attacks", [a.label for a in a_specs])
+    check_distinct("attacks", [a.label for a in a_specs], what="attacks")
     knowledge = {a.label: get_attack(a.name, **a.kwargs).knowledge.value for a in a_specs}
     info = InformationSpec()
     details = evaluate_model_details(net, ds, threats=threats,

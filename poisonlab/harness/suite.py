@@ -59,7 +59,13 @@ from typing import Any
 import torch
 import yaml
 
-from .._validation import check_bool, check_params, check_scalar, check_seed
+from .._validation import (
+    check_bool,
+    check_distinct,
+    check_params,
+    check_scalar,
+    check_seed,
+)
 from ..attacks import get_attack
 from ..checks import CheckSettings
 from ..data import datasets
@@ -494,15 +500,6 @@ def _list(raw: dict[str, Any], key: str, *, required: bool = True) -> list[Any]:
     return v
 
 
-def _unique(items: list[Any], key: str, ident: Any) -> None:
-    seen: set[Any] = set()
-    for i, it in enumerate(items):
-        k = ident(it)
-        if k in seen:
-            raise SuiteError(f"{key}[{i}]={k} is listed twice: expected distinct entries")
-        seen.add(k)
-
-
 _repr = reprlib.Repr()
 _repr.maxstring = _repr.maxother = 80
 _repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 8
@@ -766,9 +763,7 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<memory>") -> Suite:
             hint = did_you_mean(str(m), list(METRIC_GROUPS))
             raise SuiteError(f"metrics[{i}]={_r(m)} is not known: expected one of "
                              f"{', '.join(METRIC_GROUPS)}{hint}")
-        if m in metrics_raw[:i]:
-            raise SuiteError(f"metrics[{i}]={m!r} is listed twice: expected distinct metric "
-                             "groups")
+        check_distinct("metrics", metrics_raw[: i + 1], what="metric groups", error=SuiteError)
     om = _mapping(raw, "offmanifold")
     if not isinstance(om, dict) or any(k != "n_noise" for k in om):
         raise SuiteError(f"offmanifold={_r(om)} is not allowed: expected {{n_noise: int}}")
@@ -802,7 +797,7 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<memory>") -> Suite:
         ("defenses", d_specs, lambda s: s.label), ("attacks", a_specs, lambda s: s.label),
         ("seeds", seeds, str), ("threat_model.poisoning", poisoning, lambda t: t.id),
     ):
-        _unique(items, key, ident)
+        check_distinct(key, [ident(x) for x in items], show=str, error=SuiteError)
     eps_ids = [(e.norm, e.targeted, x) for e in evasion for x in e.eps]
     if len(set(eps_ids)) != len(eps_ids):
         raise SuiteError("threat_model.evasion lists one norm/eps twice: expected distinct "

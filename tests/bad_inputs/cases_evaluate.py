@@ -32,7 +32,7 @@ def _cli(*flags: str) -> Callable[[Path], list[str]]:
 
 CASES = [
     Case("api", "evaluate_pretrained with an eps listed twice", _api(eps=[0.1, 0.1]),
-         ConfigError, r"eps\[1\]=0\.1 is listed twice: expected each once"),
+         ConfigError, r"eps\[1\]=0\.1 is listed twice: expected distinct budgets"),
     Case("api", "evaluate_pretrained with an attack listed twice",
          _api(eps=[0.1], attacks=["fgsm", "fgsm"]), ConfigError,
          r"attacks\[1\]='fgsm' is listed twice"),
