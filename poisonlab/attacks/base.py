@@ -19,11 +19,90 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validation import check_inputs, check_labels, check_model, check_seed
+from .._validation import check_bool, check_inputs, check_labels, check_model, check_seed
+from ..batching import DEFAULT_BATCH_SIZE, Source, check_batch_size, iter_slices
 from ..errors import ConfigError, DataError
 from ..models import eval_mode
 from ..threat import EvasionThreat, Knowledge, Norm
 from ..training import match_dtype, model_device, probe_model
+
+# --------------------------------------------------------------------------- randomness
+
+_MASK64 = (1 << 64) - 1
+
+
+def _mix64(z: int) -> int:
+    """splitmix64's finaliser (Steele et al. 2014): a bijective scramble of 64 bits."""
+    z = (z + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+@dataclass(frozen=True, eq=False)
+class SampleRNG:
+    """Random streams keyed by sample, so that an attack's draws never depend on batching.
+
+    Row ``j`` of every draw depends only on ``(seed, index[j], stream)``: sample ``i`` gets
+    the same random start in restart ``r`` whether it is attacked alone, in a batch of 7
+    or with the whole set, and whichever other samples are still being attacked. Draws
+    are made on the CPU (then moved), so they are the same on every device.
+
+    Parameters
+    ----------
+    seed : int
+        The attack's seed (or a child seed of it, one per eps of a security curve).
+    index : int64 Tensor (n,)
+        Global ids of the batch's samples within the input set.
+
+    >>> rng = SampleRNG(0, torch.arange(5))
+    >>> bool((rng.take(torch.tensor([3])).rand((2,), stream=1)
+    ...       == rng.rand((2,), stream=1)[3]).all())
+    True
+    """
+
+    seed: int
+    index: torch.Tensor
+
+    @staticmethod
+    def of(seed: int, n: int) -> SampleRNG:
+        return SampleRNG(seed, torch.arange(n))
+
+    def __len__(self) -> int:
+        return int(self.index.numel())
+
+    def take(self, ix: torch.Tensor | slice) -> SampleRNG:
+        """The streams of rows ``ix`` (a slice, a bool mask or ids into this batch)."""
+        if isinstance(ix, torch.Tensor):
+            ix = ix.cpu()
+        return SampleRNG(self.seed, self.index[ix].reshape(-1))
+
+    def _key(self, stream: int) -> int:
+        return _mix64(_mix64(self.seed & _MASK64) ^ (stream & _MASK64))
+
+    def generators(self, *, stream: int) -> list[torch.Generator]:
+        """One CPU generator per sample for draw ``stream``."""
+        key = self._key(stream)
+        return [torch.Generator().manual_seed(_mix64(key ^ i) >> 1)
+                for i in self.index.tolist()]
+
+    def rand(self, shape: tuple[int, ...] | torch.Size, *, stream: int) -> torch.Tensor:
+        """Uniform [0, 1) draws of shape (len(self), *shape), float32, CPU."""
+        rows = [torch.rand(shape, generator=g) for g in self.generators(stream=stream)]
+        return torch.stack(rows) if rows else torch.zeros((0, *shape))
+
+    def randn(self, shape: tuple[int, ...] | torch.Size, *, stream: int) -> torch.Tensor:
+        """Standard normal draws of shape (len(self), *shape), float32, CPU."""
+        rows = [torch.randn(shape, generator=g) for g in self.generators(stream=stream)]
+        return torch.stack(rows) if rows else torch.zeros((0, *shape))
+
+    def batch_seed(self, *, stream: int) -> int:
+        """One 31-bit seed for the whole batch, for code that cannot draw per sample (a
+        third-party attack): it depends on the batch's first sample, so such an attack's
+        numbers depend on the batch size."""
+        first = int(self.index[0]) if len(self) else 0
+        return _mix64(self._key(stream) ^ first) >> 33
+
 
 # --------------------------------------------------------------------------- norm table
 
@@ -37,17 +116,19 @@ def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.view(-1, *([1] * (like.dim() - 1)))
 
 
-def _linf_random(shape: torch.Size, eps: float, gen: torch.Generator) -> torch.Tensor:
-    return (torch.rand(shape, generator=gen) * 2 - 1) * eps
+def _linf_random(shape: torch.Size, eps: float, rng: SampleRNG, stream: int) -> torch.Tensor:
+    return (rng.rand(shape, stream=stream) * 2 - 1) * eps
 
 
-def _l2_random(shape: torch.Size, eps: float, gen: torch.Generator) -> torch.Tensor:
-    # Uniform in the l2 ball: a Gaussian direction, radius eps * u^(1/d).
-    direction = torch.randn(shape, generator=gen)
-    direction = direction / _bcast(_flat_norm(direction, 2).clamp_min(1e-12), direction)
-    d = math.prod(shape[1:])
-    radius = eps * torch.rand(shape[0], generator=gen) ** (1.0 / d)
-    return direction * _bcast(radius, direction)
+def _l2_random(shape: torch.Size, eps: float, rng: SampleRNG, stream: int) -> torch.Tensor:
+    # Uniform in the l2 ball: a Gaussian direction, radius eps * u^(1/d), per sample.
+    d = math.prod(shape)
+    rows = []
+    for g in rng.generators(stream=stream):
+        direction = torch.randn(shape, generator=g)
+        radius = eps * float(torch.rand((), generator=g)) ** (1.0 / d)
+        rows.append(direction * (radius / max(float(direction.norm()), 1e-12)))
+    return torch.stack(rows) if rows else torch.zeros((0, *shape))
 
 
 def _l2_project(delta: torch.Tensor, eps: float) -> torch.Tensor:
@@ -67,7 +148,8 @@ class NormOps:
     p: float
     project: Callable[[torch.Tensor, float], torch.Tensor]
     normalize: Callable[[torch.Tensor], torch.Tensor]
-    random_init: Callable[[torch.Size, float, torch.Generator], torch.Tensor]
+    #: (sample_shape, eps, rng, stream) -> a random point of the ball per sample of rng.
+    random_init: Callable[[torch.Size, float, SampleRNG, int], torch.Tensor]
 
     def norm(self, v: torch.Tensor) -> torch.Tensor:
         return _flat_norm(v, self.p)
@@ -161,9 +243,10 @@ class AttackResult:
 
     Attributes
     ----------
-    x_adv : Tensor (n, *input_shape)
+    x_adv : Tensor (n, *input_shape), or None when the call had ``keep_adv=False``
         Inside the threat's eps-ball around x and (unless the attack was told
-        ``clip=False``) inside its bounds.
+        ``clip=False``) inside its bounds; on the device of the inputs (the CPU for a
+        torch Dataset).
     success : bool Tensor (n,)
         Untargeted: ``pred_adv != y``; targeted: ``pred_adv == target``.
     y, pred_clean, pred_adv : int64 Tensor (n,)
@@ -174,7 +257,7 @@ class AttackResult:
         Number of per-sample input gradients computed (the attack's work).
     """
 
-    x_adv: torch.Tensor
+    x_adv: torch.Tensor | None
     success: torch.Tensor
     y: torch.Tensor
     pred_clean: torch.Tensor
@@ -229,6 +312,48 @@ def _targets(target: Any, y: torch.Tensor) -> Any:
     return target
 
 
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """A validated attack call: the input source, labels and targets, the model's K.
+
+    ``source`` holds the inputs whole (tensors, on the caller's device) or reads a torch
+    Dataset one batch at a time; ``y`` and ``target`` are (n,) int64 on the CPU or the
+    caller's device. ``batch(ix)`` returns one batch on the model's device.
+    """
+
+    source: Source
+    y: torch.Tensor
+    target: torch.Tensor | None
+    threat: EvasionThreat
+    n_classes: int
+    device: torch.device
+    model: nn.Module
+
+    @property
+    def n(self) -> int:
+        return self.source.n
+
+    def batch(self, ix: torch.Tensor | slice) -> tuple[
+            torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(x, y, target) of samples ``ix`` on the model's device, x in its dtype."""
+        xb, yb = self.source.take(ix)
+        if self.source.lazy:
+            check_labels(yb, n_classes=self.n_classes, of_model=True)
+            check_in_bounds(xb, self.threat)
+        tb = None if self.target is None else self.target[ix]
+        xb = match_dtype(self.model, xb).to(self.device, non_blocking=True)
+        return (xb, yb.to(self.device), None if tb is None else tb.to(self.device))
+
+
+def check_in_bounds(x: torch.Tensor, threat: EvasionThreat) -> None:
+    lo, hi = threat.bounds
+    if x.numel() and (x.min() < lo or x.max() > hi):
+        raise DataError(
+            f"x has values in [{float(x.min()):g}, {float(x.max()):g}]: expected values "
+            f"inside threat bounds [{lo:g}, {hi:g}]"
+        )
+
+
 def prepare_call(
     model: nn.Module,
     x: Any,
@@ -238,33 +363,45 @@ def prepare_call(
     *,
     gradients: bool = False,
     name: str = "attack",
-) -> tuple[torch.Tensor, torch.Tensor, EvasionThreat, torch.Tensor | None]:
-    """Validate an attack call's arguments; return tensors on the model's device.
+) -> Prepared:
+    """Validate an attack call's arguments once, for every batch that follows.
 
     One probe of the model (:func:`~poisonlab.training.probe_model`) checks its output and,
     with ``gradients`` (white-box attacks), that its output is differentiable in its input.
+    Tensors are checked whole (finite, labels in range, inside the bounds); a torch Dataset
+    is checked batch by batch as it is read.
     """
     threat = check_threat(threat)
     check_model(model)
-    x_t, y_t = check_inputs(x, y)
-    x_t = match_dtype(model, x_t)
-    k = probe_model(model, x_t, input_grad=gradients, what=f"attack {name!r}")
+    source = Source.of(x, y)
+    first, _ = source.take(slice(0, 1))
+    k = probe_model(model, match_dtype(model, first), input_grad=gradients,
+                    what=f"attack {name!r}")
+    y_t = source.labels()
     check_labels(y_t, n_classes=k, of_model=True)
-    lo, hi = threat.bounds
-    if x_t.numel() and (x_t.min() < lo or x_t.max() > hi):
-        raise DataError(
-            f"x has values in [{float(x_t.min()):g}, {float(x_t.max()):g}]: expected values "
-            f"inside threat bounds [{lo:g}, {hi:g}]"
-        )
+    if not source.lazy:
+        check_in_bounds(source.x, threat)
     t: torch.Tensor | None = None
     if threat.targeted:
         if target is None:
             raise ConfigError("target=None is not allowed: a targeted threat needs target=")
-        _, t = check_inputs(x_t, _targets(target, y_t), n_classes=k, name_y="target")
+        _, t = check_inputs(torch.zeros(len(y_t), 1), _targets(target, y_t), n_classes=k,
+                            name_y="target")
+        t = t.to(y_t.device)
     elif target is not None:
         raise ConfigError("target= is not allowed: the threat is untargeted (targeted=False)")
-    device = model_device(model)
-    return x_t.to(device), y_t.to(device), threat, (None if t is None else t.to(device))
+    return Prepared(source, y_t, t, threat, k, model_device(model), model)
+
+
+def base_seed(seed: int | torch.Generator) -> tuple[int, int]:
+    """(the seed of the per-sample streams, the seed recorded in the result).
+
+    A seed is both; a generator passed in gives one draw from it and is recorded as -1.
+    """
+    generator, used = as_generator(seed)
+    if used >= 0:
+        return used, used
+    return int(torch.randint(0, 2**62, (1,), generator=generator)), -1
 
 
 @dataclass(frozen=True)
@@ -307,34 +444,62 @@ class Attack:
         *,
         threat: EvasionThreat,
         target: torch.Tensor | None,
-        generator: torch.Generator,
+        rng: SampleRNG,
     ) -> tuple[torch.Tensor, int]:
-        """Return ``(x_adv, gradients)``; the template projects and checks it."""
+        """Return ``(x_adv, gradients)`` for one batch; the template projects and checks it.
+
+        ``rng`` holds the batch's per-sample random streams: draw from it (never from a
+        batch-wide generator) so that results do not depend on the batch size.
+        """
         raise NotImplementedError
 
     def __call__(
         self,
         model: nn.Module,
         x: Any,
-        y: Any,
+        y: Any = None,
         *,
         threat: EvasionThreat,
         seed: int | torch.Generator = 0,
         target: Any = None,
+        batch_size: int | None = DEFAULT_BATCH_SIZE,
+        keep_adv: bool = True,
     ) -> AttackResult:
-        x_t, y_t, threat, t = prepare_call(model, x, y, threat, target,
-                                           gradients=self.needs_gradients(), name=self.name)
-        self.check_threat(threat)
-        generator, seed_used = as_generator(seed)
+        """Attack ``x`` (n, *input_shape) with labels ``y`` (n,) under ``threat``.
+
+        ``x`` may also be a map-style torch Dataset of ``(x_i, y_i)`` items (``y=None``).
+        ``batch_size`` samples run at once (None: all): it changes memory and speed, never
+        a number (docs/batching.md). ``keep_adv=False`` keeps only the per-sample outcomes
+        (``x_adv`` is None), for long runs.
+        """
+        batch_size = check_batch_size("batch_size", batch_size)
+        keep_adv = check_bool("keep_adv", keep_adv)
+        call = prepare_call(model, x, y, threat, target,
+                            gradients=self.needs_gradients(), name=self.name)
+        self.check_threat(call.threat)
+        root, seed_used = base_seed(seed)
+        out = Gathered.empty(call.n, keep_adv)
         with eval_mode(model):
-            x_adv, grads = self._perturb(
-                model, x_t, y_t, threat=threat, target=t, generator=generator
-            )
-            return finish(model, x_t, y_t, x_adv.detach(), threat, t, self.name,
-                          self.params(), seed_used, grads, clip=self._clip())
+            for sl in iter_slices(call.n, batch_size):
+                xb, yb, tb = call.batch(sl)
+                x_adv, grads = self._perturb(model, xb, yb, threat=call.threat, target=tb,
+                                             rng=SampleRNG(root, torch.arange(sl.start,
+                                                                              sl.stop)))
+                out.put(sl, finish_batch(model, xb, yb, x_adv.detach(), call.threat, tb,
+                                         self.name, clip=self._clip()), grads)
+        return out.result(call, self.name, self.params(), seed_used)
 
 
-def finish(
+@dataclass(frozen=True, eq=False)
+class BatchOutcome:
+    """What one batch of an attack leaves: projected x_adv and the two predictions."""
+
+    x_adv: torch.Tensor
+    pred_clean: torch.Tensor
+    pred_adv: torch.Tensor
+
+
+def finish_batch(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
@@ -342,33 +507,69 @@ def finish(
     threat: EvasionThreat,
     target: torch.Tensor | None,
     name: str,
-    params: dict[str, Any],
-    seed: int,
-    gradients: int,
     *,
     clip: bool = True,
-    logits_clean: torch.Tensor | None = None,
-) -> AttackResult:
-    """Project, refuse NaN, predict and build the AttackResult (model already in eval).
+    pred_clean: torch.Tensor | None = None,
+) -> BatchOutcome:
+    """Project one batch's x_adv, refuse NaN, predict (model already in eval mode).
 
-    ``logits_clean``, the model's logits on ``x`` if the caller already has them (a
+    ``pred_clean``, the model's predictions on ``x`` if the caller already has them (a
     security curve predicts on the clean inputs once for all its eps).
     """
     x_adv = project(x, x_adv, threat, clip=clip)
     if not torch.isfinite(x_adv).all():
         raise DataError(f"attack {name!r} produced NaN or Inf inputs under {threat.id}")
     with torch.no_grad():
-        if logits_clean is None:
-            logits_clean = model(x)
         logits_adv = model(x_adv)
-    if not (torch.isfinite(logits_clean).all() and torch.isfinite(logits_adv).all()):
+        finite = bool(torch.isfinite(logits_adv).all())
+        if pred_clean is None:
+            logits_clean = model(x)
+            finite = finite and bool(torch.isfinite(logits_clean).all())
+            pred_clean = logits_clean.argmax(dim=1)
+    if not finite:
         raise DataError(
             f"the model returned NaN or Inf logits under attack {name!r} ({threat.id}): "
             "success flags would be meaningless"
         )
-    pred_clean, pred_adv = logits_clean.argmax(dim=1), logits_adv.argmax(dim=1)
-    return AttackResult(
-        x_adv=x_adv, success=is_success(pred_adv, y, target), y=y, pred_clean=pred_clean,
-        pred_adv=pred_adv, target=target, threat=threat, attack=name, params=params,
-        seed=seed, gradients=gradients,
-    )
+    return BatchOutcome(x_adv, pred_clean, logits_adv.argmax(dim=1))
+
+
+@dataclass(eq=False)
+class Gathered:
+    """Per-sample outcomes gathered batch by batch on the CPU (x_adv only if kept)."""
+
+    pred_clean: torch.Tensor
+    pred_adv: torch.Tensor
+    x_adv: torch.Tensor | None
+    keep_adv: bool
+    gradients: int = 0
+
+    @staticmethod
+    def empty(n: int, keep_adv: bool) -> Gathered:
+        return Gathered(torch.zeros(n, dtype=torch.int64), torch.zeros(n, dtype=torch.int64),
+                        None, keep_adv)
+
+    def put(self, ix: torch.Tensor | slice, out: BatchOutcome, gradients: int = 0) -> None:
+        self.pred_clean[ix] = out.pred_clean.cpu()
+        self.pred_adv[ix] = out.pred_adv.cpu()
+        self.gradients += gradients
+        if self.keep_adv:
+            if self.x_adv is None:
+                self.x_adv = torch.zeros((len(self.pred_adv), *out.x_adv.shape[1:]),
+                                         dtype=out.x_adv.dtype)
+            self.x_adv[ix] = out.x_adv.cpu()
+
+    def result(self, call: Prepared, name: str, params: dict[str, Any],
+               seed: int) -> AttackResult:
+        """The AttackResult (its own copies), per-sample vectors on the labels' device."""
+        dev = call.y.device
+        t = call.target
+        pred_adv = self.pred_adv.to(dev, copy=True)
+        x_adv = None if self.x_adv is None else self.x_adv.to(
+            call.source.x.device if not call.source.lazy else "cpu", copy=True)
+        return AttackResult(
+            x_adv=x_adv, success=is_success(pred_adv, call.y, t), y=call.y,
+            pred_clean=self.pred_clean.to(dev, copy=True), pred_adv=pred_adv, target=t,
+            threat=call.threat, attack=name, params=params, seed=seed,
+            gradients=self.gradients,
+        )

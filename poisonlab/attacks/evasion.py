@@ -9,6 +9,7 @@ attacked again.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -18,7 +19,8 @@ import torch
 from torch import nn
 
 from .._validation import check_bool, check_choice, check_scalar, check_seed
-from ..errors import ConfigError
+from ..batching import DEFAULT_BATCH_SIZE, check_batch_size, iter_slices
+from ..errors import ConfigError, DataError
 from ..models import eval_mode
 from ..threat import EvasionThreat, Knowledge
 from .base import (
@@ -26,7 +28,10 @@ from .base import (
     NORMS,
     Attack,
     AttackResult,
-    finish,
+    BatchOutcome,
+    Gathered,
+    SampleRNG,
+    finish_batch,
     is_success,
     prepare_call,
 )
@@ -67,7 +72,7 @@ def pgd(
     random_start: bool = True,
     early_stop: bool = False,
     target: torch.Tensor | None = None,
-    generator: torch.Generator,
+    rng: SampleRNG,
 ) -> tuple[torch.Tensor, int]:
     """Projected gradient descent (Madry et al. 2018) in the threat's norm.
 
@@ -76,7 +81,9 @@ def pgd(
     the bounds after each. Across ``restarts`` each sample keeps its strongest result: a
     successful one first, else the one with the highest loss. With ``early_stop`` a sample
     is frozen at the first iterate that fools the model (so it is never lost again), and
-    later restarts attack only the samples not yet fooled.
+    later restarts attack only the samples not yet fooled. Restart ``r`` of sample ``i``
+    starts from ``rng``'s stream ``r`` for ``i``, so a sample's attack is the same in any
+    batch.
 
     Returns ``(x_adv, gradients)``, the second the number of per-sample gradients taken.
     """
@@ -111,7 +118,8 @@ def pgd(
             break
         x0, y0, t0 = (x, y, target) if everyone else (x[todo], y[todo], sub(target, todo))
         if random_start:
-            delta = ops.random_init(x0.shape, eps, generator).to(x.device, x.dtype)
+            r_rng = rng if everyone else rng.take(todo)
+            delta = ops.random_init(x0.shape[1:], eps, r_rng, r).to(x.device, x.dtype)
             x_cur = (x0 + delta).clamp(lo, hi)
         else:
             x_cur = x0.clone()
@@ -189,7 +197,7 @@ class FGSM(Attack):
     def _clip(self) -> bool:
         return self.clip
 
-    def _perturb(self, model, x, y, *, threat, target, generator):  # type: ignore[no-untyped-def]
+    def _perturb(self, model, x, y, *, threat, target, rng):  # type: ignore[no-untyped-def]
         return fgsm(model, x, y, threat=threat, loss=self.loss, target=target,
                     clip=self.clip), int(x.shape[0])
 
@@ -258,11 +266,11 @@ class PGD(Attack):
     def stepsize(self, eps: float) -> float:
         return self.abs_stepsize if self.abs_stepsize is not None else self.rel_stepsize * eps
 
-    def _perturb(self, model, x, y, *, threat, target, generator):  # type: ignore[no-untyped-def]
+    def _perturb(self, model, x, y, *, threat, target, rng):  # type: ignore[no-untyped-def]
         return pgd(
             model, x, y, threat=threat, steps=self.steps, stepsize=self.stepsize(threat.eps),
             restarts=self.restarts, loss=self.loss, random_start=self.random_start,
-            early_stop=self.early_stop, target=target, generator=generator,
+            early_stop=self.early_stop, target=target, rng=rng,
         )
 
 
@@ -274,24 +282,27 @@ def random_noise(
     threat: EvasionThreat,
     samples: int = 1,
     target: torch.Tensor | None = None,
-    generator: torch.Generator,
+    rng: SampleRNG,
 ) -> torch.Tensor:
     """Random points on the surface of the eps-ball, best of ``samples`` draws per sample.
 
     linf: ``x + eps * s`` with ``s`` uniform random signs (a random corner of the box);
     l2: ``x + eps * u`` with ``u`` uniform on the unit sphere. Clipped to the bounds. A
-    sample keeps its first successful draw, else the last one. Returns x_adv like ``x``.
+    sample keeps its first successful draw, else the last one; draw ``s`` of sample ``i``
+    comes from ``rng``'s stream ``s`` for ``i``. Returns x_adv like ``x``.
     """
     lo, hi = threat.bounds
     best = x.clone()
     done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-    for _ in range(samples):
-        r = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
+    for s in range(samples):
+        todo = torch.nonzero(~done).flatten()
+        r = rng.take(todo).randn(x.shape[1:], stream=s).to(x.device, x.dtype)
         step = NORMS[threat.norm].normalize(r)  # sign(r) for linf; r / ||r||_2 for l2
-        cand = (x + threat.eps * step).clamp(lo, hi)
-        best[~done] = cand[~done]
+        cand = (x[todo] + threat.eps * step).clamp(lo, hi)
+        best[todo] = cand
         with torch.no_grad():
-            done |= is_success(model(cand).argmax(dim=1), y, target)
+            done[todo] = is_success(model(cand).argmax(dim=1), y[todo],
+                                    None if target is None else target[todo])
         if bool(done.all()):
             break
     return best
@@ -320,9 +331,9 @@ class Noise(Attack):
             self, "samples", check_scalar("samples", self.samples, lo=1, integer=True)
         )
 
-    def _perturb(self, model, x, y, *, threat, target, generator):  # type: ignore[no-untyped-def]
+    def _perturb(self, model, x, y, *, threat, target, rng):  # type: ignore[no-untyped-def]
         return random_noise(model, x, y, threat=threat, samples=self.samples, target=target,
-                            generator=generator), 0
+                            rng=rng), 0
 
 
 def child_seeds(seed: int, n: int) -> list[int]:
@@ -334,19 +345,25 @@ def security_curve(
     attack: Attack,
     model: nn.Module,
     x: Any,
-    y: Any,
+    y: Any = None,
     *,
     threats: Sequence[EvasionThreat],
     seed: int = 0,
     target: Any = None,
     on_result: Callable[[EvasionThreat, AttackResult], None] | None = None,
+    batch_size: int | None = DEFAULT_BATCH_SIZE,
+    keep_adv: bool = True,
 ) -> list[AttackResult]:
     """Run ``attack`` under each threat (same norm and bounds, several eps), sharing work.
 
     Threats are processed by increasing eps. A sample fooled at a smaller eps keeps that
     adversarial point (it lies inside every larger ball) and is not attacked again, so
     success never decreases with eps and each larger eps costs only the samples still
-    standing. Each eps draws from its own child seed of ``seed``.
+    standing. Each eps draws from its own child seed of ``seed``, per sample, so the curve
+    does not depend on ``batch_size`` (the samples still standing are attacked
+    ``batch_size`` at a time; the clean predictions are made once). ``x`` may be a
+    map-style torch Dataset of ``(x_i, y_i)`` items (``y=None``); ``keep_adv=False`` keeps
+    only the per-sample outcomes.
 
     ``on_result(threat, result)``, if given, is called as each eps finishes (in increasing
     eps): a progress hook, it cannot change the results.
@@ -374,33 +391,42 @@ def security_curve(
                 "bounds and targeting, varying eps only"
             )
     seed = check_seed("seed", seed)
+    batch_size = check_batch_size("batch_size", batch_size)
+    keep_adv = check_bool("keep_adv", keep_adv)
     attack.check_threat(first)
-    x_t, y_t, _, t_t = prepare_call(model, x, y, first, target,
-                                    gradients=attack.needs_gradients(), name=attack.name)
+    call = prepare_call(model, x, y, first, target, gradients=attack.needs_gradients(),
+                        name=attack.name)
     order = sorted(range(len(threats)), key=lambda i: threats[i].eps)
     seeds = child_seeds(seed, len(threats))
     results: dict[int, AttackResult] = {}
-    x_best = x_t.clone()
-    fooled = torch.zeros(len(y_t), dtype=torch.bool, device=x_t.device)
+    out = Gathered.empty(call.n, keep_adv)
     with eval_mode(model):
-        with torch.no_grad():
-            logits_clean = model(x_t)
+        for sl in iter_slices(call.n, batch_size):
+            xb, yb, tb = call.batch(sl)
+            with torch.no_grad():
+                logits = model(xb)
+            if not bool(torch.isfinite(logits).all()):
+                raise DataError(f"the model returned NaN or Inf logits for x[{sl.start}:"
+                                f"{sl.stop}]: success flags would be meaningless")
+            pred = logits.argmax(dim=1)
+            out.put(sl, BatchOutcome(xb, pred, pred))
+        fooled = torch.zeros(call.n, dtype=torch.bool)
         for i in order:
             threat = threats[i]
             todo = torch.nonzero(~fooled).flatten()
-            grads = 0
-            if todo.numel():
-                gen = torch.Generator().manual_seed(seeds[i])
-                sub_t = None if t_t is None else t_t[todo]
-                x_new, grads = attack._perturb(
-                    model, x_t[todo], y_t[todo], threat=threat, target=sub_t, generator=gen
-                )
-                x_best[todo] = x_new.detach()
-            res = finish(model, x_t, y_t, x_best.clone(), threat, t_t, attack.name,
-                         attack.params(), seeds[i], grads, clip=attack._clip(),
-                         logits_clean=logits_clean)
-            x_best = res.x_adv.clone()
-            fooled = res.success.clone()
+            out.gradients = 0
+            for sl in iter_slices(int(todo.numel()), batch_size):
+                ix = todo[sl]
+                xb, yb, tb = call.batch(ix)
+                x_new, grads = attack._perturb(model, xb, yb, threat=threat, target=tb,
+                                               rng=SampleRNG(seeds[i], ix))
+                out.put(ix, finish_batch(model, xb, yb, x_new.detach(), threat, tb,
+                                         attack.name, clip=attack._clip(),
+                                         pred_clean=out.pred_clean[ix].to(xb.device)),
+                        grads)
+            res = out.result(dataclasses.replace(call, threat=threat), attack.name,
+                             attack.params(), seeds[i])
+            fooled = res.success.cpu()
             results[i] = res
             if on_result is not None:
                 on_result(threat, res)

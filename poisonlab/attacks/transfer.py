@@ -204,7 +204,7 @@ class Transfer(Attack):
     def check_threat(self, threat: EvasionThreat) -> None:
         self.attack.check_threat(threat)
 
-    def _perturb(self, model, x, y, *, threat, target, generator):  # type: ignore[no-untyped-def]
+    def _perturb(self, model, x, y, *, threat, target, rng):  # type: ignore[no-untyped-def]
         sur = self.surrogate
         if not isinstance(sur, nn.Module):
             raise ConfigError(
@@ -224,7 +224,7 @@ class Transfer(Attack):
         with eval_mode(sur):
             x_adv, grads = self.attack._perturb(
                 sur, x.to(device), y.to(device), threat=threat,
-                target=None if target is None else target.to(device), generator=generator,
+                target=None if target is None else target.to(device), rng=rng,
             )
         return x_adv.detach().to(x.device), grads
 

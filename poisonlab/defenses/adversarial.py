@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._validation import check_scalar, coerce_enum
-from ..attacks.base import NORMS, project
+from ..attacks.base import NORMS, SampleRNG, project
 from ..attacks.evasion import fgsm, pgd
 from ..models import eval_mode
 from ..threat import EvasionThreat, Norm
@@ -64,6 +64,11 @@ def kl_divergence(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tenso
     logp = F.log_softmax(logits_p, dim=1)
     logq = F.log_softmax(logits_q, dim=1)
     return (logp.exp() * (logp - logq)).sum(dim=1)
+
+
+def _batch_rng(generator: torch.Generator, n: int) -> SampleRNG:
+    """Per-sample streams for one training batch, seeded by one draw from ``generator``."""
+    return SampleRNG(int(torch.randint(0, 2**62, (1,), generator=generator)), torch.arange(n))
 
 
 def trades_examples(
@@ -326,7 +331,7 @@ class PGDTraining(AdversarialTraining):
     ) -> torch.Tensor:
         x_adv, _ = pgd(model, x, y, threat=threat, steps=self.steps,
                        stepsize=self.rel_stepsize * self.eps, restarts=1, loss="ce",
-                       random_start=True, generator=generator)
+                       random_start=True, rng=_batch_rng(generator, x.shape[0]))
         return x_adv.detach()
 
     def objective(

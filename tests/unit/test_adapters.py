@@ -135,8 +135,10 @@ def test_the_library_seed_is_drawn_from_the_call_generator(
     state = gen.get_state()
     by_generator = attack(digits_mlp, x, y, threat=threat, seed=gen)
     assert not torch.equal(gen.get_state(), state)  # the generator was drawn from
-    by_seed = attack(digits_mlp, x, y, threat=threat, seed=8)
-    assert torch.equal(by_generator.x_adv, by_seed.x_adv)
+    again = attack(digits_mlp, x, y, threat=threat, seed=torch.Generator().manual_seed(8))
+    assert torch.equal(by_generator.x_adv, again.x_adv)  # same generator state, same call
+    moved_on = attack(digits_mlp, x, y, threat=threat, seed=gen)
+    assert not torch.equal(by_generator.x_adv, moved_on.x_adv)
     assert by_generator.seed == -1
 
 

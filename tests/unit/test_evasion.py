@@ -276,10 +276,15 @@ def test_different_seed_gives_different_x_adv(
 def test_a_generator_can_be_passed_as_seed(digits: Dataset, digits_mlp: nn.Module) -> None:
     threat = EvasionThreat(eps=0.1)
     attack = PGD(steps=3)
-    a = attack(digits_mlp, digits.x_test, digits.y_test, threat=threat, seed=8)
-    b = attack(digits_mlp, digits.x_test, digits.y_test, threat=threat,
+    # A generator gives the per-sample streams' root seed one draw of its own: the same
+    # generator state, the same attack; a generator that has moved on, another one.
+    a = attack(digits_mlp, digits.x_test, digits.y_test, threat=threat,
                seed=torch.Generator().manual_seed(8))
+    g = torch.Generator().manual_seed(8)
+    b = attack(digits_mlp, digits.x_test, digits.y_test, threat=threat, seed=g)
+    c = attack(digits_mlp, digits.x_test, digits.y_test, threat=threat, seed=g)
     assert torch.equal(a.x_adv, b.x_adv)
+    assert not torch.equal(b.x_adv, c.x_adv)
     assert b.seed == -1
 
 

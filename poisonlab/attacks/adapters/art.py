@@ -37,7 +37,7 @@ from ...errors import ConfigError
 from ...threat import EvasionThreat, Knowledge, Norm
 from ...training import model_device, output_width
 from ..base import Attack
-from . import LibraryAttack, derive_seed, effective_settings, library_boundary
+from . import LibraryAttack, effective_settings, library_boundary
 
 _NORM: dict[Norm, float] = {Norm.LINF: np.inf, Norm.L2: 2}
 
@@ -267,11 +267,11 @@ class ARTAttack(LibraryAttack):
     def check_threat(self, threat: EvasionThreat) -> None:
         check_art_threat(self.attack, threat)
 
-    def _perturb(self, model, x, y, *, threat, target, generator):  # type: ignore[no-untyped-def]
+    def _perturb(self, model, x, y, *, threat, target, rng):  # type: ignore[no-untyped-def]
         passed = {k: v for k, v in self.effective().items()
                   if k in self.settings or k in self.fast_defaults}
         return art_attack(model, x, y, threat=threat, attack=self.attack, settings=passed,
-                          seed=derive_seed(generator), target=target)
+                          seed=rng.batch_seed(stream=0), target=target)
 
 
 @dataclass(frozen=True)
@@ -341,7 +341,7 @@ class Square(Attack):
                 "untargeted only (expected targeted=False)"
             )
 
-    def _perturb(self, model, x, y, *, threat, target, generator):  # type: ignore[no-untyped-def]
+    def _perturb(self, model, x, y, *, threat, target, rng):  # type: ignore[no-untyped-def]
         if x.dim() == 4:  # ART draws a square's corner with randint(0, image size - side)
             l2 = Norm(threat.norm) is Norm.L2
             h, w = int(x.shape[2]), int(x.shape[3])
@@ -358,5 +358,5 @@ class Square(Attack):
         # makes are never accepted (their loss compares False), so the warnings are noise.
         with np.errstate(divide="ignore", invalid="ignore"):
             x_adv, _ = art_attack(model, x, y, threat=threat, attack="SquareAttack",
-                                  settings=self.art_settings(), seed=derive_seed(generator))
+                                  settings=self.art_settings(), seed=rng.batch_seed(stream=0))
         return x_adv, 0  # gradient-free: model queries only

@@ -33,7 +33,7 @@ from torch import nn
 from ...errors import ConfigError
 from ...threat import EvasionThreat, Knowledge, Norm
 from ...training import model_device
-from . import LibraryAttack, derive_seed, library_boundary
+from . import LibraryAttack, library_boundary
 
 _DISTANCE: dict[Norm, LpDistance] = {Norm.LINF: linf, Norm.L2: l2}
 _NORM_NAME: dict[float, str] = {float("inf"): "linf", 2.0: "l2", 1.0: "l1", 0.0: "l0"}
@@ -242,6 +242,6 @@ class FoolboxAttack(LibraryAttack):
         if threat.targeted and self.attack in _UNTARGETED_ONLY:
             raise _untargeted_only(self.attack, threat)
 
-    def _perturb(self, model, x, y, *, threat, target, generator):  # type: ignore[no-untyped-def]
+    def _perturb(self, model, x, y, *, threat, target, rng):  # type: ignore[no-untyped-def]
         return foolbox_attack(model, x, y, threat=threat, attack=self.attack,
-                              settings=self.settings, seed=derive_seed(generator), target=target)
+                              settings=self.settings, seed=rng.batch_seed(stream=0), target=target)
