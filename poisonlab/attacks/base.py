@@ -385,8 +385,11 @@ def prepare_call(
     if threat.targeted:
         if target is None:
             raise ConfigError("target=None is not allowed: a targeted threat needs target=")
-        _, t = check_inputs(torch.zeros(len(y_t), 1), _targets(target, y_t), n_classes=k,
-                            name_y="target")
+        # x as the caller gave it (a zero-stride stand-in for a Dataset): the message
+        # names x's real shape.
+        x_like = (source.x if not source.lazy
+                  else torch.zeros((1, *first.shape[1:])).expand(len(y_t), *first.shape[1:]))
+        _, t = check_inputs(x_like, _targets(target, y_t), n_classes=k, name_y="target")
         t = t.to(y_t.device)
     elif target is not None:
         raise ConfigError("target= is not allowed: the threat is untargeted (targeted=False)")
