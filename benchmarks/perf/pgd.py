@@ -67,6 +67,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from poisonlab import PGD, EvasionThreat, build_model, load_dataset, security_curve, train
+from poisonlab.attacks.base import SampleRNG
+from poisonlab.batching import DEFAULT_BATCH_SIZE
+
+#: The plain loop's chunk: the attack template's default batch size, like for like.
+CHUNK = DEFAULT_BATCH_SIZE
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = ROOT / "benchmarks" / "suites" / "quickstart.yaml"
@@ -242,28 +247,33 @@ def plain_pgd(
     stepsize: float,
     seed: int,
 ) -> tuple[torch.Tensor, float]:
-    """Linf PGD as a bare torch loop; returns ``(x_adv, robust accuracy)``.
+    """Linf PGD as a bare torch loop, in chunks; returns ``(x_adv, robust accuracy)``.
 
-    A uniform random start in the ball (drawn like poisonlab's, from a generator seeded by
-    ``seed``, so the two should agree exactly), then ``steps`` times: forward, summed
-    cross-entropy, ``torch.autograd.grad`` with respect to the input only, a signed step,
-    projection onto the ball by clamping, clamping to the bounds. One forward pass on the
-    result gives the robust accuracy.
+    The inputs are attacked ``CHUNK`` at a time (with batching, the chunked loop is the
+    reference). Each sample's uniform random start in the ball is drawn like poisonlab's,
+    from its own stream (``SampleRNG(seed, ids)``, stream 0), so the two agree exactly;
+    then ``steps`` times: forward, summed cross-entropy, ``torch.autograd.grad`` with
+    respect to the input only, a signed step, projection onto the ball by clamping,
+    clamping to the bounds. One forward pass on the result gives the robust accuracy.
     """
     lo, hi = bounds
-    gen = torch.Generator().manual_seed(seed)
-    delta = (torch.rand(x.shape, generator=gen) * 2 - 1) * eps
-    x_adv = (x + delta).clamp(lo, hi)
-    for _ in range(steps):
-        x_adv.requires_grad_(True)
-        loss = F.cross_entropy(model(x_adv), y, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x_adv)
+    out, correct = [], 0
+    for start in range(0, len(y), CHUNK):
+        ids = torch.arange(start, min(start + CHUNK, len(y)))
+        xc, yc = x[ids], y[ids]
+        delta = (SampleRNG(seed, ids).rand(xc.shape[1:], stream=0) * 2 - 1) * eps
+        x_adv = (xc + delta).clamp(lo, hi)
+        for _ in range(steps):
+            x_adv.requires_grad_(True)
+            loss = F.cross_entropy(model(x_adv), yc, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, x_adv)
+            with torch.no_grad():
+                step = x_adv + stepsize * grad.sign()
+                x_adv = (xc + (step - xc).clamp(-eps, eps)).clamp(lo, hi)
         with torch.no_grad():
-            step = x_adv + stepsize * grad.sign()
-            x_adv = (x + (step - x).clamp(-eps, eps)).clamp(lo, hi)
-    with torch.no_grad():
-        robust = int((model(x_adv).argmax(dim=1) == y).sum()) / len(y)
-    return x_adv, robust
+            correct += int((model(x_adv).argmax(dim=1) == yc).sum())
+        out.append(x_adv.detach())
+    return torch.cat(out), correct / len(y)
 
 
 # --------------------------------------------------------------------------- the sides
