@@ -11,7 +11,7 @@ Inputs are tensors (or arrays) of shape (n, *input_shape) with labels (n,), or a
 :class:`torch.utils.data.Dataset` whose items are ``(x_i, y_i)`` pairs, read one batch at a
 time (:class:`Source`).
 
-The float32 limit (docs/batching.md): CPU kernels may pick other reduction orders for other
+The float32 limit: CPU kernels may pick other reduction orders for other
 batch shapes, so logits can differ by a few 1e-6 between a batch of 7 and one of 300.
 Sign-step (linf) FGSM and PGD are bit-identical across batch sizes on the test models;
 other metrics agree within 1e-5 and counts (accuracy, success rate) are identical there.

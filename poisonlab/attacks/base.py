@@ -472,8 +472,8 @@ class Attack:
 
         ``x`` may also be a map-style torch Dataset of ``(x_i, y_i)`` items (``y=None``).
         ``batch_size`` samples run at once (None: all): it changes memory and speed, never
-        a number (docs/batching.md). ``keep_adv=False`` keeps only the per-sample outcomes
-        (``x_adv`` is None), for long runs.
+        a number (see :mod:`poisonlab.batching`). ``keep_adv=False`` keeps only the
+        per-sample outcomes (``x_adv`` is None), for long runs.
         """
         batch_size = check_batch_size("batch_size", batch_size)
         keep_adv = check_bool("keep_adv", keep_adv)

@@ -1,4 +1,4 @@
-"""Batch size changes memory and speed, never a number (docs/batching.md).
+"""Batch size changes memory and speed, never a number (see poisonlab/batching.py).
 
 Across batch sizes {1, 7, 64, unbatched}: linf FGSM / PGD (random start, restarts,
 targeted, early stop) and the security curve give bit-identical adversarial examples and
