@@ -6,7 +6,9 @@ seed always gives the same weights. Initialisation follows PyTorch's defaults
 (Kaiming-uniform weights with ``a = sqrt(5)``, uniform biases in ``+-1/sqrt(fan_in)``).
 
 Built-ins: ``logistic`` (multinomial logistic regression), ``mlp`` (two ReLU hidden
-layers) and ``cnn`` (two conv blocks and a dense head, for image inputs ``(C, H, W)``).
+layers) and ``cnn`` (two conv blocks and a dense head, for image inputs ``(C, H, W)``);
+``resnet18``, ``preact_resnet18`` and ``wide_resnet`` (``depth``, ``widen_factor``) with
+RobustBench's ``state_dict`` layout, in :mod:`poisonlab.architectures`.
 
 Your own model: any ``"package.module:factory"`` name. The factory is called as
 ``factory(input_shape=..., n_classes=..., **params)``; a factory that takes neither keyword
@@ -216,6 +218,10 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
 def init_parameters(model: nn.Module, generator: torch.Generator) -> None:
     """(Re)initialise every Linear and Conv layer of ``model`` from ``generator``.
 
+    BatchNorm layers get weight 1, bias 0 and fresh running statistics (nothing is drawn),
+    and a module with a ``reset_buffers()`` method (constant buffers, e.g.
+    :class:`poisonlab.architectures.Normalize`) refills them.
+
     ``generator`` is a CPU generator, which can only fill CPU tensors: the weights of a
     model on another device (CUDA) are drawn into CPU tensors and copied over, so a model
     gets the same weights from the same generator on every device.
@@ -239,11 +245,16 @@ def init_parameters(model: nn.Module, generator: torch.Generator) -> None:
                     bound = 1 / math.sqrt(fan_in)
                     fill(module.bias, lambda b, bound=bound: nn.init.uniform_(
                         b, -bound, bound, generator=generator))
+            elif isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d):
+                module.reset_parameters()  # weight 1, bias 0, running mean 0, var 1
             elif any(True for _ in module.parameters(recurse=False)):
                 raise ConfigError(
                     f"model layer {type(module).__name__} has no seeded initialiser: "
                     "register it in poisonlab.models.init_parameters"
                 )
+            reset_buffers = getattr(module, "reset_buffers", None)
+            if callable(reset_buffers):
+                reset_buffers()
 
 
 @contextmanager
@@ -304,3 +315,16 @@ def _cnn(
         nn.Linear(c2 * (height // 4) * (width // 4), h), nn.ReLU(),
         nn.Linear(h, n_classes),
     )
+
+
+# The residual networks (poisonlab.architectures), imported on first use.
+models.add("resnet18", "poisonlab.architectures:resnet18",
+           help="ResNet-18, CIFAR stem, RobustBench state_dict layout (He et al. 2016); "
+                "mean, std")
+models.add("preact_resnet18", "poisonlab.architectures:preact_resnet18",
+           help="PreAct-ResNet-18, CIFAR stem, RobustBench state_dict layout (He et al. "
+                "2016); mean, std")
+models.add("wide_resnet", "poisonlab.architectures:wide_resnet",
+           help="WideResNet WRN-depth-k, RobustBench state_dict layout (Zagoruyko & "
+                "Komodakis 2016); depth (28), widen_factor (10), drop_rate, sub_block1, "
+                "mean, std")
