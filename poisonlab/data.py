@@ -14,10 +14,21 @@ Your own data (see :func:`load_npz` and :func:`as_dataset`):
   optionally ``x_val``, ``y_val`` and ``bounds``; in a suite
   ``datasets: [{name: npz, path: data.npz}]`` (a relative path is read from the current
   working directory). The given test split is kept as is.
+- ``image_folder``: a folder with ``train/`` and ``test/`` (optionally ``val/``) sub-folders,
+  each in torchvision's ``ImageFolder`` layout (one sub-folder of images per class; class
+  ids are the sorted folder names); pixels become float32 (C, H, W) in ``[0, 1]`` (uint8 /
+  255), bounds ``(0, 1)``. In a suite ``datasets: [{name: image_folder, root: DIR}]``, with
+  optional ``size: [H, W]`` (resize) and ``mode: RGB`` or ``L`` (convert).
+- ``npy``: a folder (or file-name prefix) with ``x_train.npy``, ``y_train.npy``,
+  ``x_test.npy``, ``y_test.npy`` (optionally ``x_val.npy``, ``y_val.npy``), memory-mapped
+  (an ``.npz`` cannot be) and read batch by batch: ``datasets: [{name: npy, path: DIR}]``,
+  with optional ``scale``, ``bounds``, ``channels_last``. uint8 inputs are divided by 255
+  (bounds ``(0, 1)``); other dtypes are kept as stored. See :mod:`poisonlab.data_folders`.
 - ``"package.module:function"``: any importable function returning such a mapping of arrays
-  or a :class:`Dataset`; it is called with the suite's parameters, plus ``seed=`` when it
-  takes a ``seed`` parameter. In a suite: ``datasets: [{name: "mypkg.data:load"}]``.
-  Importing it runs its code, as any import does.
+  (or of map-style torch Datasets under ``train``, ``test``, ``val``) or a :class:`Dataset`;
+  it is called with the suite's parameters, plus ``seed=`` when it takes a ``seed``
+  parameter. In a suite: ``datasets: [{name: "mypkg.data:load"}]``. Importing it runs its
+  code, as any import does.
 
 Without ``x_val``/``y_val`` a validation part of ``VAL_FRACTION / (1 - TEST_FRACTION)`` of
 the training set is split off, stratified and seeded by ``seed`` (the built-ins' proportions).
@@ -50,6 +61,7 @@ from ._validation import (
     check_scalar,
     check_seed,
 )
+from .data_sources import materialise
 from .errors import ConfigError, DataError, PoisonlabError, first_line
 from .registry import Registry
 
@@ -75,6 +87,8 @@ datasets: Registry[Callable[..., Any]] = Registry("dataset")
 #: The arrays a mapping of splits (an .npz file) must and may hold.
 SPLIT_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 OPTIONAL_ARRAYS = ("x_val", "y_val", "bounds")
+#: Keys of a mapping whose value is a map-style torch Dataset of (x_i, y_i) for that split.
+SPLIT_DATASETS = ("train", "test", "val")
 
 
 @dataclass(frozen=True, eq=False)
@@ -209,7 +223,12 @@ class Dataset:
         arrays : mapping
             ``x_train``, ``y_train``, ``x_test``, ``y_test`` (numpy arrays or tensors; x of
             shape (n, *input_shape), y integer labels (n,)), optional ``x_val``, ``y_val``
-            and ``bounds`` (two numbers). Other keys raise.
+            and ``bounds`` (two numbers). A split may instead be given as a map-style torch
+            Dataset of ``(x_i, y_i)`` items under ``train``, ``test`` or ``val``: it is read
+            batch by batch into tensors (:func:`poisonlab.data_sources.materialise`), and its
+            ``bounds`` attribute, when every such Dataset has the same, is the default bounds
+            (an :class:`~poisonlab.data_sources.ImageFolderDataset`'s ``(0, 1)``). Other keys
+            raise.
         name : str
         seed : int >= 0
             Seeds the stratified validation split when ``x_val``/``y_val`` are absent.
@@ -228,11 +247,15 @@ class Dataset:
         expected = (f"expected {', '.join(SPLIT_ARRAYS)} (and optionally "
                     f"{', '.join(OPTIONAL_ARRAYS)})")
         for key in arrays:
-            if key not in SPLIT_ARRAYS + OPTIONAL_ARRAYS:
+            if key not in SPLIT_ARRAYS + OPTIONAL_ARRAYS + SPLIT_DATASETS:
                 from .registry import did_you_mean
 
                 hint = did_you_mean(str(key), list(SPLIT_ARRAYS + OPTIONAL_ARRAYS))
-                raise DataError(f"{where} has an unknown array {key!r}: {expected}{hint}")
+                raise DataError(f"{where} has an unknown array {key!r}: {expected}, or torch "
+                                f"Datasets under train, test, val{hint}")
+        arrays, ds_bounds = _read_split_datasets(arrays, where)
+        if bounds is None and "bounds" not in arrays:
+            bounds = ds_bounds
         for key in SPLIT_ARRAYS:
             if key not in arrays:
                 raise DataError(f"{where} has no array {key!r}: {expected}")
@@ -256,17 +279,20 @@ class Dataset:
         for part in names:
             x_t, y_t = check_inputs(arr(f"x_{part}"), arr(f"y_{part}"), name_x=f"x_{part}",
                                     name_y=f"y_{part}")
+            if not len(y_t):
+                raise DataError(f"y_{part} is empty: expected at least one example")
             xs[part], ys[part] = x_t.float().contiguous(), y_t
         shape = tuple(xs["train"].shape[1:])
         for part in names[1:]:
             if tuple(xs[part].shape[1:]) != shape:
                 raise DataError(f"x_{part} has shape {tuple(xs[part].shape)}: expected "
                                 f"(n, {', '.join(map(str, shape))}) like x_train")
-        k = int(max(int(y.max()) for y in ys.values() if y.numel())) + 1
+        k = int(max(int(y.max()) for y in ys.values())) + 1
         for part in names:
-            if not len(ys[part]):
-                raise DataError(f"y_{part} is empty: expected at least one example")
             check_labels(ys[part], n_classes=k, name=f"y_{part}")
+        if int(ys["train"].unique().numel()) < 2:
+            raise DataError(f"y_train has one class ({int(ys['train'][0])}): expected at "
+                            "least 2 classes")
         counts = torch.bincount(ys["train"], minlength=k)
         if k < 2 or int(counts.min()) == 0:
             missing_class = int(counts.argmin()) if k >= 2 else 1
@@ -348,10 +374,12 @@ def as_dataset(obj: Any, *, name: str, seed: int = 0) -> Dataset:
 
     Parameters
     ----------
-    obj : RawData, Dataset or mapping of arrays
+    obj : RawData, Dataset or mapping of arrays (or of torch Datasets)
         RawData is split with :meth:`Dataset.from_arrays`; a Dataset is returned as is; a
         mapping goes through :meth:`Dataset.from_splits` (keys ``x_train``, ``y_train``,
-        ``x_test``, ``y_test``, optional ``x_val``, ``y_val``, ``bounds``).
+        ``x_test``, ``y_test``, optional ``x_val``, ``y_val``, ``bounds``; or map-style torch
+        Datasets of ``(x_i, y_i)`` under ``train``, ``test``, optional ``val``, read batch by
+        batch into tensors).
     name : str
         Names the dataset in results and in error messages.
     seed : int >= 0
@@ -361,6 +389,14 @@ def as_dataset(obj: Any, *, name: str, seed: int = 0) -> Dataset:
     ------
     DataError
         ``obj`` is none of these, or its arrays are invalid (the message names the array).
+
+    >>> from torch.utils.data import TensorDataset
+    >>> x = torch.rand(40, 2, generator=torch.Generator().manual_seed(0))
+    >>> y = torch.arange(40) % 2
+    >>> ds = as_dataset({"train": TensorDataset(x[:30], y[:30]),
+    ...                  "test": TensorDataset(x[30:], y[30:])}, name="mine")
+    >>> len(ds.y_train) + len(ds.y_val), len(ds.y_test), ds.n_classes
+    (30, 10, 2)
     """
     if isinstance(obj, Dataset):
         return obj
@@ -368,7 +404,8 @@ def as_dataset(obj: Any, *, name: str, seed: int = 0) -> Dataset:
         return Dataset.from_splits(obj, name=name, seed=seed, source=f"dataset {name!r}")
     if not isinstance(obj, RawData):
         raise DataError(f"dataset {name!r} returned a {type(obj).__name__}: expected a "
-                        "mapping of arrays x_train, y_train, x_test, y_test or a Dataset")
+                        "mapping of arrays x_train, y_train, x_test, y_test (or of torch "
+                        "Datasets train, test) or a Dataset")
     raw = obj
     x = torch.from_numpy(np.ascontiguousarray(raw.x, dtype=np.float32)).reshape(
         (-1, *raw.input_shape)
@@ -434,6 +471,43 @@ def load_npz(
                                "y_test (path=...)")
 def _npz(*, seed: int, path: str, bounds: Sequence[float] | None = None) -> Dataset:
     return load_npz(path, seed=seed, bounds=bounds)
+
+
+datasets.add("image_folder", "poisonlab.data_folders:image_folder_dataset",
+             help="your own images: root=DIR with train/ and test/ (optional val/), one "
+                  "sub-folder per class; size=[H, W], mode=RGB|L")
+datasets.add("npy", "poisonlab.data_folders:npy_dataset",
+             help="your own arrays, memory-mapped: path=DIR (or a file-name prefix) with "
+                  "x_train.npy, y_train.npy, x_test.npy, y_test.npy; scale, bounds, "
+                  "channels_last")
+
+
+def _read_split_datasets(arrays: Mapping[str, Any], where: str
+                         ) -> tuple[Mapping[str, Any], tuple[float, float] | None]:
+    """Replace ``train``/``test``/``val`` torch Datasets by ``x_*``/``y_*`` tensors.
+
+    Returns the mapping and the bounds every such Dataset declares (``bounds`` attribute),
+    or None when they declare none or differ.
+    """
+    given = [k for k in SPLIT_DATASETS if k in arrays]
+    if not given:
+        return arrays, None
+    from torch.utils.data import Dataset as TorchDataset
+
+    out = {k: v for k, v in arrays.items() if k not in SPLIT_DATASETS}
+    declared = set()
+    for key in given:
+        v = arrays[key]
+        if not isinstance(v, TorchDataset) or isinstance(v, torch.Tensor):
+            raise DataError(f"{where}: {key} is a {type(v).__name__}: expected a map-style "
+                            f"torch Dataset of (x, y) pairs (or arrays x_{key}, y_{key})")
+        if f"x_{key}" in arrays or f"y_{key}" in arrays:
+            raise DataError(f"{where} has both {key} and x_{key}/y_{key}: expected one of them")
+        out[f"x_{key}"], out[f"y_{key}"] = materialise(v, name=f"x_{key}")
+        b = getattr(v, "bounds", None)
+        declared.add(tuple(float(e) for e in b) if isinstance(b, tuple | list) else None)
+    one = declared.pop() if len(declared) == 1 else None
+    return out, one  # type: ignore[return-value]
 
 
 def _takes(fn: Callable[..., Any], param: str) -> bool:

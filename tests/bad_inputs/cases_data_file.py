@@ -149,7 +149,7 @@ CASES = [
     Case("data file", "labels of shape (n, 1)", _npz(y_train=(np.arange(30) % 3)[:, None]),
          DataError, r"y_train has shape \(30, 1\): expected \(30,\) to match x_train"),
     Case("data file", "a single class", _npz(y_train=np.zeros(30, int), y_test=np.zeros(9, int)),
-         DataError, r"y_train has no example of class 1: expected labels 0 \.\. K-1 \(K=2\)"),
+         DataError, r"y_train has one class \(0\): expected at least 2 classes"),
     Case("data file", "one example of a class and no x_val",
          _npz(y_train=np.r_[np.zeros(29, int), [1]], y_test=np.arange(9) % 2), DataError,
          r"y_train has 1 example of class 1: splitting off a stratified validation set"),
