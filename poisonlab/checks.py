@@ -47,6 +47,7 @@ from ._validation import check_bool, check_distinct, check_inputs, check_scalar,
 from .attacks import FGSM, PGD, AttackResult, Noise, get_attack
 from .attacks.base import LOSSES
 from .attacks.evasion import child_seeds
+from .batching import DEFAULT_BATCH_SIZE, check_batch_size, iter_slices
 from .errors import ConfigError, PoisonlabError, UnknownNameError
 from .metrics import predict_logits
 from .models import eval_mode
@@ -400,15 +401,18 @@ class Probes:
     The probe points are the first ``n_probe`` correctly classified test points in a
     permutation drawn from ``seed``; attacks run on them only, so a success rate is the
     fraction of them an attack fools. Probe threats: the middle eps of each untargeted
-    group (``groups``: threats of one norm and bounds, several eps).
+    group (``groups``: threats of one norm and bounds, several eps). Every probe runs
+    ``batch_size`` points at a time (None: all at once) and keeps only per-point outcomes.
     """
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                  groups: Sequence[Sequence[EvasionThreat]], settings: CheckSettings,
                  seed: int, suite_results: Sequence[SuiteAttack] = (),
-                 surrogate: Callable[[], nn.Module] | None = None) -> None:
+                 surrogate: Callable[[], nn.Module] | None = None,
+                 batch_size: int | None = DEFAULT_BATCH_SIZE) -> None:
         self.model = model
         self.settings = settings
+        self.batch_size = check_batch_size("batch_size", batch_size)
         self.suite_results = tuple(suite_results)
         self._surrogate = surrogate
         self.groups = [tuple(sorted(g, key=lambda t: t.eps)) for g in groups
@@ -424,7 +428,7 @@ class Probes:
         if dtype is not None and x.dtype != dtype:  # float64 data, a float32 model
             x = x.to(dtype)
         with eval_mode(model):
-            pred = predict_logits(model, x).argmax(dim=1).cpu()
+            pred = predict_logits(model, x, self.batch_size).argmax(dim=1).cpu()
         # The subset is drawn on the CPU (CPU generator, CPU indices): the same points on
         # every device. The probe points stay on the device of x; attacks move them.
         g = torch.Generator().manual_seed(self._seeds["subset"])
@@ -457,7 +461,7 @@ class Probes:
     def _success(self, attack: Any, threat: EvasionThreat, seed: int,
                  x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> np.ndarray:
         res = attack(self.model, self.x if x is None else x, self.y if y is None else y,
-                     threat=threat, seed=seed)
+                     threat=threat, seed=seed, batch_size=self.batch_size, keep_adv=False)
         return res.success.cpu().numpy().astype(bool)
 
     # -- probes (per-point success on the probe points, bool (n,))
@@ -523,16 +527,20 @@ class Probes:
             get_attack("square", max_iter=SQUARE_ITERS), t, self._seed("square", t)))
 
     def grad_norms(self, loss: str = "ce") -> np.ndarray:
-        def run() -> np.ndarray:
+        def batch(ix: slice) -> np.ndarray:
             device = model_device(self.model)
-            with eval_mode(self.model):
-                x = self.x.to(device).clone().requires_grad_(True)
-                out = LOSSES[loss](self.model(x), self.y.to(device), None).sum()
-                (g,) = (torch.autograd.grad(out, x, allow_unused=True) if out.requires_grad
-                        else (None,))
+            x = self.x[ix].to(device).clone().requires_grad_(True)
+            out = LOSSES[loss](self.model(x), self.y[ix].to(device), None).sum()
+            (g,) = (torch.autograd.grad(out, x, allow_unused=True) if out.requires_grad
+                    else (None,))
             if g is None:  # the output does not depend on the input (or is detached)
-                return np.zeros(self.n)
+                return np.zeros(x.shape[0])
             return torch.linalg.vector_norm(g.flatten(1).double(), dim=1).cpu().numpy()
+
+        def run() -> np.ndarray:
+            with eval_mode(self.model):
+                return np.concatenate([batch(sl)
+                                       for sl in iter_slices(self.n, self.batch_size)])
         return self._run(("grad", loss), run)
 
     # -- the suite's own attacks
@@ -764,6 +772,7 @@ def run_checks(
     seed: int = 0,
     suite_results: Sequence[SuiteAttack] = (),
     surrogate: Callable[[], nn.Module] | None = None,
+    batch_size: int | None = DEFAULT_BATCH_SIZE,
 ) -> list[CheckOutcome]:
     """Run the enabled checks on ``model`` and return one outcome per check.
 
@@ -786,6 +795,10 @@ def run_checks(
         The evaluation's own attack results, compared by the transfer and black-box checks.
     surrogate : callable returning a trained nn.Module, optional
         For the transfer probe (``settings.transfer``); called once, on first use.
+    batch_size : int >= 1 or None
+        Points per forward pass of every probe (None: all at once); it changes memory and
+        speed, not an outcome (docs/batching.md). Not a check setting: a call argument,
+        like the attacks'.
 
     Returns
     -------
@@ -793,6 +806,7 @@ def run_checks(
     """
     settings = CheckSettings.from_config(settings)
     seed = check_seed("seed", seed)
+    batch_size = check_batch_size("batch_size", batch_size)
     if not settings.enabled:
         return []
     cached: list[nn.Module] = []
@@ -804,7 +818,8 @@ def run_checks(
 
     probes = Probes(model, x, y, groups=groups, settings=settings, seed=seed,
                     suite_results=suite_results,
-                    surrogate=sur if surrogate is not None else None)
+                    surrogate=sur if surrogate is not None else None,
+                    batch_size=batch_size)
     out = []
     for name in settings.enabled:
         try:

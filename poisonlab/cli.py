@@ -13,9 +13,9 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from .errors import PoisonlabError
+from .errors import ConfigError, PoisonlabError
 
 EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--strict", action="store_true",
                      help="exit 1 when a sanity check flagged a model (docs/checks.md), one "
                           "line per flag; results and reports are written first")
+    run.add_argument("--batch-size", type=int, default=None, metavar="N",
+                     help="test inputs per forward pass of the evaluation, >= 1: overrides "
+                          "the suite's batch_size: (default: the suite's, 256 when absent), "
+                          "not an attack's own; memory and speed only, never a number "
+                          "(docs/batching.md)")
 
     val = sub.add_parser("validate", help="check a suite without running it")
     val.add_argument("suite", type=_text)
@@ -125,6 +130,7 @@ def _add_gate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from .batching import DEFAULT_BATCH_SIZE
     from .threat import Norm
 
     ev = sub.add_parser("evaluate", help="evaluate a trained model (your own) without "
@@ -132,10 +138,17 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     ev.add_argument("--model", required=True, type=_text,
                     help="package.module:factory (called with input_shape=, n_classes=) or "
                          "a registered architecture")
+    ev.add_argument("--model-param", action="append", default=[], type=_text,
+                    metavar="KEY=VALUE", dest="model_params",
+                    help="an architecture parameter, VALUE read as YAML (repeatable), e.g. "
+                         "--model-param 'mean=[0.4914, 0.4822, 0.4465]'")
     ev.add_argument("--weights", required=True, type=_text,
                     help="state_dict file, loaded with torch.load(weights_only=True)")
     ev.add_argument("--data", required=True, type=_text,
-                    help="an .npz file (x_train, y_train, x_test, y_test), "
+                    help="an .npz file (x_train, y_train, x_test, y_test); a folder (or "
+                         "prefix) of .npy files (x_test.npy, y_test.npy, optional "
+                         "x_train.npy...), memory-mapped; an image folder (train/ and test/, "
+                         "or class sub-folders directly: the test set); "
                          "package.module:function or a registered dataset")
     ev.add_argument("--eps", type=float, nargs="+", default=[],
                     help="evasion budgets (default: none, no evasion metrics)")
@@ -149,6 +162,10 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     ev.add_argument("--device", default="cpu", metavar="DEV",
                     help="where the model is attacked and measured: cpu, cuda, cuda:N or "
                          "auto (default: cpu)")
+    ev.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
+                    help="test inputs per forward pass of every attack, metric and check, "
+                         f">= 1 (default: {DEFAULT_BATCH_SIZE}); memory and speed only, "
+                         "never a number (docs/batching.md)")
     ev.add_argument("--out", required=True, type=_text,
                     help="output folder (created if missing)")
     ev.add_argument("--quiet", action="store_true", help="no summary")
@@ -283,6 +300,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     from .checks import CheckFailure
 
     suite = load_suite(args.suite)
+    if args.batch_size is not None:
+        import dataclasses
+
+        from .harness.suite import check_eval_batch_size
+
+        suite = dataclasses.replace(
+            suite, batch_size=check_eval_batch_size("--batch-size", args.batch_size))
     flags: list[str] = []
     try:
         doc = run_suite(suite, args.out, executor=args.executor, resume=args.resume,
@@ -306,20 +330,46 @@ def _dispatch(args: argparse.Namespace) -> int:
     return EXIT_REGRESSION if flags else EXIT_OK
 
 
+def _key_values(flag: str, items: list[str]) -> dict[str, Any]:
+    """``["mean=[0.5, 0.5]", "depth=28"]`` -> ``{"mean": [0.5, 0.5], "depth": 28}`` (values
+    read as YAML); a malformed item or a key given twice is a ConfigError naming it."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ConfigError(f"{flag} {item!r} is not allowed: expected KEY=VALUE with a "
+                              "parameter name as KEY (e.g. 'mean=[0.5, 0.5, 0.5]')")
+        if key in out:
+            raise ConfigError(f"{flag} {key!r} is given twice: expected each parameter once")
+        try:
+            out[key] = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            reason = str(e).splitlines()[0]
+            raise ConfigError(f"{flag} {item!r}: VALUE is not YAML ({reason}): expected "
+                              "e.g. 0.5, [0.5, 0.5] or true") from None
+    return out
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .harness.pretrained import evaluate_pretrained
     from .harness.report import summary_rows, text_table
-    from .harness.suite import check_n_noise, check_suite_seed
+    from .harness.suite import check_eval_batch_size, check_n_noise, check_suite_seed
 
     # The bounds a suite has too (32-bit seeds for scikit-learn, a noise set that fits in
     # memory), checked before the data and the model are loaded.
     check_suite_seed("--seed", args.seed)
     check_n_noise("--n-noise", args.n_noise)
+    check_eval_batch_size("--batch-size", args.batch_size)
+    model_params = _key_values("--model-param", args.model_params)
     doc = evaluate_pretrained(args.model, args.weights, args.data, args.out, eps=args.eps,
                               norm=args.norm, attacks=args.attacks, seed=args.seed,
-                              n_noise=args.n_noise, device=args.device)
+                              n_noise=args.n_noise, device=args.device,
+                              batch_size=args.batch_size, model_params=model_params)
     if not args.quiet:
         headers, rows = summary_rows(doc)
         print(text_table(headers, rows))

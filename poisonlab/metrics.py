@@ -36,6 +36,14 @@ predictions back to the CPU; metrics are Python floats. Random inputs (uniform a
 Gaussian noise, augmentations) are drawn from CPU generators and then moved, so the draws
 are the same on every device.
 
+Batches
+-------
+Every function that runs a model takes ``batch_size`` (default
+:data:`~poisonlab.batching.DEFAULT_BATCH_SIZE`, 256; None: all at once): that many inputs
+go through the model at a time and only the per-input results are kept, so memory grows
+with the batch size, not with the number of inputs. Random inputs are drawn whole before
+any batching, so no number depends on it beyond float rounding (docs/batching.md).
+
 >>> ece(np.array([[0.9, 0.1], [0.6, 0.4]]), np.array([0, 1]))
 0.35
 """
@@ -43,7 +51,7 @@ are the same on every device.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -63,6 +71,7 @@ from ._validation import (
     check_seed,
     check_x,
 )
+from .batching import DEFAULT_BATCH_SIZE, check_batch_size, iter_slices
 from .defenses.posthoc import fit_temperature
 from .errors import ConfigError, DataError
 from .models import eval_mode
@@ -325,37 +334,75 @@ def as_model_input(model: nn.Module, x: Any) -> torch.Tensor:
     return x.to(model_device(model))
 
 
-def predict_logits(model: nn.Module, x: Any, batch_size: int = 4096) -> torch.Tensor:
-    """Logits of ``model`` on ``x`` (n, K), in eval mode, without grad; on the CPU.
+def _batched(model: nn.Module, x: Any, batch_size: int | None,
+             fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``fn`` of each batch of ``x``, gathered on the CPU: (n, *fn's per-sample shape).
 
-    ``x`` may live on any device (or be a numpy array): each batch is moved to the model's
-    device (see :func:`as_model_input`) and its logits come back to the CPU.
+    ``x`` (a tensor or numpy array, on any device; a memory-mapped array is read batch by
+    batch) is checked once; ``fn`` gets ``batch_size`` rows of it at a time (None: all),
+    with ``model`` in eval mode and without grad, and returns one row per input. The
+    result is filled batch by batch, so no more than one batch of activations is alive
+    at once, whatever ``n``.
     """
     check_model(model)
-    batch_size = check_scalar("batch_size", batch_size, lo=1, integer=True)
+    batch_size = check_batch_size("batch_size", batch_size)
     x = as_tensor("x", x)
     if x.dim() < 2:
         raise DataError(f"x has shape {tuple(x.shape)}: expected (n, *input_shape)")
-    out = []
+    out: torch.Tensor | None = None
     with eval_mode(model), torch.no_grad():
-        for i in range(0, x.shape[0], batch_size):
-            xb = as_model_input(model, x[i : i + batch_size])
-            out.append(check_logits(forward(model, xb), xb.shape[0]).cpu())
-    return torch.cat(out) if out else torch.empty(0)
+        for sl in iter_slices(x.shape[0], batch_size):
+            rows = fn(x[sl]).cpu()
+            if out is None:
+                out = torch.empty((x.shape[0], *rows.shape[1:]), dtype=rows.dtype)
+            out[sl] = rows
+    return torch.empty(0) if out is None else out
 
 
-def predict_proba(model: nn.Module, x: Any, batch_size: int = 4096) -> torch.Tensor:
+def _logits(model: nn.Module, xb: Any) -> torch.Tensor:
+    """Checked logits (m, K) of ``model`` on one batch ``xb`` (moved and cast for it)."""
+    xb = as_model_input(model, xb)
+    return check_logits(forward(model, xb), xb.shape[0])
+
+
+def _confidence(model: nn.Module, xb: Any) -> torch.Tensor:
+    """Max-softmax (m,) of ``model`` on one batch ``xb``."""
+    return torch.softmax(_logits(model, xb), dim=1).max(dim=1).values
+
+
+def predict_logits(model: nn.Module, x: Any,
+                   batch_size: int | None = DEFAULT_BATCH_SIZE) -> torch.Tensor:
+    """Logits of ``model`` on ``x`` (n, K), in eval mode, without grad; on the CPU.
+
+    ``x`` may live on any device (or be a numpy array, memory-mapped or not): each batch
+    of ``batch_size`` inputs (None: all at once) is moved to the model's device (see
+    :func:`as_model_input`) and its logits come back to the CPU. ``batch_size`` changes
+    memory and speed, never a number beyond float rounding (docs/batching.md).
+
+    >>> predict_logits(nn.Identity(), torch.eye(3), batch_size=2).shape
+    torch.Size([3, 3])
+    """
+    return _batched(model, x, batch_size, lambda xb: _logits(model, xb))
+
+
+def predict_proba(model: nn.Module, x: Any,
+                  batch_size: int | None = DEFAULT_BATCH_SIZE) -> torch.Tensor:
     """Softmax probabilities of ``model`` on ``x`` (n, K), in eval mode, without grad.
 
     On the CPU, whatever the devices of ``model`` and ``x`` (see :func:`predict_logits`).
     """
-    logits = predict_logits(model, x, batch_size)
-    return torch.softmax(logits, dim=1) if logits.dim() == 2 else logits
+    return _batched(model, x, batch_size,
+                    lambda xb: torch.softmax(_logits(model, xb), dim=1))
 
 
-def max_softmax(model: nn.Module, x: Any) -> torch.Tensor:
-    """Max-softmax confidence of ``model`` on each input of ``x``, shape (n,), on the CPU."""
-    return predict_proba(model, x).max(dim=1).values
+def max_softmax(model: nn.Module, x: Any, *,
+                batch_size: int | None = DEFAULT_BATCH_SIZE) -> torch.Tensor:
+    """Max-softmax confidence of ``model`` on each input of ``x``, shape (n,), on the CPU.
+
+    Computed ``batch_size`` inputs at a time (None: all at once); only the (n,) result is
+    kept, never the (n, K) probabilities.
+    """
+    return _batched(model, x, batch_size, lambda xb: _confidence(model, xb))
 
 
 def uniform_noise(
@@ -392,20 +439,34 @@ def gaussian_noise(n: int, x_train: Any, seed: int, *,
     x_t = check_x(x_train, "x_train")
     target = x_t.device if device is None else torch.device(device)
     x_cpu = x_t.detach().cpu()
-    mean, std = x_cpu.mean(dim=0), x_cpu.std(dim=0)
+    mean = x_cpu.mean(dim=0)
+    # Fewer than 2 inputs (a test-only dataset has no training split): NaN noise, quietly.
+    std = x_cpu.std(dim=0) if x_cpu.shape[0] > 1 else torch.full_like(mean, math.nan)
     return (mean + std * torch.randn((n, *x_cpu.shape[1:]), generator=g)).to(target)
 
 
-def offmanifold_confidence(model: nn.Module, noise: torch.Tensor) -> float:
+def offmanifold_confidence(model: nn.Module, noise: torch.Tensor, *,
+                           batch_size: int | None = DEFAULT_BATCH_SIZE) -> float:
     """Mean max-softmax on off-manifold ``noise`` inputs (lower is humbler)."""
-    return float(max_softmax(model, noise).mean())
+    return float(max_softmax(model, noise, batch_size=batch_size).mean())
 
 
 def ray_confidence(
-    model: nn.Module, x: torch.Tensor, alphas: Sequence[float] = RAY_ALPHAS
+    model: nn.Module, x: torch.Tensor, alphas: Sequence[float] = RAY_ALPHAS, *,
+    batch_size: int | None = DEFAULT_BATCH_SIZE,
 ) -> dict[float, float]:
-    """Mean max-softmax on ``alpha * x`` for each alpha (extrapolation along rays)."""
-    return {float(a): float(max_softmax(model, a * x).mean()) for a in alphas}
+    """Mean max-softmax on ``alpha * x`` for each alpha (extrapolation along rays).
+
+    Each batch of ``x`` is scaled by every alpha in turn: no scaled copy of the whole of
+    ``x`` is made.
+    """
+    alphas = [float(a) for a in alphas]
+
+    def per_alpha(xb: torch.Tensor) -> torch.Tensor:  # (m, len(alphas))
+        return torch.stack([_confidence(model, a * xb) for a in alphas], dim=1)
+
+    conf = _batched(model, x, batch_size, per_alpha)
+    return {a: float(conf[:, j].contiguous().mean()) for j, a in enumerate(alphas)}
 
 
 def alpha_star(
@@ -413,27 +474,42 @@ def alpha_star(
     u: torch.Tensor,
     grid: np.ndarray = ALPHA_GRID,
     level: float = ALPHA_STAR_LEVEL,
+    *,
+    batch_size: int | None = DEFAULT_BATCH_SIZE,
 ) -> float:
     """Median over inputs ``u`` of the smallest grid alpha with max-softmax(alpha * u) >= level.
 
     An input that never reaches ``level`` on the grid counts as the grid's last value
-    (capped). Higher means the model stays humble longer along the ray.
+    (capped). Higher means the model stays humble longer along the ray. Each batch of
+    ``batch_size`` inputs walks the grid until all of them reached ``level``; an input's
+    alpha depends only on that input.
+
+    >>> u = torch.tensor([[10.0, 0.0], [10.0, 0.0], [0.0, 0.0]])  # the last: never sure
+    >>> alpha_star(nn.Identity(), u, batch_size=2)
+    1.0
     """
-    first = np.full(u.shape[0], float(grid[-1]))
-    reached = np.zeros(u.shape[0], dtype=bool)
-    for a in grid:
-        conf = _np(max_softmax(model, float(a) * u))
-        new = (conf >= level) & ~reached
-        first[new] = float(a)
-        reached |= new
-        if reached.all():
-            break
-    return float(np.median(first))
+    grid = [float(a) for a in np.asarray(grid, dtype=np.float64).reshape(-1)]
+
+    def first_alpha(ub: torch.Tensor) -> torch.Tensor:  # (m,) float64
+        first = torch.full((ub.shape[0],), grid[-1], dtype=torch.float64)
+        reached = torch.zeros(ub.shape[0], dtype=torch.bool)
+        for a in grid:
+            new = (_confidence(model, a * ub).cpu() >= level) & ~reached
+            first[new] = a
+            reached |= new
+            if bool(reached.all()):
+                break
+        return first
+
+    first = _batched(model, u, batch_size, first_alpha)
+    return float(np.median(first.numpy())) if first.numel() else math.nan
 
 
-def offmanifold_auroc(model: nn.Module, x_clean: torch.Tensor, noise: torch.Tensor) -> float:
+def offmanifold_auroc(model: nn.Module, x_clean: torch.Tensor, noise: torch.Tensor, *,
+                      batch_size: int | None = DEFAULT_BATCH_SIZE) -> float:
     """AUROC of max-softmax separating clean inputs (positive) from noise (negative)."""
-    return auroc(max_softmax(model, x_clean), max_softmax(model, noise))
+    return auroc(max_softmax(model, x_clean, batch_size=batch_size),
+                 max_softmax(model, noise, batch_size=batch_size))
 
 
 # --------------------------------------------------------------------------- confidence scale
@@ -475,13 +551,8 @@ def mean_entropy(probs: Any) -> float:
     return float(np.mean(-plogp.sum(axis=1)))
 
 
-def _mean_row_norm(logits: torch.Tensor) -> float:
-    if logits.dim() != 2 or not logits.shape[0]:
-        return math.nan
-    return float(logits.detach().to("cpu", torch.float64).norm(dim=1).mean())
-
-
-def logit_norm(model: nn.Module, x: torch.Tensor) -> float:
+def logit_norm(model: nn.Module, x: torch.Tensor, *,
+               batch_size: int | None = DEFAULT_BATCH_SIZE) -> float:
     """Mean L2 norm of the logit vectors of ``model`` on ``x``.
 
     ``mean_i ||f(x_i)||_2`` over the rows of ``x`` (the clean test split in a suite), in
@@ -493,6 +564,8 @@ def logit_norm(model: nn.Module, x: torch.Tensor) -> float:
     ----------
     model : nn.Module returning logits (n, K)
     x : Tensor, shape (n, *input_shape)
+    batch_size : int >= 1 or None
+        Inputs per forward pass (None: all at once); only the (n,) row norms are kept.
 
     Returns
     -------
@@ -501,7 +574,9 @@ def logit_norm(model: nn.Module, x: torch.Tensor) -> float:
     >>> logit_norm(nn.Identity(), torch.tensor([[3.0, 4.0], [0.0, 1.0]]))
     3.0
     """
-    return _mean_row_norm(predict_logits(model, x))
+    norms = _batched(model, x, batch_size,
+                     lambda xb: _logits(model, xb).to(torch.float64).norm(dim=1))
+    return float(norms.mean()) if norms.numel() else math.nan
 
 
 def weight_norm(model: nn.Module) -> float:
@@ -536,7 +611,8 @@ def weight_norm(model: nn.Module) -> float:
     return math.sqrt(total)
 
 
-def temperature(model: nn.Module, x_val: torch.Tensor, y_val: Any) -> float:
+def temperature(model: nn.Module, x_val: torch.Tensor, y_val: Any, *,
+                batch_size: int | None = DEFAULT_BATCH_SIZE) -> float:
     """The temperature ``T*`` that minimises the NLL of ``softmax(f(x) / T)`` on validation.
 
     Guo et al. 2017, "On Calibration of Modern Neural Networks": ``T*`` is fitted by
@@ -551,6 +627,8 @@ def temperature(model: nn.Module, x_val: torch.Tensor, y_val: Any) -> float:
     ----------
     model : nn.Module returning logits (n, K)
     x_val : Tensor (m, *input_shape); y_val : Tensor (m,) of class ids
+    batch_size : int >= 1 or None
+        Inputs per forward pass (None: all at once).
 
     Returns
     -------
@@ -562,7 +640,7 @@ def temperature(model: nn.Module, x_val: torch.Tensor, y_val: Any) -> float:
     """
     if not len(check_label_array("y_val", y_val)):
         return math.nan
-    logits = predict_logits(model, x_val)
+    logits = predict_logits(model, x_val, batch_size)
     y = check_label_array("y_val", y_val, n_classes=logits.shape[1])
     if logits.dim() != 2 or logits.shape[0] != len(y):
         raise DataError(f"y_val has shape {y.shape}: expected ({logits.shape[0]},) to match "
@@ -726,7 +804,7 @@ def mutual_information(
     n_augment: int = MI_N_AUGMENT,
     bounds: tuple[float, float] | None = None,
     seed: int = 0,
-    batch_size: int = 4096,
+    batch_size: int | None = DEFAULT_BATCH_SIZE,
     shift: int = AUGMENT_SHIFT,
     noise: float = AUGMENT_NOISE,
 ) -> float:
@@ -761,7 +839,9 @@ def mutual_information(
     bounds : (lo, hi), optional
         The input domain for :func:`augment`; default: the range of ``x``.
     seed : int >= 0
-    batch_size : int >= 1
+    batch_size : int >= 1 or None
+        Augmented copies per forward pass (None: all at once). The augmentations are
+        drawn for all N x L copies first, so they do not depend on it.
     shift, noise
         The augmentation (:func:`augment`): largest translation in pixels, noise std as a
         fraction of ``hi - lo``. The default shift of 1 pixel is, on 8 x 8 digits, about
@@ -788,7 +868,7 @@ def mutual_information(
     """
     (a, b), n_examples, n_augment = check_information_settings(classes, n_examples, n_augment)
     seed = check_seed("seed", seed)
-    batch_size = check_scalar("batch_size", batch_size, lo=1, integer=True)
+    batch_size = check_batch_size("batch_size", batch_size)
     x_t, y_t = check_inputs(x, y)
     k = output_width(model, as_model_input(model, x_t[:1]))
     for i, c in enumerate((a, b)):

@@ -22,6 +22,7 @@ from .._validation import check_model, check_scalar, check_seed
 from ..attacks import LabelFlip, get_attack, security_curve
 from ..attacks.evasion import child_seeds
 from ..attacks.transfer import SurrogateSpec, Transfer
+from ..batching import DEFAULT_BATCH_SIZE, check_batch_size
 from ..checks import CheckSettings, SuiteAttack, run_checks
 from ..data import Dataset, load_dataset
 from ..defenses import Defense, get_defense
@@ -54,7 +55,16 @@ from ..models import build_model
 from ..registry import split_named
 from ..threat import EvasionThreat
 from ..training import probe_model, probes_quiet, train
-from .suite import METRIC_GROUPS, SUITE_VERSION, Cell, EvasionSpec, InformationSpec, Spec, Suite
+from .suite import (
+    METRIC_GROUPS,
+    SUITE_VERSION,
+    Cell,
+    EvasionSpec,
+    InformationSpec,
+    Spec,
+    Suite,
+    split_batch_size,
+)
 
 #: Order of the child seeds drawn from a cell's seed (append only: children are
 #: index-stable, so a new slot leaves the others' seeds unchanged).
@@ -117,6 +127,7 @@ def evaluate_cell(suite: Suite, cell: Cell, *, progress: bool = False,
                       reliability=None, checks=[], internal={})
     record["timing"] = {"wall_s": round(time.perf_counter() - t0, 3)}
     record["device"] = str(device)
+    record.update(suite.batch_dict())  # provenance: how much ran at once, never a number
     return record
 
 
@@ -175,14 +186,15 @@ def _evaluate(suite: Suite, cell: Cell, tick: Callable[[str], None] = _no_tick,
                   seed=seeds["train"], x_val=ds.x_val, y_val=ds.y_val, bounds=ds.bounds)
     tick("trained")
 
-    probs = predict_proba(model, ds.x_test)
+    bs = suite.batch_size
+    probs = predict_proba(model, ds.x_test, bs)
     pred_clean = probs.argmax(dim=1)
     out, diagram = _clean_metrics(suite, model, ds, probs)
     if "accuracy" in suite.metrics:
         # The clean test accuracy of each distillation teacher the harness trained, to set
         # beside its student's.
         out += [metric("teacher_accuracy",
-                       accuracy(predict_proba(t, ds.x_test).argmax(dim=1), ds.y_test))
+                       accuracy(predict_proba(t, ds.x_test, bs).argmax(dim=1), ds.y_test))
                 for t in teachers]
     checks: list[dict[str, Any]] = []
     if "evasion" in suite.metrics:
@@ -200,14 +212,15 @@ def _evaluate(suite: Suite, cell: Cell, tick: Callable[[str], None] = _no_tick,
                 model, ds.x_test, ds.y_test,
                 groups=[e.threats(ds.bounds) for e in suite.evasion],
                 settings=suite.checks, seed=seeds["checks"], suite_results=runs,
-                surrogate=lambda: surrogate(SurrogateSpec()))]
+                surrogate=lambda: surrogate(SurrogateSpec()), batch_size=bs)]
             tick("sanity checks")
     if "offmanifold" in suite.metrics:
         out += _offmanifold(suite, model, ds.x_train, ds.x_test, ds.input_shape, ds.bounds,
                             seeds["noise"])
         tick("off-manifold")
     if "information" in suite.metrics:
-        out += _information(suite.information, model, ds, seeds["information"])
+        out += _information(suite.information, model, ds, seeds["information"],
+                            batch_size=bs)
         tick("information")
     if poison_info is not None:
         out.append(metric("n_flipped", float(poison_info["n_flipped"]),
@@ -248,13 +261,15 @@ def _clean_metrics(suite: Suite, model: nn.Module, ds: Dataset, probs: torch.Ten
     out += [metric("ece", ece(probs, ds.y_test)), metric("nll", nll(probs, ds.y_test)),
             metric("brier", brier(probs, ds.y_test)),
             # Fitted on the validation split, on the model as deployed.
-            metric("temperature", temperature(model, ds.x_val, ds.y_val)),
+            metric("temperature", temperature(model, ds.x_val, ds.y_val,
+                                              batch_size=suite.batch_size)),
             metric("mean_entropy", mean_entropy(probs))]
     return out, reliability(probs, ds.y_test)
 
 
 def _information(spec: InformationSpec, model: nn.Module, ds: Dataset,
-                 seed: int) -> list[dict[str, Any]]:
+                 seed: int, *, batch_size: int | None = DEFAULT_BATCH_SIZE
+                 ) -> list[dict[str, Any]]:
     """Mutual information on clean training examples, logit norm on test, weight norm.
 
     A class of ``spec.classes`` with fewer than 2 training examples leaves the mutual
@@ -264,13 +279,13 @@ def _information(spec: InformationSpec, model: nn.Module, ds: Dataset,
         mi = mutual_information(model, ds.x_train, ds.y_train, classes=spec.classes,
                                 n_examples=spec.n_examples, n_augment=spec.n_augment,
                                 bounds=ds.bounds, seed=seed, shift=spec.shift,
-                                noise=spec.noise)
+                                noise=spec.noise, batch_size=batch_size)
     except DataError as e:
         warnings.warn(f"mutual_information is undefined: {e}", EvaluationWarning,
                       stacklevel=2)
         mi = math.nan
     return [metric("mutual_information", mi),
-            metric("logit_norm", logit_norm(model, ds.x_test)),
+            metric("logit_norm", logit_norm(model, ds.x_test, batch_size=batch_size)),
             metric("weight_norm", weight_norm(model))]
 
 
@@ -312,6 +327,9 @@ def _evasion(suite: Suite, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
              collect: list[SuiteAttack] | None = None) -> list[dict[str, Any]]:
     """Robust accuracy and attack success per attack and threat, and the per-sample worst
     case over attacks; ``collect``, if given, receives every AttackResult (for the checks).
+
+    Each attack runs ``suite.attack_batch_size(i)`` inputs at a time and keeps only the
+    per-sample outcomes (``keep_adv=False``): nothing here reads the adversarial examples.
     """
     out: list[dict[str, Any]] = []
     # One child seed per (threat group, attack), then one per group for its targets;
@@ -334,7 +352,8 @@ def _evasion(suite: Suite, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
             results = security_curve(attack, model, x, y, threats=threats,
                                      seed=attack_seeds[gi * len(suite.attacks) + ai],
                                      target=target,
-                                     on_result=lambda t, _r, a=a: tick(f"{a.label} {t.id}"))
+                                     on_result=lambda t, _r, a=a: tick(f"{a.label} {t.id}"),
+                                     batch_size=suite.attack_batch_size(ai), keep_adv=False)
             for t, r in zip(threats, results, strict=True):
                 out.append(metric("robust_accuracy", r.robust_accuracy, threat=t.id,
                                   attack=a.label))
@@ -356,15 +375,21 @@ def _offmanifold(suite: Suite, model: nn.Module, x_train: torch.Tensor,
                  x_test: torch.Tensor, input_shape: tuple[int, ...],
                  bounds: tuple[float, float], seed: int) -> list[dict[str, Any]]:
     s_uniform, s_gauss = child_seeds(seed, 2)
+    # The noise is drawn whole (on the CPU) before any batching: the same for every
+    # batch size.
     u = uniform_noise(suite.n_noise, input_shape, bounds, s_uniform)
     g = gaussian_noise(suite.n_noise, x_train, s_gauss)
+    bs = suite.batch_size
     out = [
-        metric("offmanifold_confidence", offmanifold_confidence(model, u), threat="uniform"),
-        metric("gaussian_confidence", offmanifold_confidence(model, g), threat="gaussian"),
-        metric("alpha_star", alpha_star(model, u), threat="uniform"),
-        metric("offmanifold_auroc", offmanifold_auroc(model, x_test, u), threat="uniform"),
+        metric("offmanifold_confidence", offmanifold_confidence(model, u, batch_size=bs),
+               threat="uniform"),
+        metric("gaussian_confidence", offmanifold_confidence(model, g, batch_size=bs),
+               threat="gaussian"),
+        metric("alpha_star", alpha_star(model, u, batch_size=bs), threat="uniform"),
+        metric("offmanifold_auroc", offmanifold_auroc(model, x_test, u, batch_size=bs),
+               threat="uniform"),
     ]
-    rays = ray_confidence(model, x_test, RAY_ALPHAS)
+    rays = ray_confidence(model, x_test, RAY_ALPHAS, batch_size=bs)
     out += [metric("ray_confidence", v, threat=f"alpha={a:g}") for a, v in rays.items()]
     return out
 
@@ -416,6 +441,7 @@ def evaluate_model(
     metrics: Sequence[str] = PRETRAINED_METRICS,
     n_noise: int = 1000,
     information: InformationSpec | Mapping[str, Any] | None = None,
+    batch_size: int | None = DEFAULT_BATCH_SIZE,
 ) -> list[dict[str, Any]]:
     """Evaluate an already trained model on ``dataset``'s test split, without training.
 
@@ -436,7 +462,9 @@ def evaluate_model(
         An EvasionSpec without bounds uses the dataset's.
     attacks : sequence of str, mapping with ``name`` or Spec
         E.g. ``["fgsm", {"name": "pgd", "steps": 40}]``. Transfer attacks that need a
-        trained surrogate are refused (nothing is trained here).
+        trained surrogate are refused (nothing is trained here). A ``batch_size`` in an
+        attack's mapping is that attack's batch size (a call argument: it is not passed to
+        the attack's constructor and is not part of its label).
     seed : int >= 0
     metrics : sequence of "accuracy", "calibration", "evasion", "offmanifold", "information"
     n_noise : int >= 10
@@ -444,6 +472,10 @@ def evaluate_model(
     information : InformationSpec or mapping with ``classes``, ``n_examples``, ``n_augment``
         Settings of the mutual information (a suite's ``information:`` block); default
         classes (0, 1), 200 examples, 32 augmentations.
+    batch_size : int >= 1 or None
+        Test inputs per forward pass of every attack, metric and sanity check (None: all
+        at once; default 256). It changes memory and speed, never a number beyond float
+        rounding (docs/batching.md).
 
     Returns
     -------
@@ -461,7 +493,8 @@ def evaluate_model(
     return evaluate_model_details(model, dataset, threats=threats, attacks=attacks, seed=seed,
                                   metrics=metrics, n_noise=n_noise,
                                   information=information,
-                                  checks=CheckSettings(enabled=()))["metrics"]
+                                  checks=CheckSettings(enabled=()),
+                                  batch_size=batch_size)["metrics"]
 
 
 def evaluate_model_details(
@@ -475,6 +508,7 @@ def evaluate_model_details(
     n_noise: int = 1000,
     information: InformationSpec | Mapping[str, Any] | None = None,
     checks: CheckSettings | Mapping[str, Any] | None = None,
+    batch_size: int | None = DEFAULT_BATCH_SIZE,
 ) -> dict[str, Any]:
     """:func:`evaluate_model` with everything a cell record holds besides the metrics.
 
@@ -492,6 +526,7 @@ def evaluate_model_details(
     empty without evasion threats).
     """
     seed = check_seed("seed", seed)
+    batch_size = check_batch_size("batch_size", batch_size)
     check_model(model)
     if not isinstance(dataset, Dataset):
         raise ConfigError(f"dataset={dataset!r} is not allowed: expected a Dataset "
@@ -520,7 +555,11 @@ def evaluate_model_details(
         raise ConfigError(f"information={information!r} is not allowed: expected a mapping "
                           "{classes: [a, b], n_examples: int, n_augment: int}")
     specs = _group_threats(threats)
-    a_specs = [_as_spec(a) for a in attacks]
+    a_specs, a_batch = [], []
+    for a in attacks:
+        spec, bs = split_batch_size(_as_spec(a))
+        a_specs.append(spec)
+        a_batch.append(bs)
     if "evasion" in metrics and bool(specs) != bool(a_specs):
         missing = "attacks" if specs else "threats"
         raise ConfigError(f"{missing} is empty: evasion needs both threats and attacks")
@@ -545,13 +584,13 @@ def evaluate_model_details(
                   models=(), defenses=(), poisoning=(), evasion=tuple(specs),
                   attacks=tuple(a_specs), seeds=(seed,),
                   metrics=tuple(m for m in METRIC_GROUPS if m in metrics), n_noise=n_noise,
-                  information=info)
+                  information=info, batch_size=batch_size, attack_batch_sizes=tuple(a_batch))
     seeds = dict(zip(_SEED_SLOTS, child_seeds(seed, len(_SEED_SLOTS)), strict=True))
     # The model was probed above (one warning at most): poisonlab's own calls after
     # it stay quiet.
     with probes_quiet():
         ds = dataset
-        probs = predict_proba(model, ds.x_test)
+        probs = predict_proba(model, ds.x_test, batch_size)
         out, diagram = _clean_metrics(suite, model, ds, probs)
         checks_out: list[dict[str, Any]] = []
         if "evasion" in suite.metrics and specs:
@@ -565,12 +604,14 @@ def evaluate_model_details(
                             seeds["attack"], no_surrogate, collect=runs)
             checks_out = [o.to_dict() for o in run_checks(
                 model, ds.x_test, ds.y_test, groups=[e.threats(ds.bounds) for e in specs],
-                settings=check_settings, seed=seeds["checks"], suite_results=runs)]
+                settings=check_settings, seed=seeds["checks"], suite_results=runs,
+                batch_size=batch_size)]
         if "offmanifold" in suite.metrics:
             out += _offmanifold(suite, model, ds.x_train, ds.x_test, ds.input_shape, ds.bounds,
                                 seeds["noise"])
         if "information" in suite.metrics:
-            out += _information(info, model, ds, seeds["information"])
+            out += _information(info, model, ds, seeds["information"],
+                                batch_size=batch_size)
     return {"metrics": out, "reliability": diagram, "checks": checks_out}
 
 

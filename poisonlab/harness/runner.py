@@ -126,7 +126,8 @@ def run_suite(
     new_store = not (out_dir / STORE_NAME).exists()
     with Store(out_dir / STORE_NAME) as store, _forget_if_empty(store, new_store):
         stored_suite = store.get_meta("suite")
-        if stored_suite is not None and stored_suite != suite.to_dict():
+        if stored_suite is not None and _numbers_config(stored_suite) != _numbers_config(
+                suite.to_dict()):
             raise ConfigError(
                 f"--resume: {str(out_dir)!r} holds a run of a different suite config: "
                 "expected the same suite file, unchanged"
@@ -163,6 +164,16 @@ def _forget_if_empty(store: Store, new: bool) -> Iterator[None]:
             store.close()
             store.path.unlink(missing_ok=True)
         raise
+
+
+#: Suite keys that change memory and speed but no number (docs/batching.md): a run resumes
+#: with another batch size.
+_NUMBER_FREE_KEYS = ("batch_size", "attack_batch_sizes")
+
+
+def _numbers_config(suite_dict: dict[str, Any]) -> dict[str, Any]:
+    """The suite config without the keys that change no number (the resume comparison)."""
+    return {k: v for k, v in suite_dict.items() if k not in _NUMBER_FREE_KEYS}
 
 
 def _check_device_meta(store: Store, device: str, out_dir: Path) -> None:

@@ -39,6 +39,16 @@ Format (version 1)::
     information: {classes: [0, 1], n_examples: 200, n_augment: 32}   # mutual information
     checks: {n_probe: 200, steps: 20, transfer: true, square: false}  # docs/checks.md
     # (enabled: [gradient_norms, ...] picks the sanity checks; [] runs none)
+    batch_size: 256                            # docs/batching.md
+
+``batch_size:`` (an integer >= 1, default 256) is how many test inputs the evaluation runs
+through the model at once: every attack, metric and sanity check of a cell. An attack
+entry may override it for that attack (``{name: pgd, steps: 40, batch_size: 64}``); there
+it is a call argument, not an attack setting, so it is never part of the attack's label or
+parameters (also for ``art:*`` attacks, whose own ``batch_size`` setting keeps its
+default). It changes memory and speed, never a number, so it is outside the cell keys;
+each cell records the batch sizes it ran with. Not to be confused with ``training:
+{batch_size: 64}``, the training minibatch, which does change the numbers.
 """
 
 from __future__ import annotations
@@ -67,6 +77,7 @@ from .._validation import (
     check_seed,
 )
 from ..attacks import get_attack
+from ..batching import DEFAULT_BATCH_SIZE
 from ..checks import CheckSettings
 from ..data import datasets
 from ..defenses import get_defense
@@ -98,7 +109,7 @@ METRIC_GROUPS: tuple[str, ...] = ("accuracy", "evasion", "poisoning", "offmanifo
 _TOP_KEYS = (
     "name", "version", "description", "include", "datasets", "models", "training",
     "defenses", "threat_model", "attacks", "seeds", "metrics", "offmanifold", "information",
-    "tolerances", "expectations", "checks",
+    "tolerances", "expectations", "checks", "batch_size",
 )
 
 
@@ -286,6 +297,23 @@ class Suite:
     #: lets a run resume; see gate_dict().
     tolerances: dict[str, dict[str, float]] = field(default_factory=dict, hash=False)
     expectations: tuple[Expectation, ...] = ()
+    #: Test inputs per forward pass of the evaluation (attacks, metrics, sanity checks),
+    #: and per attack an override (None: this one). Like the tolerances, outside
+    #: eval_config(): they change memory and speed, never a number (docs/batching.md).
+    batch_size: int | None = DEFAULT_BATCH_SIZE
+    attack_batch_sizes: tuple[int | None, ...] = ()
+
+    def attack_batch_size(self, i: int) -> int | None:
+        """The batch size of ``attacks[i]``: its own ``batch_size``, else the suite's."""
+        own = self.attack_batch_sizes[i] if i < len(self.attack_batch_sizes) else None
+        return self.batch_size if own is None else own
+
+    def batch_dict(self) -> dict[str, Any]:
+        """The batch sizes, as a cell records them: ``{"batch_size": n}`` and, when an
+        attack overrides it, ``"attack_batch_sizes": {label: n}``."""
+        own = {a.label: b for a, b in zip(self.attacks, self.attack_batch_sizes,
+                                          strict=False) if b is not None}
+        return {"batch_size": self.batch_size, **({"attack_batch_sizes": own} if own else {})}
 
     def cells(self) -> Iterator[Cell]:
         """Cells in a fixed order; the clean (unpoisoned) cell precedes its poisoned ones."""
@@ -328,6 +356,10 @@ class Suite:
             "seeds": list(self.seeds), **self.eval_config(),
             "attack_knowledge": {a.label: k for a, k in
                                  zip(self.attacks, self.attack_knowledge, strict=False)},
+            # Only when changed: a run folder of a suite with the default batch size
+            # resumes as before (the store compares this dict).
+            **(self.batch_dict()
+               if self.batch_dict() != {"batch_size": DEFAULT_BATCH_SIZE} else {}),
         }
 
     def gate_dict(self) -> dict[str, Any]:
@@ -489,6 +521,38 @@ def _spec(entry: Any, where: str, field_name: str = "name") -> Spec:
                      f"'{field_name}'")
 
 
+def check_eval_batch_size(name: str, value: Any) -> int:
+    """An evaluation batch size of a suite or the CLI: an integer >= 1 (null is refused:
+    a suite never runs a whole test set at once)."""
+    if value is None:
+        raise ConfigError(f"{name}=None is not allowed: expected an integer >= 1 (test "
+                          "inputs per forward pass; default 256)")
+    return int(check_scalar(name, value, lo=1, integer=True))
+
+
+def split_batch_size(spec: Spec) -> tuple[Spec, int | None]:
+    """An attack's Spec without its ``batch_size`` and that batch size (None: none given).
+
+    ``batch_size`` on an attack entry is a call argument, not an attack setting: it stays
+    out of the attack's label and parameters, so results and cell keys do not change with
+    it. Raises ConfigError for a value that is not an integer >= 1.
+
+    >>> split_batch_size(Spec.of("pgd", {"steps": 10, "batch_size": 64}))
+    (Spec(name='pgd', params=(('steps', 10),)), 64)
+    """
+    params = spec.kwargs
+    if "batch_size" not in params:
+        return spec, None
+    bs = check_eval_batch_size("batch_size", params.pop("batch_size"))
+    return Spec.of(spec.name, params), bs
+
+
+def _attack_spec(entry: Any, where: str) -> tuple[Spec, int | None]:
+    spec = _spec(entry, where)
+    with _Ctx(where):
+        return split_batch_size(spec)
+
+
 def _list(raw: dict[str, Any], key: str, *, required: bool = True) -> list[Any]:
     v = raw.get(key)
     if v is None:
@@ -641,10 +705,13 @@ def _check_types(kind: str, fn: Callable[..., Any], params: dict[str, Any]) -> N
 def _check_builds(where: str, name: str, builder: Callable[..., Any],
                   params: dict[str, Any]) -> None:
     """Build a registered architecture on the meta device (no memory, no data) with a
-    stand-in image shape: its own checks (e.g. ``hidden`` >= 1) run before anything does."""
+    stand-in image shape: its own checks (e.g. ``hidden`` >= 1) run before anything does.
+    Per-channel ``mean``/``std`` lists set the stand-in's channel count."""
+    per_channel = [v for k, v in params.items() if k in ("mean", "std") and isinstance(v, list)]
+    c = len(per_channel[0]) if per_channel and per_channel[0] else 1
     try:
         with torch.device("meta"):
-            builder(input_shape=(1, 8, 8), n_classes=2, **params)
+            builder(input_shape=(c, 8, 8), n_classes=2, **params)
     except PoisonlabError:
         raise
     except (TypeError, ValueError, RuntimeError, OverflowError) as e:
@@ -709,8 +776,11 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<memory>") -> Suite:
     for i, s in enumerate(d_specs):
         with _Ctx(f"defenses[{i}]"):
             get_defense(s.name, **s.kwargs)
-    a_specs = [_spec(e, f"attacks[{i}]") for i, e in enumerate(_list(raw, "attacks",
-                                                                     required=False))]
+    a_specs, a_batch = [], []
+    for i, e in enumerate(_list(raw, "attacks", required=False)):
+        s, bs = _attack_spec(e, f"attacks[{i}]")
+        a_specs.append(s)
+        a_batch.append(bs)
     built = []
     for i, s in enumerate(a_specs):
         with _Ctx(f"attacks[{i}]"):
@@ -782,6 +852,11 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<memory>") -> Suite:
                          "200, enabled: [gradient_norms, ...], steps: 20, transfer: true}")
     with _Ctx("checks"):
         checks = CheckSettings.from_config(chk)
+    try:
+        batch_size = check_eval_batch_size("batch_size",
+                                           raw.get("batch_size", DEFAULT_BATCH_SIZE))
+    except ConfigError as e:
+        raise SuiteError(str(e)) from None
 
     suite = Suite(
         name=name, version=version, description=description.strip(),
@@ -791,6 +866,7 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<memory>") -> Suite:
         metrics=tuple(m for m in METRIC_GROUPS if m in metrics_raw),
         n_noise=n_noise, information=information, checks=checks, source=source,
         attack_knowledge=tuple(a.knowledge.value for a in built),
+        batch_size=batch_size, attack_batch_sizes=tuple(a_batch),
     )
     for key, items, ident in (
         ("datasets", ds_specs, lambda s: s.label), ("models", m_specs, lambda s: s.label),
