@@ -2,6 +2,10 @@
 # make test: lint and run the whole test suite.
 # Both create .venv if missing; torch==2.13.0 (CPU) is installed first so that nothing
 # pulls another torch build (the ray extra is installed too: the Ray executor is tested).
+# make test-vision: the tests marked vision (torchvision and timm models) in .venv-vision,
+# torch==2.14.1 + torchvision==0.29.1 (a CUDA build: about 6 GB, 90 s to install; it runs on
+# the CPU too) with the vision extra. torchvision's wheels do not load next to the CPU-only
+# torch 2.13.0 of .venv. The same venv is the one to use on a GPU machine.
 # make test also installs Debian's chromium and chromium-driver
 # (the HTML report is checked in a headless browser) when they are missing: as root, or
 # through sudo.
@@ -9,9 +13,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.poisonlab-installed
+VENV_VISION ?= .venv-vision
+VSTAMP := $(VENV_VISION)/.poisonlab-installed
 DEMO_OUT ?= runs/quickstart
 
-.PHONY: demo test lint install browser clean study
+.PHONY: demo test test-vision lint install install-vision browser clean study
 
 install: $(STAMP)
 
@@ -20,6 +26,14 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev,mnist,ray]'
 	touch $(STAMP)
+
+install-vision: $(VSTAMP)
+
+$(VSTAMP): pyproject.toml Makefile
+	test -x $(VENV_VISION)/bin/python || $(PYTHON) -m venv $(VENV_VISION)
+	$(VENV_VISION)/bin/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(VENV_VISION)/bin/python -m pip install --quiet -e '.[dev,vision]'
+	touch $(VSTAMP)
 
 demo: $(STAMP)
 	rm -rf $(DEMO_OUT)
@@ -48,5 +62,8 @@ browser:
 test: $(STAMP) lint browser
 	POISONLAB_REQUIRE_BROWSER=1 POISONLAB_REQUIRE_RAY=1 $(BIN)/python -m pytest -q
 
+test-vision: $(VSTAMP)
+	POISONLAB_REQUIRE_VISION=1 $(VENV_VISION)/bin/python -m pytest -q -m vision tests/vision
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(VENV_VISION) runs .pytest_cache .ruff_cache .hypothesis

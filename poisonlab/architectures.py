@@ -268,8 +268,9 @@ def _per_channel(name: str, value: Any, shape: tuple[int, ...], *, positive: boo
                  for i, v in enumerate(value))
 
 
-def _normalize(shape: tuple[int, ...], mean: Any, std: Any) -> nn.Module:
-    """A :class:`Normalize` for the given constants (the missing one: 0 or 1), or Identity."""
+def input_normalization(shape: tuple[int, ...], mean: Any, std: Any) -> nn.Module:
+    """A :class:`Normalize` for the given constants (the missing one: 0 or 1), or Identity;
+    one number per channel of ``shape`` (a ConfigError naming the field otherwise)."""
     if mean is None and std is None:
         return nn.Identity()
     c = shape[0]
@@ -283,7 +284,7 @@ def resnet18(*, input_shape: tuple[int, ...], n_classes: int,
               std: Sequence[float] | None = None) -> nn.Module:
     c = _image_channels("resnet18", input_shape)
     return ResNet(BasicBlock, in_channels=c, n_classes=n_classes,
-                  normalize=_normalize(input_shape, mean, std))
+                  normalize=input_normalization(input_shape, mean, std))
 
 
 def preact_resnet18(*, input_shape: tuple[int, ...], n_classes: int,
@@ -291,7 +292,7 @@ def preact_resnet18(*, input_shape: tuple[int, ...], n_classes: int,
                      std: Sequence[float] | None = None) -> nn.Module:
     c = _image_channels("preact_resnet18", input_shape)
     return ResNet(PreActBlock, in_channels=c, n_classes=n_classes,
-                  normalize=_normalize(input_shape, mean, std))
+                  normalize=input_normalization(input_shape, mean, std))
 
 
 def wide_resnet(*, input_shape: tuple[int, ...], n_classes: int, depth: int = 28,
@@ -323,4 +324,4 @@ def wide_resnet(*, input_shape: tuple[int, ...], n_classes: int, depth: int = 28
     p = float(check_scalar("drop_rate", drop_rate, lo=0, hi=1, hi_closed=False))
     return WideResNet(in_channels=c, n_classes=n_classes, depth=d, widen_factor=k,
                       drop_rate=p, sub_block1=check_bool("sub_block1", sub_block1),
-                      normalize=_normalize(input_shape, mean, std))
+                      normalize=input_normalization(input_shape, mean, std))

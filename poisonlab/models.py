@@ -328,3 +328,9 @@ models.add("wide_resnet", "poisonlab.architectures:wide_resnet",
            help="WideResNet WRN-depth-k, RobustBench state_dict layout (Zagoruyko & "
                 "Komodakis 2016); depth (28), widen_factor (10), drop_rate, sub_block1, "
                 "mean, std")
+models.add_namespace("torchvision", "poisonlab.external_models:torchvision_models",
+                     member="model", help="a torchvision classifier, weights=None "
+                     "(the vision extra; see poisonlab.external_models)")
+models.add_namespace("timm", "poisonlab.external_models:timm_models", member="model",
+                     help="a timm model, pretrained=False, in_chans from the data "
+                     "(the vision extra)")

@@ -263,7 +263,14 @@ class Registry(Generic[T]):
         if not isinstance(name, str) or ":" not in name or name in self._entries or \
                 self._is_namespaced(name):
             return self.get(name)
-        return import_target(name, kind=self.kind)  # type: ignore[no-any-return]
+        try:
+            return import_target(name, kind=self.kind)  # type: ignore[no-any-return]
+        except UnknownNameError as e:  # "torchvison:resnet18": a namespace misspelt
+            prefix, _, rest = name.partition(":")
+            close = difflib.get_close_matches(prefix, sorted(self._namespaces), n=1, cutoff=0.6)
+            if not close:
+                raise
+            raise UnknownNameError(f"{e} (did you mean {close[0] + ':' + rest!r}?)") from None
 
     def build(self, name: str, **params: Any) -> Any:
         """Look up ``name`` and call it with ``params``, refusing unknown parameters."""
