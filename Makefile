@@ -2,6 +2,8 @@
 # make test: lint and run the whole test suite.
 # Both create .venv if missing; torch==2.13.0 (CPU) is installed first so that nothing
 # pulls another torch build (the ray extra is installed too: the Ray executor is tested).
+# torchattacks is the tests' reference for APGD and AutoAttack only, installed with
+# --no-deps (its requirements would pull another torch build).
 # make test-vision: the tests marked vision (torchvision and timm models) in .venv-vision,
 # torch==2.14.1 + torchvision==0.29.1 (a CUDA build: about 6 GB, 90 s to install; it runs on
 # the CPU too) with the vision extra. torchvision's wheels do not load next to the CPU-only
@@ -17,7 +19,7 @@ VENV_VISION ?= .venv-vision
 VSTAMP := $(VENV_VISION)/.poisonlab-installed
 DEMO_OUT ?= runs/quickstart
 
-.PHONY: demo test test-vision lint install install-vision browser clean study
+.PHONY: demo test test-vision lint install install-vision browser clean study bench-scale
 
 install: $(STAMP)
 
@@ -25,6 +27,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev,mnist,ray]'
+	$(BIN)/python -m pip install --quiet --no-deps torchattacks==3.5.1
 	touch $(STAMP)
 
 install-vision: $(VSTAMP)
@@ -47,6 +50,13 @@ study: $(STAMP)
 	rm -rf runs/label_smoothing_study
 	$(BIN)/python -m benchmarks.study.label_smoothing --out runs/label_smoothing_study \
 	  --workers 2 --doc docs/label_smoothing_study.md
+
+# The scale benchmark (benchmarks/perf/scale.py): PGD and a security curve on CIFAR-shaped
+# inputs, cnn and resnet18, n = 512, 2048, 8192 at batch size 256; wall time, samples/s and
+# peak RSS of every run next to a plain chunked torch loop (about 40 minutes on 2 cores).
+bench-scale: $(STAMP)
+	mkdir -p runs
+	$(BIN)/python -m benchmarks.perf.scale --json runs/bench-scale.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check poisonlab tests benchmarks

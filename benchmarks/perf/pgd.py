@@ -35,12 +35,9 @@ accuracy <= foolbox's and ART's at every eps of the curve.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import gc
 import json
 import logging
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -69,6 +66,8 @@ from tqdm.auto import tqdm
 from poisonlab import PGD, EvasionThreat, build_model, load_dataset, security_curve, train
 from poisonlab.attacks.base import SampleRNG
 from poisonlab.batching import DEFAULT_BATCH_SIZE
+
+from ._machine import describe_machine
 
 #: The plain loop's chunk: the attack template's default batch size, like for like.
 CHUNK = DEFAULT_BATCH_SIZE
@@ -507,57 +506,9 @@ def time_suite(suite: Path, runs: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- machine
 
 
-def cpu_model() -> str:
-    """The CPU's model name from ``lscpu`` or /proc/cpuinfo, else platform.processor()."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10,
-                             check=False).stdout
-        for line in out.splitlines():
-            if line.strip().startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def git_commit() -> str | None:
-    """HEAD's commit (read-only ``git rev-parse``), or None outside a checkout."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                             text=True, timeout=10, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
 def machine(threads: int) -> dict[str, Any]:
-    """What the numbers were measured on."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        usable = os.cpu_count()
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor(),
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": usable,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "foolbox": fb.__version__,
-        "art": art.__version__,
-        "threads": threads,
-        "torch_num_threads": torch.get_num_threads(),
-        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "git_commit": git_commit(),
-    }
+    """What the numbers were measured on, with the foolbox and ART versions."""
+    return describe_machine(threads, foolbox=fb.__version__, art=art.__version__)
 
 
 # --------------------------------------------------------------------------- report
