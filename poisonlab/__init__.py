@@ -30,6 +30,7 @@ from .attacks import (
 from .data import Dataset, load_dataset
 from .defenses import Defense, get_defense
 from .errors import (
+    AttackError,
     ConfigError,
     DataError,
     EvaluationWarning,
@@ -52,6 +53,7 @@ __all__ = [
     "FGSM",
     "PGD",
     "Attack",
+    "AttackError",
     "AttackResult",
     "ConfigError",
     "DataError",

@@ -234,6 +234,47 @@ def judge_monotone_in_eps(*, eps: Sequence[float], success: Sequence[np.ndarray]
     return CheckOutcome(check, Status.FLAG if flag else Status.PASS, msg, threats[j], ev)
 
 
+#: Attack names counted as single-step (the suite's FGSM) and as multi-step by
+#: :func:`judge_suite_order`; adapters of iterative classes count as multi-step by name.
+SINGLE_STEP: frozenset[str] = frozenset({
+    "fgsm", "art:FastGradientMethod", "foolbox:FGSM", "foolbox:FGM",
+    "foolbox:LinfFastGradientAttack", "foolbox:L2FastGradientAttack",
+})
+_MULTI_STEP_PARTS: tuple[str, ...] = ("PGD", "ProjectedGradient", "BasicIterative",
+                                      "AutoProjected", "AutoConjugate", "MomentumIterative")
+
+
+def is_multi_step(attack: str) -> bool:
+    """Is the attack name an iterative gradient attack (pgd, apgd, autoattack, an adapter
+    of a PGD-family class)?
+
+    >>> is_multi_step("pgd"), is_multi_step("foolbox:LinfPGD"), is_multi_step("fgsm")
+    (True, True, False)
+    """
+    return attack in ("pgd", "apgd", "apgd-t", "autoattack") or (
+        ":" in attack and any(part in attack for part in _MULTI_STEP_PARTS))
+
+
+def judge_suite_order(*, multi: np.ndarray, fgsm: np.ndarray, multi_label: str,
+                      fgsm_label: str, threat: str) -> CheckOutcome:
+    """The suite's multi-step attack must fool at least as many points as its FGSM at the
+    same threat (up to ORDER_SLACK plus noise), on the points both count."""
+    check = "suite_attacks_ordered"
+    if multi.size == 0:
+        return _no_points(check, threat)
+    flag, ev = _ordered(check, strong=multi, weak=fgsm, threshold=ORDER_SLACK)
+    s_m, s_f = _rate(multi), _rate(fgsm)
+    ev.update(multi=_r(s_m), fgsm=_r(s_f), multi_attack=multi_label, fgsm_attack=fgsm_label)
+    if flag:
+        msg = (f"the suite's {multi_label} success {s_m:.2f} < its {fgsm_label} {s_f:.2f} at "
+               f"{threat}: a multi-step attack weaker than single-step is misconfigured "
+               "(too few or too small steps) or faces masked gradients")
+    else:
+        msg = (f"the suite's {multi_label} success {s_m:.2f} vs {fgsm_label} {s_f:.2f} at "
+               f"{threat} (n={multi.size})")
+    return CheckOutcome(check, Status.FLAG if flag else Status.PASS, msg, threat, ev)
+
+
 def judge_unbounded_eps(*, success: np.ndarray, threat: str) -> CheckOutcome:
     """An attack whose linf eps covers the whole input range must fool (nearly) all."""
     check = "unbounded_eps"
@@ -577,6 +618,27 @@ def monotone_in_eps(p: Probes) -> CheckOutcome:
     return _worst("monotone_in_eps", outs, _NO_THREAT)
 
 
+@checks.register("suite_attacks_ordered")
+def suite_attacks_ordered(p: Probes) -> CheckOutcome:
+    """The suite's own attacks: each multi-step attack at least as strong as the suite's
+    FGSM at the same threat, on every test point both count. (Their robust accuracy
+    cannot rise with eps: ``security_curve`` carries every point fooled at a smaller eps;
+    ``monotone_in_eps`` tests the attack at each eps independently.)"""
+    outs: list[CheckOutcome] = []
+    by_threat = p.suite_by_threat()
+    for threat, runs in by_threat.items():
+        singles = [s for s in runs if s.result.attack in SINGLE_STEP]
+        for multi in (s for s in runs if is_multi_step(s.result.attack)):
+            for single in singles:
+                both = (multi.eligible() & single.eligible()).cpu()
+                outs.append(judge_suite_order(
+                    multi=multi.result.success.cpu()[both].numpy(),
+                    fgsm=single.result.success.cpu()[both].numpy(),
+                    multi_label=multi.label, fgsm_label=single.label, threat=threat.id))
+    return _worst("suite_attacks_ordered", outs,
+                  "the suite has no multi-step attack next to an FGSM at the same threat")
+
+
 @checks.register("unbounded_eps")
 def unbounded_eps(p: Probes) -> CheckOutcome:
     """PGD with a linf eps covering the input range fools (nearly) every point."""
@@ -679,7 +741,8 @@ def gradient_norms(p: Probes) -> CheckOutcome:
 
 #: Every check, in the order they run and are reported.
 ALL_CHECKS: tuple[str, ...] = (
-    "iterative_vs_single_step", "monotone_in_eps", "unbounded_eps", "transfer_vs_whitebox",
+    "iterative_vs_single_step", "monotone_in_eps", "suite_attacks_ordered",
+    "unbounded_eps", "transfer_vs_whitebox",
     "blackbox_vs_whitebox", "convergence", "margin_vs_ce", "noise_vs_attack",
     "gradient_norms",
 )
@@ -888,6 +951,7 @@ __all__ = [
     "judge_margin_vs_ce",
     "judge_monotone_in_eps",
     "judge_noise_vs_attack",
+    "judge_suite_order",
     "judge_unbounded_eps",
     "judge_whitebox_vs",
     "paired_gap",

@@ -249,6 +249,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
 
 
+def _clip(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters, with an ellipsis where it was cut."""
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -258,10 +263,14 @@ def _dispatch(args: argparse.Namespace) -> int:
             reg = kinds[kind]
             print(f"{kind}:")
             rows = [(name, reg.help(name)) for name in reg.names()]  # type: ignore[attr-defined]
-            rows += list(reg.namespaces().items())  # type: ignore[attr-defined]
+            for ns, text in reg.namespaces().items():  # type: ignore[attr-defined]
+                rows.append((ns, text))
+                # the members of a listed namespace, indented under it (first docstring line)
+                rows += [(f"  {m}", _clip(h, 70)) for m, h in
+                         reg.members(ns.partition(":")[0])]  # type: ignore[attr-defined]
             width = max([20, *(len(name) for name, _ in rows)])
             for name, text in rows:
-                print(f"  {name:<{width}} {text}")
+                print(f"  {name:<{width}} {text}".rstrip())
         return EXIT_OK
 
     if args.command == "evaluate":

@@ -38,6 +38,15 @@ class RunError(PoisonlabError, RuntimeError):
     written (disk full, permissions) or a worker process died. Stored cells are kept."""
 
 
+class AttackError(PoisonlabError, RuntimeError):
+    """A third-party attack (an ``art:`` or ``foolbox:`` adapter) failed while it ran.
+
+    The message is one line naming the attack, the threat and the library's own error
+    (its type and first line); the original exception is chained as ``__cause__``. A suite
+    records the cell as failed and goes on with the others.
+    """
+
+
 class PoisonlabWarning(UserWarning):
     """Base class of the sanity-check warnings."""
 

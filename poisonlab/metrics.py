@@ -119,6 +119,9 @@ HIGHER_IS_BETTER: dict[str, bool | None] = {
     "mutual_information": None,
     "logit_norm": None,
     "weight_norm": None,
+    # an ensemble's (autoattack's) breakdown: the fraction of the test points that each
+    # component fooled first (attack "<label>: <component>")
+    "fooled_first_by": None,
 }
 
 

@@ -153,6 +153,7 @@ class Registry(Generic[T]):
         self._entries: dict[str, T | str] = {}
         self._help: dict[str, str] = {}
         self._namespaces: dict[str, Namespace | str] = {}
+        self._ns_listed: dict[str, bool] = {}
         self._ns_help: dict[str, str] = {}
         self._ns_member: dict[str, str] = {}
 
@@ -174,7 +175,8 @@ class Registry(Generic[T]):
         self._help[name] = help
 
     def add_namespace(
-        self, prefix: str, factory: Namespace | str, *, help: str = "", member: str = "name"
+        self, prefix: str, factory: Namespace | str, *, help: str = "", member: str = "name",
+        listed: bool = False,
     ) -> None:
         """Resolve every ``"prefix:Member"`` name through ``factory``.
 
@@ -189,6 +191,9 @@ class Registry(Generic[T]):
             One line for listings (``poisonlab list``).
         member : str
             What a member is called in listings: ``"art:<Attack>"`` for ``member="Attack"``.
+        listed : bool
+            List every member in ``poisonlab list`` (see :meth:`members`); off for
+            namespaces of thousands of names (timm) or whose package may be missing.
         """
         if not isinstance(prefix, str) or not prefix or ":" in prefix:
             raise ConfigError(
@@ -199,10 +204,19 @@ class Registry(Generic[T]):
         self._namespaces[prefix] = factory
         self._ns_help[prefix] = help
         self._ns_member[prefix] = member
+        self._ns_listed[prefix] = listed
 
     def namespaces(self) -> dict[str, str]:
         """``{"prefix:<Member>": help}`` for each namespace, sorted by prefix."""
         return {f"{p}:<{self._ns_member[p]}>": self._ns_help[p] for p in sorted(self._namespaces)}
+
+    def members(self, prefix: str) -> list[tuple[str, str]]:
+        """``[("prefix:Member", one-line help), ...]`` of a namespace registered with
+        ``listed=True`` (imports its factory); ``[]`` for the others."""
+        if not self._ns_listed.get(prefix):
+            return []
+        ns = self._namespace(prefix)
+        return [(f"{prefix}:{m}", ns.describe(m)) for m in ns.available()]
 
     def _namespace(self, prefix: str) -> Namespace:
         ns = self._namespaces[prefix] = _resolve(self._namespaces[prefix])

@@ -255,6 +255,12 @@ class AttackResult:
     attack : str; params : dict; seed : int
     gradients : int
         Number of per-sample input gradients computed (the attack's work).
+    components : tuple of str
+        For an ensemble (``autoattack``): its attacks, in the order they ran; else ().
+    found_by : int64 Tensor (n,) or None
+        For an ensemble: the index into ``components`` of the attack that fooled each
+        point first; -1 where none did (robust points, and points misclassified already
+        on the clean input, which an ensemble does not attack).
     """
 
     x_adv: torch.Tensor | None
@@ -268,6 +274,21 @@ class AttackResult:
     params: dict[str, Any]
     seed: int
     gradients: int
+    components: tuple[str, ...] = ()
+    found_by: torch.Tensor | None = None
+
+    def breakdown(self) -> dict[str, int]:
+        """Points fooled first by each component of an ensemble (``{}`` for one attack).
+
+        >>> r = AttackResult(None, torch.tensor([True, True, False]), *(torch.zeros(3),) * 3,
+        ...                  None, None, "autoattack", {}, 0, 0, ("apgd-ce", "apgd-t"),
+        ...                  torch.tensor([0, 1, -1]))
+        >>> r.breakdown()
+        {'apgd-ce': 1, 'apgd-t': 1}
+        """
+        if self.found_by is None:
+            return {}
+        return {c: int((self.found_by == i).sum()) for i, c in enumerate(self.components)}
 
     @property
     def robust_accuracy(self) -> float:
@@ -456,6 +477,27 @@ class Attack:
         """
         raise NotImplementedError
 
+    def _perturb_detail(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        threat: EvasionThreat,
+        target: torch.Tensor | None,
+        rng: SampleRNG,
+    ) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+        """``_perturb`` and, for an ensemble, which component fooled each sample first
+        (see :attr:`AttackResult.found_by`); single attacks return None there."""
+        x_adv, grads = self._perturb(model, x, y, threat=threat, target=target, rng=rng)
+        return x_adv, grads, None
+
+    def components(self, *, image: bool, targeted: bool, n_classes: int) -> tuple[str, ...]:
+        """The attacks of an ensemble, in order, for image inputs (n, C, H, W) or others,
+        a targeted threat or not and a model of ``n_classes`` outputs (``()`` for a single
+        attack)."""
+        return ()
+
     def __call__(
         self,
         model: nn.Module,
@@ -482,15 +524,31 @@ class Attack:
         self.check_threat(call.threat)
         root, seed_used = base_seed(seed)
         out = Gathered.empty(call.n, keep_adv)
+        found: torch.Tensor | None = None
         with eval_mode(model):
             for sl in iter_slices(call.n, batch_size):
                 xb, yb, tb = call.batch(sl)
-                x_adv, grads = self._perturb(model, xb, yb, threat=call.threat, target=tb,
-                                             rng=SampleRNG(root, torch.arange(sl.start,
-                                                                              sl.stop)))
+                x_adv, grads, found_b = self._perturb_detail(
+                    model, xb, yb, threat=call.threat, target=tb,
+                    rng=SampleRNG(root, torch.arange(sl.start, sl.stop)))
                 out.put(sl, finish_batch(model, xb, yb, x_adv.detach(), call.threat, tb,
                                          self.name, clip=self._clip()), grads)
-        return out.result(call, self.name, self.params(), seed_used)
+                if found_b is not None:
+                    if found is None:
+                        found = torch.full((call.n,), -1, dtype=torch.int64)
+                    found[sl] = found_b.cpu()
+        res = out.result(call, self.name, self.params(), seed_used)
+        if found is None:
+            return res
+        return with_breakdown(res, self, call, call.threat, found)
+
+
+def with_breakdown(res: AttackResult, attack: Attack, call: Prepared, threat: EvasionThreat,
+                   found: torch.Tensor) -> AttackResult:
+    """``res`` with an ensemble's ``components`` and per-sample ``found_by``."""
+    image = len(call.source.take(slice(0, 1))[0].shape) == 4
+    parts = attack.components(image=image, targeted=threat.targeted, n_classes=call.n_classes)
+    return dataclasses.replace(res, components=parts, found_by=found.to(res.y.device))
 
 
 @dataclass(frozen=True, eq=False)

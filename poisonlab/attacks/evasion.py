@@ -34,6 +34,7 @@ from .base import (
     finish_batch,
     is_success,
     prepare_call,
+    with_breakdown,
 )
 
 
@@ -411,21 +412,31 @@ def security_curve(
             pred = logits.argmax(dim=1)
             out.put(sl, BatchOutcome(xb, pred, pred))
         fooled = torch.zeros(call.n, dtype=torch.bool)
+        found_prev: torch.Tensor | None = None
         for i in order:
             threat = threats[i]
             todo = torch.nonzero(~fooled).flatten()
             out.gradients = 0
+            found = None if found_prev is None else found_prev.clone()
             for sl in iter_slices(int(todo.numel()), batch_size):
                 ix = todo[sl]
                 xb, yb, tb = call.batch(ix)
-                x_new, grads = attack._perturb(model, xb, yb, threat=threat, target=tb,
-                                               rng=SampleRNG(seeds[i], ix))
+                x_new, grads, found_b = attack._perturb_detail(
+                    model, xb, yb, threat=threat, target=tb, rng=SampleRNG(seeds[i], ix))
                 out.put(ix, finish_batch(model, xb, yb, x_new.detach(), threat, tb,
                                          attack.name, clip=attack._clip(),
                                          pred_clean=out.pred_clean[ix].to(xb.device)),
                         grads)
+                if found_b is not None:
+                    if found is None:  # an ensemble; a point fooled at a smaller eps
+                        # keeps the component that found it there
+                        found = torch.full((call.n,), -1, dtype=torch.int64)
+                    found[ix] = found_b.cpu()
             res = out.result(dataclasses.replace(call, threat=threat), attack.name,
                              attack.params(), seeds[i])
+            found_prev = found
+            if found is not None:
+                res = with_breakdown(res, attack, call, threat, found)
             fooled = res.success.cpu()
             results[i] = res
             if on_result is not None:

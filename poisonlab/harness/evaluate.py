@@ -359,6 +359,10 @@ def _evasion(suite: Suite, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                                   attack=a.label))
                 out.append(metric("attack_success_rate", r.attack_success_rate,
                                   threat=t.id, attack=a.label))
+                # an ensemble (autoattack): which component fooled each point first
+                out += [metric("fooled_first_by", float(count / len(y)), threat=t.id,
+                               attack=f"{a.label}: {component}")
+                        for component, count in r.breakdown().items()]
                 robust_all[t.id] &= (r.pred_adv == r.y).cpu()
                 if collect is not None:
                     collect.append(SuiteAttack(a.label, attack.knowledge, r))

@@ -295,6 +295,32 @@ def _information_table(r: Results, scope: tuple[str, str]) -> Table | None:
         "(0 .. log N; lower means the logits forget more about the example)")
 
 
+def _breakdown_table(r: Results, scope: tuple[str, str]) -> Table | None:
+    """Which component of an ensemble (autoattack) fooled each point first, per threat."""
+    parts = list(dict.fromkeys(
+        a["attack"] for a in r.doc["aggregates"]
+        if a["metric"] == "fooled_first_by" and (a["dataset"], a["model"]) == scope
+        and a["poisoning"] == "none"))
+    if not parts:
+        return None
+    threats = r.evasion_threats()
+    rows = []
+    for d in r.defenses:
+        for part in parts:
+            ensemble, _, component = part.partition(": ")
+            cells = [fmt(r.get(scope, d, "fooled_first_by", threat=t["id"], attack=part))
+                     for t in threats]
+            if any(c != "n/a" for c in cells):
+                rows.append([d, ensemble, component, *cells])
+    return Table(
+        f"Which attack found each point ({scope[0]}, {scope[1]})",
+        ["defense", "ensemble", "attack"] + [t["id"] for t in threats], rows,
+        "fraction of all test points that each attack of the ensemble fooled first (each "
+        "attack runs only on the points still robust, in this order), mean ± std over "
+        "seeds; a large share for the later, gradient-free attacks means the gradient "
+        "attacks were misled on those points")
+
+
 # --------------------------------------------------------------------------- tables
 
 
@@ -353,6 +379,9 @@ def tables(r: Results) -> list[Table]:
             out.append(Table(f"Evasion attack success rate, per attack ({where})",
                              ["defense", "attack"] + [t["id"] for t in threats], rows,
                              "among test points classified correctly when clean"))
+            breakdown = _breakdown_table(r, scope)
+            if breakdown:
+                out.append(breakdown)
     return out
 
 

@@ -119,3 +119,36 @@ def test_cli_strict_exits_1_with_one_line_per_flag(model: Any, code: int, tmp_pa
     assert (tmp_path / "run" / "results.json").is_file()
     # Without --strict the flags are reported, not fatal.
     assert main(["run", str(path), "--out", str(tmp_path / "again"), "--quiet"]) == EXIT_OK
+
+
+def _ordered_suite(pgd: dict[str, Any]) -> dict[str, Any]:
+    return _suite({"name": "mlp", "hidden": [32]},
+                  attacks=["fgsm", pgd],
+                  threat_model={"evasion": [{"norm": "linf", "eps": [0.1, 0.2]}]},
+                  checks={"n_probe": 50, "enabled": ["suite_attacks_ordered"]})
+
+
+def test_a_suite_pgd_weaker_than_its_fgsm_is_flagged_and_strict_fails(tmp_path: Path) -> None:
+    # Two steps of 0.01 * eps: the PGD barely leaves its random start, FGSM takes one step
+    # of eps. The probes' own PGD is fine; only the suite's attacks show the problem.
+    weak = {"name": "pgd", "steps": 2, "rel_stepsize": 0.01}
+    doc = run_suite(parse_suite(_ordered_suite(weak)), tmp_path / "run")
+    (check,) = next(c for c in doc["cells"] if c["poisoning"] is None)["checks"]
+    assert (check["check"], check["status"]) == ("suite_attacks_ordered", "flag")
+    ev = check["evidence"]
+    assert ev["fgsm"] > ev["multi"] + 0.02 and ev["excess"] > 0
+    assert "pgd(rel_stepsize=0.01, steps=2)" in check["message"]
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "`suite_attacks_ordered` flagged" in report
+    with pytest.raises(CheckFailure) as e:
+        run_suite(parse_suite(_ordered_suite(weak)), tmp_path / "strict", strict=True)
+    assert "suite_attacks_ordered flagged" in e.value.lines[0]
+
+
+def test_a_suite_pgd_with_the_defaults_passes_the_ordering(tmp_path: Path) -> None:
+    # (10 steps of 0.1 * eps travel one eps in all: on this MLP that PGD is flagged too,
+    # 0.40 vs FGSM's 0.48 at eps 0.1; the defaults' 40 steps are not.)
+    doc = run_suite(parse_suite(_ordered_suite({"name": "pgd"})), tmp_path / "run")
+    (check,) = next(c for c in doc["cells"] if c["poisoning"] is None)["checks"]
+    assert check["status"] == "pass", check["message"]
+    assert check["evidence"]["multi"] >= check["evidence"]["fgsm"] - 0.02

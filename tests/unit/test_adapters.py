@@ -187,13 +187,19 @@ def test_params_record_the_effective_settings() -> None:
     p = art_pgd.params()
     assert (p["library"], p["class"], p["max_iter"]) == ("art", "ProjectedGradientDescent", 7)
     assert (p["batch_size"], p["verbose"]) == (256, False)  # our defaults, not ART's 32/True
-    assert p["num_random_init"] == 0 and p["eps_step"] == 0.1  # ART's own defaults
+    # ART's PGD takes our PGD's defaults: one random start, steps of 0.1 * eps
+    assert p["num_random_init"] == 1 and p["rel_stepsize"] == 0.1 and "eps_step" not in p
+    bim = get_attack("art:BasicIterativeMethod").params()
+    assert (bim["eps_step"], bim["max_iter"]) == (0.1, 100)  # other classes keep ART's
     assert not set(p) & set(THREAT_OWNED)
     assert get_attack("art:ProjectedGradientDescent", batch_size=32).params()["batch_size"] == 32
     fb = get_attack("foolbox:LinfPGD", steps=40, rel_stepsize=0.1).params()
     assert (fb["library"], fb["class"], fb["steps"], fb["rel_stepsize"]) == (
         "foolbox", "LinfPGD", 40, 0.1)
     assert fb["random_start"] is True and isinstance(fb["version"], str)
+    # foolbox's PGD takes our step size (its own is 0.033 * eps), other classes keep theirs
+    assert get_attack("foolbox:LinfPGD").params()["rel_stepsize"] == 0.1
+    assert get_attack("foolbox:LinfBasicIterativeAttack").params()["rel_stepsize"] == 0.2
     sq = get_attack("square", max_iter=50, restarts=2).params()
     assert (sq["class"], sq["max_iter"], sq["restarts"]) == ("SquareAttack", 50, 2)
 
@@ -456,3 +462,93 @@ def test_importing_poisonlab_does_not_import_art_or_foolbox() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=120)
     assert out.stdout.strip() == "[]"
+
+
+def test_art_takes_our_setting_names_and_means_the_same(
+        digits: Dataset, digits_mlp: nn.Module) -> None:
+    ours = get_attack("art:ProjectedGradientDescent", steps=10, rel_stepsize=0.25,
+                      random_start=False)
+    assert ours.settings == {"max_iter": 10, "num_random_init": 0, "rel_stepsize": 0.25}
+    theirs = get_attack("art:ProjectedGradientDescent", max_iter=10, num_random_init=0,
+                        eps_step=0.25 * EPS["linf"])
+    x, y = digits.x_test[:N], digits.y_test[:N]
+    threat = _threat(digits, "linf")
+    a = ours(digits_mlp, x, y, threat=threat, seed=0)
+    b = theirs(digits_mlp, x, y, threat=threat, seed=0)
+    assert torch.equal(a.x_adv, b.x_adv)  # no random start: the same deterministic PGD
+    assert a.params["rel_stepsize"] == 0.25 and a.params["max_iter"] == 10
+    assert get_attack("art:AutoProjectedGradientDescent", random_start=False).settings == {
+        "nb_random_init": 0}
+
+
+@pytest.mark.parametrize(("settings", "pattern"), [
+    ({"steps": 5, "max_iter": 5}, r"both steps and max_iter"),
+    ({"rel_stepsize": 0.1, "eps_step": 0.01}, r"both rel_stepsize and eps_step"),
+    ({"random_start": "yes"}, r"random_start='yes' is not allowed: expected true or false"),
+    ({"rel_stepsize": 0}, r"rel_stepsize=0 is not allowed"),
+])
+def test_art_our_names_are_checked(settings: dict[str, Any], pattern: str) -> None:
+    with pytest.raises(ConfigError, match=pattern):
+        get_attack("art:ProjectedGradientDescent", **settings)
+
+
+def test_art_rel_stepsize_on_a_class_without_eps_step_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"art:SquareAttack .*'rel_stepsize'"):
+        get_attack("art:SquareAttack", rel_stepsize=0.1)
+
+
+class _Explodes(nn.Module):
+    """Classifies normally (and passes the one-sample probe of the attack template) until
+    the library asks for a gradient over a batch, then fails."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad and x.shape[0] > 1:
+            raise RuntimeError("kernel exploded\nsecond line of a long library message")
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("name", ["art:ProjectedGradientDescent", "foolbox:LinfPGD"])
+def test_a_library_failure_is_one_attack_error(digits: Dataset, name: str) -> None:
+    from poisonlab import AttackError, PoisonlabError
+
+    model = _Explodes(build_model("mlp", digits.input_shape, digits.n_classes, seed=0)).eval()
+    x, y = digits.x_test[:8], digits.y_test[:8]
+    with pytest.raises(AttackError) as e:
+        get_attack(name, steps=2)(model, x, y, threat=_threat(digits, "linf"), seed=0)
+    text = str(e.value)
+    assert isinstance(e.value, PoisonlabError) and "\n" not in text
+    assert text.startswith(f"{name} failed under linf eps=0.1: RuntimeError: kernel exploded")
+    assert isinstance(e.value.__cause__, RuntimeError)
+
+
+def test_art_decision_attacks_get_inputs_in_the_model_dtype(
+        digits: Dataset, digits_mlp: nn.Module) -> None:
+    # HopSkipJump hands the classifier float64 arrays; a float32 model refused them.
+    res = get_attack("art:HopSkipJump", max_iter=2, max_eval=20, init_eval=5)(
+        digits_mlp, digits.x_test[:6], digits.y_test[:6], threat=_threat(digits, "linf"),
+        seed=0)
+    assert res.x_adv.dtype == digits.x_test.dtype and res.success.shape == (6,)
+
+
+@pytest.mark.parametrize("name", ["foolbox:LinfPGD", "art:ProjectedGradientDescent"])
+def test_a_library_pgd_with_our_settings_is_our_pgd(digits: Dataset, digits_mlp: nn.Module,
+                                                    name: str) -> None:
+    # Same steps, step size and random start by the same names: the same attack, up to
+    # the random start's draws (within 1 point of robust accuracy on the digits test set).
+    settings = {"steps": 20, "rel_stepsize": 0.1, "random_start": True}
+    threat = _threat(digits, "linf")
+    ours = get_attack("pgd", **settings)(digits_mlp, digits.x_test, digits.y_test,
+                                         threat=threat, seed=0)
+    theirs = get_attack(name, **settings)(digits_mlp, digits.x_test, digits.y_test,
+                                          threat=threat, seed=0)
+    assert 0.2 < ours.robust_accuracy < 0.9  # a budget where the step size matters
+    assert abs(ours.robust_accuracy - theirs.robust_accuracy) <= 0.01
+    # with foolbox's own step size the same 20 steps are a different attack
+    if name.startswith("foolbox"):
+        own = get_attack(name, steps=20, rel_stepsize=0.01 / 0.3)(
+            digits_mlp, digits.x_test, digits.y_test, threat=threat, seed=0)
+        assert own.robust_accuracy - ours.robust_accuracy > 0.01

@@ -44,6 +44,10 @@ ADAPTERS: dict[str, tuple[str, ...]] = {
 EXTRA: dict[str, Callable[[Case], dict[str, Any]]] = {
     "pgd": lambda c: {"steps": 10},
     "noise": lambda c: {"samples": 3},
+    "apgd": lambda c: {"steps": 10},
+    "apgd-t": lambda c: {"steps": 10, "n_target_classes": 2},
+    "fab": lambda c: {"steps": 10},
+    "autoattack": lambda c: {"steps": 10, "n_target_classes": 2, "square_queries": 20},
     "transfer": lambda c: {"attack": {"name": "pgd", "steps": 10}, "surrogate": c.surrogate},
     "square": lambda c: {"max_iter": 20},
     "art:ProjectedGradientDescent": lambda c: {"max_iter": 10},

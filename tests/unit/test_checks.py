@@ -41,12 +41,14 @@ from poisonlab.checks import (
     SuiteAttack,
     checks,
     flag_lines,
+    is_multi_step,
     judge_convergence,
     judge_gradient_norms,
     judge_iterative_vs_single_step,
     judge_margin_vs_ce,
     judge_monotone_in_eps,
     judge_noise_vs_attack,
+    judge_suite_order,
     judge_unbounded_eps,
     judge_whitebox_vs,
     paired_gap,
@@ -124,9 +126,11 @@ def test_a_plain_mlp_raises_no_flag(plain: dict[str, CheckOutcome]) -> None:
     assert list(plain) == list(ALL_CHECKS)
     assert not [o.message for o in plain.values() if o.flagged]
     ran = {name for name, o in plain.items() if o.status is Status.PASS}
-    # Everything but Square (off by default) ran, the transfer probe included.
-    assert ran == set(ALL_CHECKS) - {"blackbox_vs_whitebox"}
+    # Everything but Square (off by default) and the suite-order check (no suite attacks
+    # were passed) ran, the transfer probe included.
+    assert ran == set(ALL_CHECKS) - {"blackbox_vs_whitebox", "suite_attacks_ordered"}
     assert "square probe is off" in plain["blackbox_vs_whitebox"].message
+    assert "no multi-step attack next to an FGSM" in plain["suite_attacks_ordered"].message
 
 
 @pytest.mark.parametrize("model", ["rounded", "saturated"])
@@ -252,6 +256,23 @@ def test_paired_gap_is_the_mean_difference_and_its_standard_error() -> None:
     assert se == pytest.approx(d.std(ddof=1) / np.sqrt(200))
     assert paired_gap(a, b, scale=0.5)[0] == pytest.approx(0.6 - 0.25)
     assert all(np.isnan(v) for v in paired_gap(np.zeros(0), np.zeros(0)))
+
+
+def test_suite_order_judges_the_suites_own_attacks() -> None:
+    flag = judge_suite_order(multi=_hits(79), fgsm=_hits(102), multi_label="pgd(steps=2)",
+                             fgsm_label="fgsm", threat=T)
+    assert flag.flagged and flag.check == "suite_attacks_ordered"
+    assert flag.message.startswith("the suite's pgd(steps=2) success 0.40 < its fgsm 0.51 at "
+                                   "linf eps=0.1: a multi-step attack weaker than single-step")
+    assert (flag.evidence["multi_attack"], flag.evidence["fgsm_attack"]) == (
+        "pgd(steps=2)", "fgsm")
+    assert not judge_suite_order(multi=_hits(100), fgsm=_hits(103), multi_label="pgd",
+                                 fgsm_label="fgsm", threat=T).flagged
+    assert judge_suite_order(multi=_hits(0, 0), fgsm=_hits(0, 0), multi_label="pgd",
+                             fgsm_label="fgsm", threat=T).status is Status.SKIPPED
+    assert [is_multi_step(a) for a in ("pgd", "apgd", "autoattack", "art:ProjectedGradient"
+                                       "Descent", "foolbox:L2PGD", "fgsm", "square",
+                                       "art:FastGradientMethod")] == [True] * 5 + [False] * 3
 
 
 def test_iterative_vs_single_step() -> None:

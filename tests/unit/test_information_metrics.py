@@ -44,6 +44,7 @@ def test_descriptive_metrics_have_no_direction() -> None:
     for name in DESCRIPTIVE:
         assert name in HIGHER_IS_BETTER
         assert HIGHER_IS_BETTER[name] is None
+    assert HIGHER_IS_BETTER["fooled_first_by"] is None  # an ensemble's breakdown
     assert HIGHER_IS_BETTER["teacher_accuracy"] is True
     assert HIGHER_IS_BETTER["ece"] is False
 

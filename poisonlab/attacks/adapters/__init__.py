@@ -270,10 +270,15 @@ class LibraryAttack(Attack):
         """``cls(name, params)``: what the registry calls for ``"<library>:<name>"``."""
         return cls(name, params)
 
+    def defaults(self) -> Mapping[str, Any]:
+        """Our defaults that replace the library's for this class (``fast_defaults``, and
+        for PGD-family classes poisonlab's PGD settings)."""
+        return self.fast_defaults
+
     def effective(self) -> dict[str, Any]:
         """The constructor parameters the library class gets (defaults filled in)."""
         return effective_settings(self.library_class(self.attack), self.settings,
-                                  self.fast_defaults)
+                                  self.defaults())
 
     def params(self) -> dict[str, Any]:
         """Library, version, class and effective parameters, JSON-ready (see :func:`jsonable`).

@@ -33,7 +33,7 @@ from art.exceptions import EstimatorError
 from torch import nn
 
 from ..._validation import check_scalar
-from ...errors import ConfigError
+from ...errors import AttackError, ConfigError, PoisonlabError, first_line
 from ...threat import EvasionThreat, Knowledge, Norm
 from ...training import model_device, output_width
 from ..base import Attack
@@ -68,6 +68,76 @@ _IMAGES_ONLY: frozenset[str] = frozenset({"SquareAttack"})
 
 #: Our defaults where ART's are slow or chatty (applied only where the class takes them).
 FAST_DEFAULTS: Mapping[str, Any] = {"batch_size": 256, "verbose": False}
+
+#: poisonlab's names for the settings of ART's iterative gradient attacks -> ART's names
+#: (the first the class takes). ``rel_stepsize`` (a fraction of eps, as in
+#: :class:`~poisonlab.PGD`) becomes ``eps_step = rel_stepsize * eps`` at the call, when the
+#: threat's eps is known.
+ALIASES: Mapping[str, tuple[str, ...]] = {
+    "steps": ("max_iter",), "random_start": ("num_random_init", "nb_random_init"),
+}
+
+#: ART's PGD classes get poisonlab's PGD defaults (40 steps of 0.1 * eps, one random
+#: start), so ``art:ProjectedGradientDescent`` and ``pgd`` with no settings are the same
+#: attack; ART's own (100 steps of an absolute 0.1, no random start) take a step larger
+#: than eps at 8/255.
+PGD_DEFAULTS: Mapping[str, Any] = {"max_iter": 40, "num_random_init": 1, "rel_stepsize": 0.1}
+_PGD_CLASSES: frozenset[str] = frozenset({
+    "ProjectedGradientDescent", "ProjectedGradientDescentNumpy",
+    "ProjectedGradientDescentPyTorch",
+})
+
+
+def takes_rel_stepsize(name: str) -> bool:
+    """Does the ART class ``name`` have an ``eps_step`` that ``rel_stepsize`` can set?"""
+    return "eps_step" in inspect.signature(_art_class(name)).parameters
+
+
+def translate_settings(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` with poisonlab's names (``steps``, ``random_start``) in ART's, for the
+    ART class ``name``; ART's own names, ``rel_stepsize`` and names the class lacks pass
+    unchanged (the settings check refuses the last with a did-you-mean).
+
+    Raises ConfigError when one setting is given under both names.
+
+    >>> translate_settings("ProjectedGradientDescent", {"steps": 10, "random_start": False})
+    {'max_iter': 10, 'num_random_init': 0}
+    """
+    params = inspect.signature(_art_class(name)).parameters
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        if key == "rel_stepsize" and "eps_step" in settings:
+            raise ConfigError(
+                f"art:{name} got both rel_stepsize and eps_step: expected one of them "
+                "(rel_stepsize is a fraction of eps, eps_step an absolute step)")
+        art_key = next((k for k in ALIASES.get(key, ()) if k in params), None)
+        if art_key is None:
+            out[key] = value
+            continue
+        if art_key in settings:
+            raise ConfigError(
+                f"art:{name} got both {key} and {art_key}: expected one of them "
+                f"({key} is poisonlab's name for ART's {art_key})")
+        if key == "random_start":
+            if not isinstance(value, bool):
+                raise ConfigError(
+                    f"art:{name}: random_start={value!r} is not allowed: expected true or false")
+            value = int(value)
+        out[art_key] = value
+    return out
+
+
+class _CastInputs(nn.Module):
+    """``model(x.to(dtype))``: ART's decision-based attacks (HopSkipJump, Boundary) hand
+    the classifier float64 arrays, which a float32 model refuses."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.model = model
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.to(self.dtype))
 
 
 def _requirements_met(cls: type) -> bool:
@@ -186,10 +256,15 @@ def art_attack(
     kwargs = dict(settings)
     kwargs.update({k: v for k, v in (("eps", threat.eps), ("norm", _NORM[Norm(threat.norm)]),
                                      ("targeted", threat.targeted)) if k in params})
+    rel = kwargs.pop("rel_stepsize", None)
+    if rel is not None:
+        kwargs["eps_step"] = float(rel) * threat.eps
     device = model_device(model)
+    dtype = next((p.dtype for p in model.parameters()), x.dtype)
     with library_boundary(model, seed, device):
         classifier = PyTorchClassifier(
-            model=model, loss=nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
+            model=_CastInputs(model, dtype), loss=nn.CrossEntropyLoss(),
+            input_shape=tuple(x.shape[1:]),
             nb_classes=output_width(model, x), clip_values=threat.bounds,
             device_type="gpu" if device.type == "cuda" else "cpu",
         )
@@ -203,15 +278,30 @@ def art_attack(
             raise ConfigError(
                 f"art:{attack} needs a package that is not installed: {e}"
             ) from None
+        except Exception as e:
+            raise _failed(attack, threat, e) from e
         labels = y if target is None else target
         x_np = x.detach().cpu().numpy()
         try:
             out = instance.generate(x=x_np, y=labels.cpu().numpy())
+        except ImportError as e:
+            raise ConfigError(
+                f"art:{attack} needs a package that is not installed: {e}"
+            ) from None
         except ValueError as e:
-            raise ConfigError(f"art:{attack} failed under {threat.id}: {e}") from e
+            raise ConfigError(f"art:{attack} failed under {threat.id}: {first_line(e)}") from e
+        except PoisonlabError:
+            raise
+        except Exception as e:
+            raise _failed(attack, threat, e) from e
     x_adv = torch.from_numpy(np.asarray(out)).to(device=x.device, dtype=x.dtype)
     return x_adv.reshape(x.shape), _gradients(attack, effective_settings(cls, settings, {}),
                                               int(x.shape[0]))
+
+
+def _failed(attack: str, threat: EvasionThreat, e: BaseException) -> AttackError:
+    return AttackError(
+        f"art:{attack} failed under {threat.id}: {type(e).__name__}: {first_line(e)}")
 
 
 @dataclass(frozen=True)
@@ -232,6 +322,15 @@ class ARTAttack(LibraryAttack):
     settings : mapping
         Its other constructor parameters, e.g. ``{"max_iter": 40, "eps_step": 0.01}``.
         Unknown ones raise ConfigError, as do eps, norm, targeted and estimator.
+        poisonlab's names work too and mean what they mean for :class:`~poisonlab.PGD`:
+        ``steps`` (ART's ``max_iter``), ``random_start`` (``num_random_init`` 1 or 0) and
+        ``rel_stepsize`` (``eps_step = rel_stepsize * eps``). ART's PGD classes default to
+        our PGD's settings (40 steps of 0.1 * eps, one random start).
+
+    Errors: a failure inside ART is an :class:`~poisonlab.errors.AttackError` of one line
+    (the class, the threat, ART's error type and first line); refused settings and
+    missing packages are ConfigErrors. Inputs reach the model in its parameters' dtype
+    (ART's decision-based attacks hand it float64).
 
     Randomness: ART draws from the global numpy generator; the call seeds it (and the
     Python and torch ones) from ``seed`` and restores it afterwards (see
@@ -240,12 +339,49 @@ class ARTAttack(LibraryAttack):
     >>> from poisonlab.attacks.adapters.art import ARTAttack
     >>> pgd = ARTAttack("ProjectedGradientDescent", {"max_iter": 20, "eps_step": 0.01})
     >>> pgd.name, pgd.params()["batch_size"], pgd.params()["num_random_init"]
-    ('art:ProjectedGradientDescent', 256, 0)
+    ('art:ProjectedGradientDescent', 256, 1)
+    >>> ARTAttack("ProjectedGradientDescent", {"steps": 10, "rel_stepsize": 0.25}).settings
+    {'max_iter': 10, 'rel_stepsize': 0.25}
     >>> res = pgd(model, x, y, threat=EvasionThreat(eps=0.1), seed=0)  # doctest: +SKIP
     """
 
     library: ClassVar[str] = "art"
     fast_defaults: ClassVar[Mapping[str, Any]] = FAST_DEFAULTS
+
+    def __post_init__(self) -> None:
+        settings = self.settings
+        if (isinstance(self.attack, str) and self.attack in art_attack_names()
+                and isinstance(settings, Mapping)):
+            settings = translate_settings(self.attack, settings)
+        rel = settings.pop("rel_stepsize", None) if isinstance(settings, dict) else None
+        object.__setattr__(self, "settings", settings)
+        super().__post_init__()
+        if rel is not None:
+            if not takes_rel_stepsize(self.attack):
+                raise ConfigError(
+                    f"art:{self.attack} got unknown parameter 'rel_stepsize': the class "
+                    "has no eps_step to set")
+            rel = check_scalar("rel_stepsize", rel, lo=0, lo_closed=False)
+            object.__setattr__(self, "settings", {**self.settings, "rel_stepsize": rel})
+
+    def defaults(self) -> Mapping[str, Any]:
+        if self.attack not in _PGD_CLASSES:
+            return self.fast_defaults
+        ours = {k: v for k, v in PGD_DEFAULTS.items()
+                if not (k == "rel_stepsize" and "eps_step" in self.settings)}
+        return {**self.fast_defaults, **ours}
+
+    def effective(self) -> dict[str, Any]:
+        """ART's constructor parameters with our defaults; ``rel_stepsize`` (when set by
+        the settings or our PGD defaults) stands in for ``eps_step``, which the call sets
+        to ``rel_stepsize * eps``."""
+        mine = {k: v for k, v in self.settings.items() if k != "rel_stepsize"}
+        out = effective_settings(_art_class(self.attack), mine, self.defaults())
+        rel = self.settings.get("rel_stepsize", self.defaults().get("rel_stepsize"))
+        if rel is not None:
+            out.pop("eps_step", None)
+            out["rel_stepsize"] = rel
+        return out
 
     @classmethod
     def available(cls) -> list[str]:
@@ -269,7 +405,7 @@ class ARTAttack(LibraryAttack):
 
     def _perturb(self, model, x, y, *, threat, target, rng):  # type: ignore[no-untyped-def]
         passed = {k: v for k, v in self.effective().items()
-                  if k in self.settings or k in self.fast_defaults}
+                  if k in self.settings or k in self.defaults()}
         return art_attack(model, x, y, threat=threat, attack=self.attack, settings=passed,
                           seed=rng.batch_seed(stream=0), target=target)
 

@@ -30,7 +30,7 @@ from foolbox.criteria import Misclassification, TargetedMisclassification
 from foolbox.distances import LpDistance, l2, linf
 from torch import nn
 
-from ...errors import ConfigError
+from ...errors import AttackError, ConfigError, PoisonlabError, first_line
 from ...threat import EvasionThreat, Knowledge, Norm
 from ...training import model_device
 from . import LibraryAttack, library_boundary
@@ -75,6 +75,21 @@ def build_foolbox_attack(
     return instance
 
 
+#: foolbox's PGD classes get poisonlab's PGD step size (0.1 * eps; foolbox's default is
+#: 0.01 / 0.3 = 0.033 * eps for linf, 0.025 for l2): with the same ``steps`` (40 by default
+#: in both) ``foolbox:LinfPGD`` and ``pgd`` are then the same attack.
+PGD_DEFAULTS: Mapping[str, Any] = {"rel_stepsize": 0.1}
+_PGD_CLASSES: frozenset[str] = frozenset({
+    "L1PGD", "L2PGD", "LinfPGD", "PGD", "L1ProjectedGradientDescentAttack",
+    "L2ProjectedGradientDescentAttack", "LinfProjectedGradientDescentAttack",
+})
+
+
+def foolbox_defaults(name: str) -> Mapping[str, Any]:
+    """Our defaults that replace foolbox's for the class ``name`` (``{}`` for most)."""
+    return PGD_DEFAULTS if name in _PGD_CLASSES else {}
+
+
 #: Classes that take a TargetedMisclassification without error but ignore the target
 #: (DeepFool always moves towards the nearest other class).
 _UNTARGETED_ONLY: frozenset[str] = frozenset({"L2DeepFoolAttack", "LinfDeepFoolAttack"})
@@ -107,7 +122,12 @@ def _counterpart(name: str) -> str | None:
 
 def check_foolbox_threat(name: str, instance: AttackWithDistance, threat: EvasionThreat) -> None:
     """Refuse a class whose norm (its ``distance``) is not the threat's."""
-    distance = instance.distance
+    try:
+        distance = instance.distance
+    except AttributeError as e:  # foolbox 3.3's PointwiseAttack never sets its distance
+        raise ConfigError(
+            f"foolbox:{name} cannot run under {threat.id}: the class has no distance to "
+            f"match the threat's norm (foolbox: {first_line(e)})") from None
     p = float(distance.p) if isinstance(distance, LpDistance) else None
     norm = Norm(threat.norm)
     wanted = float(_DISTANCE[norm].p)
@@ -177,7 +197,16 @@ def foolbox_attack(
         except ValueError as e:
             if target is not None and "criterion" in str(e):
                 raise _untargeted_only(attack, threat) from e
-            raise ConfigError(f"foolbox:{attack} failed under {threat.id}: {e}") from e
+            raise ConfigError(
+                f"foolbox:{attack} failed under {threat.id}: {first_line(e)}") from e
+        except ImportError as e:
+            raise ConfigError(
+                f"foolbox:{attack} needs a package that is not installed: {e}") from None
+        except PoisonlabError:
+            raise
+        except Exception as e:
+            raise AttackError(f"foolbox:{attack} failed under {threat.id}: "
+                              f"{type(e).__name__}: {first_line(e)}") from e
     steps = getattr(instance, "steps", 0) if isinstance(instance, BaseGradientDescent) else 0
     return clipped.detach(), int(steps) * int(x.shape[0])
 
@@ -188,7 +217,11 @@ class FoolboxAttack(LibraryAttack):
 
     Rauber et al. 2017/2020 (foolbox, foolbox Native). The threat supplies epsilons, bounds,
     targeting and the distance; the class's own norm must match the threat's
-    (``foolbox:L2PGD`` under an linf threat is a ConfigError). foolbox's defaults are kept.
+    (``foolbox:L2PGD`` under an linf threat is a ConfigError). foolbox's defaults are kept,
+    except that its PGD classes take poisonlab's PGD step size (``rel_stepsize=0.1``, see
+    :data:`PGD_DEFAULTS`); ``steps``, ``rel_stepsize``, ``abs_stepsize`` and
+    ``random_start`` are the same names in both. A failure inside foolbox is an
+    :class:`~poisonlab.errors.AttackError` of one line.
     ``AttackResult.params`` records the effective constructor parameters and foolbox's
     version.
 
@@ -216,7 +249,16 @@ class FoolboxAttack(LibraryAttack):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        build_foolbox_attack(self.attack, self.settings)  # foolbox needs no model to build
+        build_foolbox_attack(self.attack, self.passed())  # foolbox needs no model to build
+
+    def defaults(self) -> Mapping[str, Any]:
+        return foolbox_defaults(self.attack)
+
+    def passed(self) -> dict[str, Any]:
+        """What the foolbox class is built with: the settings over our defaults."""
+        ours = {k: v for k, v in self.defaults().items()
+                if not (k == "rel_stepsize" and "abs_stepsize" in self.settings)}
+        return {**ours, **self.settings}
 
     @classmethod
     def available(cls) -> list[str]:
@@ -237,11 +279,12 @@ class FoolboxAttack(LibraryAttack):
         return Knowledge.BLACK_BOX if gradient_free else Knowledge.WHITE_BOX
 
     def check_threat(self, threat: EvasionThreat) -> None:
-        instance = build_foolbox_attack(self.attack, self.settings, Norm(threat.norm))
+        instance = build_foolbox_attack(self.attack, self.passed(), Norm(threat.norm))
         check_foolbox_threat(self.attack, instance, threat)
         if threat.targeted and self.attack in _UNTARGETED_ONLY:
             raise _untargeted_only(self.attack, threat)
 
     def _perturb(self, model, x, y, *, threat, target, rng):  # type: ignore[no-untyped-def]
         return foolbox_attack(model, x, y, threat=threat, attack=self.attack,
-                              settings=self.settings, seed=rng.batch_seed(stream=0), target=target)
+                              settings=self.passed(), seed=rng.batch_seed(stream=0),
+                              target=target)

@@ -1,0 +1,354 @@
+"""Auto-PGD (APGD-CE, APGD-DLR, APGD-T): step-size-free PGD with momentum.
+
+Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an ensemble of
+diverse parameter-free attacks" (ICML), Algorithm 1, in the linf and l2 norms.
+
+One run of ``steps`` iterations from a random point of the ball (linf: ``x + eps * t /
+||t||_inf`` with ``t`` uniform in [-1, 1]; l2: ``x + eps * t / ||t||_2`` with ``t``
+Gaussian, as the reference implementation draws it):
+
+- the first step is ``x1 = P(x0 + eta * s(grad))``, every later one
+  ``z = P(xk + eta * s(grad))``, ``x_{k+1} = P(xk + alpha (z - xk) + (1 - alpha)(xk -
+  x_{k-1}))`` with momentum ``alpha = 0.75``; ``s`` is the sign (linf) or the unit vector
+  (l2), ``P`` the projection onto the ball and the bounds; ``eta`` starts at ``2 eps``;
+- checkpoints at ``w_j = ceil(p_j * steps)``, ``p_0 = 0``, ``p_1 = 0.22``, ``p_{j+1} = p_j +
+  max(p_j - p_{j-1} - 0.03, 0.06)`` (the reference's integer form: first after
+  ``max(int(0.22 steps), 1)`` iterations, then each period ``max(int(0.03 steps), 1)``
+  shorter, never under ``max(int(0.06 steps), 1)``);
+- at a checkpoint a sample's step size is halved and its iterate reset to its best point
+  when the loss rose in at most ``rho = 0.75`` of the period's steps (condition 1), or when
+  its step size was not reduced at the previous checkpoint and its best loss did not
+  improve since (condition 2).
+
+Per sample, state is independent of the other samples of a batch: every sample has its own
+step size, best point and checkpoint decisions, and its random start comes from its own
+stream (:class:`~poisonlab.attacks.base.SampleRNG`), so the result does not depend on the
+batch size. Samples are dropped from the batch once fooled (their adversarial point is
+kept): the same outcome as running them on, less work.
+
+Restarts: restart ``r`` attacks the samples that no earlier one fooled, from stream ``r``.
+APGD-T (:class:`APGDT`) runs the targeted DLR loss toward each of the ``n_target_classes``
+classes ranked highest after the true one on the clean input (runner-up first), each with
+``restarts`` restarts, on the samples still robust; success stays untargeted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from .._validation import check_choice, check_scalar
+from ..errors import ConfigError
+from ..threat import EvasionThreat, Norm
+from .base import LOSSES, NORMS, Attack, SampleRNG, _bcast, _flat_norm, is_success
+
+#: The losses APGD maximises (Croce & Hein's "CE" and "DLR"; targeted when a target is set).
+APGD_LOSSES = ("ce", "dlr")
+
+
+def checkpoint_periods(steps: int) -> list[int]:
+    """Iterations between checkpoints, as in the reference implementation.
+
+    >>> checkpoint_periods(100)[:6]
+    [22, 19, 16, 13, 10, 7]
+    """
+    first = max(int(0.22 * steps), 1)
+    shrink, floor = max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
+    periods, k, done = [], first, 0
+    while done < steps:
+        periods.append(k)
+        done += k
+        k = max(k - shrink, floor)
+    return periods
+
+
+def _start(x: torch.Tensor, eps: float, norm: Norm, rng: SampleRNG, stream: int,
+           bounds: tuple[float, float]) -> torch.Tensor:
+    """The reference's random start: on the surface of the linf box's scaled direction or
+    of the l2 sphere, clipped to the bounds."""
+    shape = x.shape[1:]
+    if norm is Norm.LINF:
+        t = (rng.rand(shape, stream=stream) * 2 - 1).to(x.device, x.dtype)
+        delta = eps * t / _bcast(t.flatten(1).abs().amax(1).clamp_min(1e-12), t)
+    else:
+        t = rng.randn(shape, stream=stream).to(x.device, x.dtype)
+        delta = eps * t / _bcast(_flat_norm(t, 2).clamp_min(1e-12), t)
+    return (x + delta).clamp(*bounds)
+
+
+def apgd_run(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_init: torch.Tensor,
+    *,
+    threat: EvasionThreat,
+    steps: int,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    success_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    rho: float = 0.75,
+    momentum: float = 0.75,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """One APGD run (Algorithm 1) from ``x_init`` on a batch.
+
+    ``loss_fn(logits, rows) -> (m,)`` is maximised and ``success_fn(logits, rows) -> (m,)
+    bool`` says which samples are fooled, for the ``m`` rows of the batch still attacked
+    (``rows`` indexes ``x``; :func:`apgd` builds both).
+
+    Returns ``(x_adv, fooled, best_loss, gradients)``: per sample the first fooling iterate
+    where fooled, else the highest-loss iterate.
+    """
+    ops = NORMS[threat.norm]
+    lo, hi = threat.bounds
+    eps = threat.eps
+    n = x.shape[0]
+    dev = x.device
+    out = x_init.detach().clone()
+    fooled = torch.zeros(n, dtype=torch.bool, device=dev)
+    best_loss_out = torch.full((n,), -torch.inf, device=dev)
+    gradients = 0
+
+    def project(v: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        return (x0 + ops.project(v - x0, eps)).clamp(lo, hi)
+
+    def evaluate(xa: torch.Tensor, rows: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        xa = xa.detach().requires_grad_(True)
+        logits = model(xa)
+        losses = loss_fn(logits, rows)
+        (grad,) = torch.autograd.grad(losses.sum(), xa)
+        return grad.detach(), losses.detach(), success_fn(logits.detach(), rows)
+
+    # The state of the samples still attacked; ``rows`` maps it back into the batch.
+    rows = torch.arange(n, device=dev)
+    x0 = x
+    x_cur = x_init.detach()
+    grad, loss_cur, succ = evaluate(x_cur, rows)
+    gradients += n
+    x_best, grad_best, loss_best = x_cur.clone(), grad.clone(), loss_cur.clone()
+    step = torch.full((n,), 2.0 * eps, device=dev, dtype=x.dtype)
+    x_prev = x_cur.clone()
+    history = [loss_cur]  # losses of the period so far, the period's start included
+    best_at_check = loss_best.clone()
+    reduced = torch.ones(n, dtype=torch.bool, device=dev)
+    periods = iter(checkpoint_periods(steps))
+    period, in_period = next(periods), 0
+
+    def drop(keep: torch.Tensor) -> None:
+        nonlocal rows, x0, x_cur, grad, x_best, grad_best, loss_best, step, x_prev, history
+        nonlocal best_at_check, reduced, loss_cur
+        rows, x0, x_cur, grad = rows[keep], x0[keep], x_cur[keep], grad[keep]
+        loss_cur = loss_cur[keep]
+        x_best, grad_best, loss_best = x_best[keep], grad_best[keep], loss_best[keep]
+        step, x_prev, best_at_check = step[keep], x_prev[keep], best_at_check[keep]
+        reduced, history = reduced[keep], [h[keep] for h in history]
+
+    def record(succ: torch.Tensor) -> None:
+        if bool(succ.any()):
+            hit = rows[succ]
+            out[hit] = x_cur[succ]
+            fooled[hit] = True
+            best_loss_out[hit] = loss_cur[succ]
+            drop(~succ)
+
+    record(succ)
+    for i in range(steps):
+        if rows.numel() == 0:
+            break
+        with torch.no_grad():
+            a = momentum if i > 0 else 1.0
+            z = project(x_cur + _bcast(step, x_cur) * ops.normalize(grad), x0)
+            x_next = project(x_cur + a * (z - x_cur) + (1 - a) * (x_cur - x_prev), x0)
+            x_prev, x_cur = x_cur, x_next
+        grad, loss_cur, succ = evaluate(x_cur, rows)
+        gradients += int(rows.numel())
+        with torch.no_grad():
+            better = loss_cur > loss_best
+            x_best[better], grad_best[better] = x_cur[better], grad[better]
+            loss_best = torch.where(better, loss_cur, loss_best)
+        history.append(loss_cur)
+        record(succ)  # before a checkpoint may move x_cur back to the best point
+        in_period += 1
+        if in_period == period and rows.numel():
+            with torch.no_grad():
+                h = torch.stack(history)
+                rises = (h[1:] > h[:-1]).sum(0)
+                halve = (rises <= period * rho) | (~reduced & (best_at_check >= loss_best))
+                reduced, best_at_check = halve, loss_best.clone()
+                step = torch.where(halve, step / 2, step)
+                x_cur = torch.where(_bcast(halve, x_cur), x_best, x_cur)
+                grad = torch.where(_bcast(halve, grad), grad_best, grad)
+            history = [loss_cur]
+            period, in_period = next(periods, period), 0
+    with torch.no_grad():  # the samples never fooled: their highest-loss point
+        out[rows] = x_best
+        best_loss_out[rows] = loss_best
+    return out, fooled, best_loss_out, gradients
+
+
+def apgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    threat: EvasionThreat,
+    steps: int = 100,
+    restarts: int = 1,
+    loss: str = "ce",
+    target: torch.Tensor | None = None,
+    target_ranks: int = 0,
+    rho: float = 0.75,
+    momentum: float = 0.75,
+    rng: SampleRNG,
+) -> tuple[torch.Tensor, int]:
+    """APGD on one batch: ``restarts`` runs (and, with ``target_ranks`` k > 0, APGD-T's k
+    target classes), each on the samples not fooled yet.
+
+    ``target`` (a targeted threat) makes the loss targeted and success ``pred == target``.
+    ``target_ranks`` k > 0 (APGD-T, untargeted threat): for rank r = 2 .. k + 1 the loss is
+    the targeted one toward the class ranked r-th on the clean input; success stays
+    ``pred != y``. Run ``(t, r)`` draws its start from stream ``t * restarts + r``.
+
+    Returns ``(x_adv, gradients)``.
+    """
+    loss_fn = LOSSES[loss]
+    n = x.shape[0]
+    x_adv = x.clone()
+    fooled = torch.zeros(n, dtype=torch.bool, device=x.device)
+    best = torch.full((n,), -torch.inf, device=x.device)
+    gradients = 0
+    if target_ranks:
+        with torch.no_grad():
+            ranked = model(x).argsort(dim=1, descending=True)
+        goals: list[torch.Tensor | None] = [ranked[:, r] for r in range(1, target_ranks + 1)]
+    else:
+        goals = [target]
+    for t_i, goal in enumerate(goals):
+        for r in range(restarts):
+            todo = torch.nonzero(~fooled).flatten()
+            if todo.numel() == 0:
+                return x_adv, gradients
+            xt, yt = x[todo], y[todo]
+            gt = None if goal is None else goal[todo]
+            tt = None if target is None else target[todo]
+
+            def loss_of(logits: torch.Tensor, rows: torch.Tensor, yt: torch.Tensor = yt,
+                        gt: torch.Tensor | None = gt) -> torch.Tensor:
+                return loss_fn(logits, yt[rows], None if gt is None else gt[rows])
+
+            def success_of(logits: torch.Tensor, rows: torch.Tensor, yt: torch.Tensor = yt,
+                           tt: torch.Tensor | None = tt) -> torch.Tensor:
+                return is_success(logits.argmax(dim=1), yt[rows],
+                                  None if tt is None else tt[rows])
+
+            start = _start(xt, threat.eps, threat.norm, rng.take(todo),
+                           t_i * restarts + r, threat.bounds)
+            xa, ok, lbest, g = apgd_run(model, xt, yt, start, threat=threat, steps=steps,
+                                        loss_fn=loss_of, success_fn=success_of, rho=rho,
+                                        momentum=momentum)
+            gradients += g
+            take = ok | (lbest > best[todo])
+            x_adv[todo[take]] = xa[take]
+            best[todo[take]] = lbest[take]
+            fooled[todo[ok]] = True
+    return x_adv, gradients
+
+
+@dataclass(frozen=True)
+class APGD(Attack):
+    """Auto-PGD (Croce & Hein 2020): PGD without a step size to tune.
+
+    Parameters
+    ----------
+    steps : int >= 1
+        Iterations per run (the paper and AutoAttack: 100).
+    restarts : int >= 1
+        Runs from independent random starts; each attacks the samples still robust.
+    loss : "ce" | "dlr"
+        Cross-entropy (APGD-CE) or the difference of logits ratio (APGD-DLR; >= 3 classes).
+        Under a targeted threat both are the targeted versions.
+    rho : float in (0, 1)
+        Condition 1's fraction of loss increases per period (0.75).
+    momentum : float in (0, 1]
+        The paper's alpha (0.75); 1 is no momentum.
+
+    >>> res = APGD(loss="ce")(model, x, y, threat=EvasionThreat(eps=0.03), seed=0)  # doctest: +SKIP
+    """
+
+    name: ClassVar[str] = "apgd"
+    steps: int = 100
+    restarts: int = 1
+    loss: str = "ce"
+    rho: float = 0.75
+    momentum: float = 0.75
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "steps", check_scalar("steps", self.steps, lo=1, integer=True))
+        object.__setattr__(self, "restarts",
+                           check_scalar("restarts", self.restarts, lo=1, integer=True))
+        check_choice("loss", self.loss, APGD_LOSSES)
+        object.__setattr__(self, "rho", check_scalar("rho", self.rho, lo=0, hi=1,
+                                                     lo_closed=False, hi_closed=False))
+        object.__setattr__(self, "momentum", check_scalar("momentum", self.momentum, lo=0,
+                                                          hi=1, lo_closed=False))
+
+    def _perturb(self, model, x, y, *, threat, target, rng):  # type: ignore[no-untyped-def]
+        return apgd(model, x, y, threat=threat, steps=self.steps, restarts=self.restarts,
+                    loss=self.loss, target=target, rho=self.rho, momentum=self.momentum,
+                    target_ranks=0, rng=rng)
+
+
+@dataclass(frozen=True)
+class APGDT(Attack):
+    """APGD-T (Croce & Hein 2020): targeted DLR toward each of the top-ranked other classes.
+
+    Untargeted only (it picks its own targets; ``apgd`` takes a targeted threat). For an
+    untargeted threat: for each of the ``n_target_classes`` classes ranked highest
+    after the first on the clean input (runner-up first; at most K - 1), ``restarts`` APGD
+    runs with the targeted DLR loss ``-(z_y - z_t) / (z_(1) - (z_(3) + z_(4)) / 2)`` on the
+    samples still robust. Success is untargeted (``pred != y``). A model with fewer than 4
+    classes gets the targeted cross-entropy instead (DLR-T needs 4 logits).
+
+    Parameters
+    ----------
+    steps, restarts, rho, momentum
+        As :class:`APGD` (AutoAttack's standard version: 100 steps, 1 restart per target).
+    n_target_classes : int >= 1
+        Target classes tried (9, all of CIFAR-10's other classes).
+    """
+
+    name: ClassVar[str] = "apgd-t"
+    steps: int = 100
+    restarts: int = 1
+    n_target_classes: int = 9
+    rho: float = 0.75
+    momentum: float = 0.75
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "steps", check_scalar("steps", self.steps, lo=1, integer=True))
+        object.__setattr__(self, "restarts",
+                           check_scalar("restarts", self.restarts, lo=1, integer=True))
+        object.__setattr__(self, "n_target_classes",
+                           check_scalar("n_target_classes", self.n_target_classes, lo=1,
+                                        integer=True))
+        object.__setattr__(self, "rho", check_scalar("rho", self.rho, lo=0, hi=1,
+                                                     lo_closed=False, hi_closed=False))
+        object.__setattr__(self, "momentum", check_scalar("momentum", self.momentum, lo=0,
+                                                          hi=1, lo_closed=False))
+
+    def check_threat(self, threat: EvasionThreat) -> None:
+        if threat.targeted:
+            raise ConfigError("attack 'apgd-t' picks its own target classes: it needs an "
+                              "untargeted threat (use 'apgd' for a targeted one)")
+
+    def _perturb(self, model, x, y, *, threat, target, rng):  # type: ignore[no-untyped-def]
+        with torch.no_grad():
+            k = int(model(x[:1]).shape[1])
+        loss = "dlr" if k >= 4 else "ce"
+        return apgd(model, x, y, threat=threat, steps=self.steps, restarts=self.restarts,
+                    loss=loss, target=None, target_ranks=min(self.n_target_classes, k - 1),
+                    rho=self.rho, momentum=self.momentum, rng=rng)
