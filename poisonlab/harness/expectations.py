@@ -92,7 +92,7 @@ RAY_THREATS: tuple[str, ...] = tuple(f"alpha={a:g}" for a in RAY_ALPHAS)
 #: whenever the suite declares a poisoning).
 GROUP_METRICS: dict[str, tuple[str, ...]] = {
     "accuracy": ("clean_accuracy", "teacher_accuracy"),
-    "evasion": ("robust_accuracy", "attack_success_rate"),
+    "evasion": ("robust_accuracy", "attack_success_rate", "fooled_first_by"),
     "poisoning": ("accuracy_drop", "poisoning_success_rate", "n_flipped"),
     "offmanifold": ("offmanifold_confidence", "gaussian_confidence", "alpha_star",
                     "offmanifold_auroc", "ray_confidence"),

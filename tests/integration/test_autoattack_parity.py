@@ -1,5 +1,6 @@
 """Our APGD-CE and AutoAttack against torchattacks' (the reference the issue names) on the
-same digits MLPs and the same inputs: ours within 0.5 point or below.
+same digits MLPs and the same inputs: ours within 0.5 point or below. (On 200 points a
+single point is 0.5 point: random starts alone move the two by that much.)
 
 torchattacks (installed by ``make test`` with ``--no-deps``) seeds torch's global RNG
 itself, so its calls run inside ``fork_rng``.
@@ -18,7 +19,7 @@ torchattacks = pytest.importorskip("torchattacks")
 pytestmark = pytest.mark.slow
 
 EPS = 0.1
-N = 200
+N = 450  # the whole digits test split: a point is 1 / 450 of robust accuracy
 SLACK = 0.005
 
 
