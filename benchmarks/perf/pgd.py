@@ -54,7 +54,6 @@ import art
 import foolbox as fb
 import numpy as np
 import torch
-import torch.nn.functional as F
 from art.attacks.evasion import ProjectedGradientDescent
 from art.attacks.evasion.projected_gradient_descent.projected_gradient_descent_pytorch import (
     ProjectedGradientDescentPyTorch,
@@ -64,10 +63,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from poisonlab import PGD, EvasionThreat, build_model, load_dataset, security_curve, train
-from poisonlab.attacks.base import SampleRNG
 from poisonlab.batching import DEFAULT_BATCH_SIZE
 
 from ._machine import describe_machine
+from ._reference import plain_pgd_chunk
 
 #: The plain loop's chunk: the attack template's default batch size, like for like.
 CHUNK = DEFAULT_BATCH_SIZE
@@ -255,23 +254,15 @@ def plain_pgd(
     respect to the input only, a signed step, projection onto the ball by clamping,
     clamping to the bounds. One forward pass on the result gives the robust accuracy.
     """
-    lo, hi = bounds
     out, correct = [], 0
     for start in range(0, len(y), CHUNK):
         ids = torch.arange(start, min(start + CHUNK, len(y)))
         xc, yc = x[ids], y[ids]
-        delta = (SampleRNG(seed, ids).rand(xc.shape[1:], stream=0) * 2 - 1) * eps
-        x_adv = (xc + delta).clamp(lo, hi)
-        for _ in range(steps):
-            x_adv.requires_grad_(True)
-            loss = F.cross_entropy(model(x_adv), yc, reduction="sum")
-            (grad,) = torch.autograd.grad(loss, x_adv)
-            with torch.no_grad():
-                step = x_adv + stepsize * grad.sign()
-                x_adv = (xc + (step - xc).clamp(-eps, eps)).clamp(lo, hi)
+        x_adv = plain_pgd_chunk(model, xc, yc, ids, eps=eps, steps=steps, stepsize=stepsize,
+                                seed=seed, bounds=bounds)
         with torch.no_grad():
             correct += int((model(x_adv).argmax(dim=1) == yc).sum())
-        out.append(x_adv.detach())
+        out.append(x_adv)
     return torch.cat(out), correct / len(y)
 
 

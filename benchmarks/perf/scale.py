@@ -48,15 +48,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from poisonlab import PGD, EvasionThreat, build_model, security_curve
-from poisonlab.attacks.base import SampleRNG
 from poisonlab.attacks.evasion import child_seeds
 
 from ._machine import ROOT, describe_machine
+from ._reference import plain_pgd_chunk
 
 SHAPE = (3, 32, 32)
 N_CLASSES = 10
@@ -100,18 +99,11 @@ def plain_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ids: torch.
     fooled = torch.zeros(len(ids), dtype=torch.bool)
     pred_clean = torch.zeros(len(ids), dtype=torch.long)
     stepsize = 2.5 * eps / steps
-    lo, hi = BOUNDS
     for start in range(0, len(ids), BATCH):
         ix = ids[start:start + BATCH]
         xc, yc = x[ix], y[ix]
-        delta = (SampleRNG(seed, ix).rand(xc.shape[1:], stream=0) * 2 - 1) * eps
-        x_adv = (xc + delta).clamp(lo, hi)
-        for _ in range(steps):
-            x_adv.requires_grad_(True)
-            loss = F.cross_entropy(model(x_adv), yc, reduction="sum")
-            (grad,) = torch.autograd.grad(loss, x_adv)
-            with torch.no_grad():
-                x_adv = (xc + (x_adv + stepsize * grad.sign() - xc).clamp(-eps, eps)).clamp(lo, hi)
+        x_adv = plain_pgd_chunk(model, xc, yc, ix, eps=eps, steps=steps, stepsize=stepsize,
+                                seed=seed, bounds=BOUNDS)
         with torch.no_grad():
             fooled[start:start + len(ix)] = model(x_adv).argmax(1) != yc
             if clean:
