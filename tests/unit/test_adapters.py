@@ -492,6 +492,14 @@ def test_art_our_names_are_checked(settings: dict[str, Any], pattern: str) -> No
         get_attack("art:ProjectedGradientDescent", **settings)
 
 
+def test_art_leaves_the_callers_settings_alone() -> None:
+    settings = {"rel_stepsize": 0.1, "steps": 5}
+    ARTAttack("ProjectedGradientDescent", settings)
+    with pytest.raises(UnknownNameError):
+        ARTAttack("ProjectedGradientDecent", settings)
+    assert settings == {"rel_stepsize": 0.1, "steps": 5}
+
+
 def test_art_rel_stepsize_on_a_class_without_eps_step_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"art:SquareAttack .*'rel_stepsize'"):
         get_attack("art:SquareAttack", rel_stepsize=0.1)

@@ -350,9 +350,10 @@ class ARTAttack(LibraryAttack):
 
     def __post_init__(self) -> None:
         settings = self.settings
-        if (isinstance(self.attack, str) and self.attack in art_attack_names()
-                and isinstance(settings, Mapping)):
-            settings = translate_settings(self.attack, settings)
+        if isinstance(settings, Mapping):
+            settings = dict(settings)  # never change the caller's mapping
+            if isinstance(self.attack, str) and self.attack in art_attack_names():
+                settings = translate_settings(self.attack, settings)
         rel = settings.pop("rel_stepsize", None) if isinstance(settings, dict) else None
         object.__setattr__(self, "settings", settings)
         super().__post_init__()
