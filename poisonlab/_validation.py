@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, did_you_mean
 
 E = TypeVar("E", bound=Enum)
 
@@ -62,8 +62,6 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
     """Check that ``value`` is one of ``choices`` (strings), with a did-you-mean hint."""
     options = list(choices)
     if not isinstance(value, str) or value not in options:
-        from .registry import did_you_mean
-
         hint = did_you_mean(str(value), options)
         raise ConfigError(
             f"{name}={value!r} is not allowed: expected one of {', '.join(options)}{hint}"
@@ -284,9 +282,7 @@ def check_params(kind: str, fn: Any, params: dict[str, Any], *, skip: tuple[str,
                if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n not in skip]
     for key in params:
         if key not in allowed:
-            from .registry import did_you_mean
-
-            raise ConfigError(
+                raise ConfigError(
                 f"{kind} got unknown parameter {key!r}: expected one of "
                 f"{', '.join(allowed) or '(none)'}{did_you_mean(key, allowed)}"
             )

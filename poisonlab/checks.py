@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._text import spec_label
 from ._validation import check_bool, check_distinct, check_inputs, check_scalar, check_seed
 from .attacks import FGSM, PGD, AttackResult, Noise, get_attack
 from .attacks.base import LOSSES
@@ -923,8 +924,6 @@ def flag_lines(doc: Mapping[str, Any]) -> list[str]:
     >>> flag_lines({"cells": [cell]})
     ['none (digits, mlp) seed 0: gradient_norms flagged: m (docs/checks.md#gradient_norms)']
     """
-    from .harness.suite import spec_label
-
     lines = []
     for c in doc.get("cells", []):
         for o in c.get("checks") or []:

@@ -8,6 +8,8 @@ promote to an error (``-W error::poisonlab.errors.PoisonlabWarning``).
 
 from __future__ import annotations
 
+import difflib
+
 
 class PoisonlabError(Exception):
     """Base class of every error poisonlab raises on purpose."""
@@ -60,3 +62,10 @@ def first_line(e: BaseException) -> str:
     how a one-line error quotes an error it wraps."""
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
+
+
+def did_you_mean(name: str, options: list[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest option, or ``""``; any ``name`` (a YAML key
+    may be a number or null) is compared as its string."""
+    close = difflib.get_close_matches(str(name), [str(o) for o in options], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

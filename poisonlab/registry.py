@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
-from .errors import ConfigError, UnknownNameError
+from ._validation import check_params
+from .errors import ConfigError, UnknownNameError, did_you_mean
 
 T = TypeVar("T")
 
@@ -82,13 +83,6 @@ def split_named(entry: Any, key: str = "name") -> tuple[str, dict[str, Any]] | N
     if isinstance(entry, Mapping) and isinstance(entry.get(key), str):
         return entry[key], {k: v for k, v in entry.items() if k != key}
     return None
-
-
-def did_you_mean(name: str, options: list[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest option, or ``""``; any ``name`` (a YAML key
-    may be a number or null) is compared as its string."""
-    close = difflib.get_close_matches(str(name), [str(o) for o in options], n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 @runtime_checkable
@@ -288,7 +282,6 @@ class Registry(Generic[T]):
 
     def build(self, name: str, **params: Any) -> Any:
         """Look up ``name`` and call it with ``params``, refusing unknown parameters."""
-        from ._validation import check_params
 
         factory = self.get(name)
         check_params(f"{self.kind} {name!r}", factory, params)

@@ -35,7 +35,7 @@ defense the claim is about, ``b`` the one it is compared with), ``claimed = -dif
     does not hold  claimed < margin - Z_SE * se
     inconclusive   otherwise, or n < 2 on either side, or a number missing
 
-``Z_SE`` is the report's :data:`poisonlab.harness.report.Z_SE` (2): the same "clearly
+``Z_SE`` is :data:`poisonlab.harness.stats.Z_SE` (2): the same "clearly
 different" as the report's verdicts against the baseline defense.
 
 >>> e, = parse_expectations(["ece of label_smoothing below none"],
@@ -52,19 +52,26 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .._text import fmt_number
 from ..errors import ConfigError, DataError, SuiteError, UnknownNameError
 from ..metrics import HIGHER_IS_BETTER, RAY_ALPHAS
 from ..registry import did_you_mean
-
-if TYPE_CHECKING:
-    from .suite import Suite
+from .stats import Z_SE
 
 __all__ = [
-    "GRAMMAR", "WORST_CASE", "Expectation", "ExpectationResult", "ExpectationVerdict",
-    "evaluate_expectations", "expectations_from_doc", "expectations_to_doc",
-    "measured_metrics", "parse_expectations", "parse_suite_expectations",
+    "GRAMMAR",
+    "WORST_CASE",
+    "Expectation",
+    "ExpectationResult",
+    "ExpectationVerdict",
+    "evaluate_expectations",
+    "expectation_table",
+    "expectations_from_doc",
+    "expectations_to_doc",
+    "measured_metrics",
+    "parse_expectations",
 ]
 
 GRAMMAR = ("METRIC of DEFENSE below|above DEFENSE [under POISONING] [at THREAT] "
@@ -106,12 +113,7 @@ _CLAIM_KEYS = ("claim", "required", "dataset", "model")
 
 
 def z_se() -> float:
-    """Standard errors a difference must exceed to be clear: the report's ``Z_SE``.
-
-    Imported when called: report.py imports matplotlib and may import this module.
-    """
-    from .report import Z_SE
-
+    """Standard errors a difference must exceed to be clear: :data:`.stats.Z_SE`."""
     return Z_SE
 
 
@@ -645,22 +647,6 @@ def parse_expectations(
     return tuple(out)
 
 
-def parse_suite_expectations(raw: Any, suite: Suite,
-                             *, where: str = "expectations") -> tuple[Expectation, ...]:
-    """:func:`parse_expectations` with the names a parsed :class:`Suite` declares."""
-    return parse_expectations(
-        raw,
-        defenses=[d.label for d in suite.defenses],
-        poisonings=[p.id for p in suite.poisoning],
-        threats=[t.id for e in suite.evasion for t in e.threats((0.0, 1.0))],
-        attacks=[a.label for a in suite.attacks],
-        metrics=measured_metrics(suite.metrics),
-        datasets=[d.label for d in suite.datasets],
-        models=[m.label for m in suite.models],
-        where=where,
-    )
-
-
 # --------------------------------------------------------------------------- verdicts
 
 
@@ -875,3 +861,29 @@ def expectations_from_doc(doc: Mapping[str, Any]) -> tuple[Expectation, ...]:
 
 #: Field names of :class:`Expectation`, the keys of its stored form besides verdict/results.
 EXPECTATION_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Expectation))
+
+
+def expectation_table(
+    results: Iterable[ExpectationResult],
+) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows (strings) of the expectations, one row per claim and scope.
+
+    ``diff`` is ``mean(defense) - mean(than)``; ``± 2se`` is ``Z_SE`` standard errors
+    of that difference, the noise band the verdict is decided against.
+    """
+    z = z_se()
+    headers = ["claim", "scope", "verdict", "a vs b", f"diff ± {z:g}se", "required"]
+    rows = []
+    for r in results:
+        e = r.expectation
+        verdict = r.verdict.value + (f" ({r.reason})" if r.reason else "")
+        vs = ("-" if r.a_mean is None and r.b_mean is None
+              else f"{fmt_number(r.a_mean)} vs {fmt_number(r.b_mean)}")
+        diff = fmt_number(r.diff, sign=True)
+        if r.se is not None:
+            diff += f" ± {z * r.se:.2g}"
+        if e.margin:
+            diff += f" (margin {e.margin:g})"
+        required = ("yes: FAILS" if r.failing else "yes") if e.required else "no"
+        rows.append([e.text, r.scope, verdict, vs, diff, required])
+    return headers, rows

@@ -38,28 +38,39 @@ the aggregates: a claim marked ``required`` that does not hold, or cannot be sho
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, DataError, UnknownNameError
+from .._text import fmt_number, spec_label, text_table
+from ..errors import ConfigError, UnknownNameError
 from ..metrics import ALPHA_GRID, HIGHER_IS_BETTER
 from ..registry import did_you_mean
 from .expectations import (
     ExpectationResult,
     ExpectationVerdict,
     evaluate_expectations,
+    expectation_table,
     expectations_from_doc,
     z_se,
 )
+from .schema import (
+    BASELINE_KIND,
+    BASELINE_SCHEMA_VERSION,
+    IDENTITY,
+    Identity,
+    cell_label,
+    validate_baseline,
+    validate_results,
+)
 
-BASELINE_KIND = "poisonlab-baseline"
-BASELINE_SCHEMA_VERSION = 1
-RESULTS_SCHEMA_VERSION = 1
+# The document readers and writer live in .schema; the gate's callers find them here too.
+from .schema import RESULTS_SCHEMA_VERSION as RESULTS_SCHEMA_VERSION
+from .schema import load_baseline as load_baseline
+from .schema import load_results_doc as load_results_doc
+from .schema import write_baseline as write_baseline
 
 #: Standard errors of the difference a number may move before it counts as changed.
 DEFAULT_K = 4.0
@@ -92,14 +103,12 @@ REL_FLOORS: dict[str, float] = {
 }
 #: Fields of a per-metric override (a suite's ``tolerances:`` or ``overrides=``).
 OVERRIDE_FIELDS = ("tolerance", "floor", "rel_floor", "k")
-#: The coordinates that identify one gated number, in order.
-IDENTITY = ("dataset", "model", "defense", "poisoning", "metric", "threat", "attack")
 #: Environment fields compared between the baseline and the results (besides packages).
 ENV_FIELDS = ("python", "platform", "machine", "torch_threads")
 
 RULE = "max(floor, rel_floor * |value|, k * std * sqrt(1/n + 1/n_new))"
 
-Identity = tuple[str, str, str, str, str, str | None, str | None]
+
 
 
 class Verdict(StrEnum):
@@ -278,184 +287,11 @@ def parse_tolerances(
 # --------------------------------------------------------------------------- documents
 
 
-def _is_num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _field(where: str, obj: Mapping[str, Any], key: str, ok: Any, expected: str) -> Any:
-    if key not in obj:
-        raise DataError(f"{where} has no {key!r}: expected {expected}")
-    if not ok(obj[key]):
-        raise DataError(f"{where}.{key}={obj[key]!r} is not allowed: expected {expected}")
-    return obj[key]
-
-
-def _is_str(v: Any) -> bool:
-    return isinstance(v, str)
-
-
-def _is_opt_str(v: Any) -> bool:
-    return v is None or isinstance(v, str)
-
-
-def _is_count(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-
-def _identity_checks(where: str, obj: Mapping[str, Any]) -> Identity:
-    for key in IDENTITY[:5]:
-        _field(where, obj, key, _is_str, "a string")
-    for key in IDENTITY[5:]:
-        _field(where, obj, key, _is_opt_str, "a string or null")
-    return tuple(obj[k] for k in IDENTITY)  # type: ignore[return-value]
-
-
-def validate_results(doc: Any, *, where: str = "results") -> dict[str, Any]:
-    """Check that ``doc`` is a results document the gate can read; return it.
-
-    Checks what the gate uses (schema version, suite, environment, aggregates); the full
-    format is poisonlab/schemas/results.schema.json.
-
-    Raises
-    ------
-    DataError
-        ``doc`` is a baseline, another JSON document, or an aggregate is malformed or
-        repeated; the message names the field.
-    """
-    if not isinstance(doc, Mapping):
-        raise DataError(f"{where} is a {type(doc).__name__}: expected a poisonlab results "
-                        "document (a JSON object)")
-    if doc.get("kind") == BASELINE_KIND:
-        raise DataError(f"{where} is a poisonlab baseline: expected a results.json written "
-                        "by 'poisonlab run'")
-    if doc.get("schema_version") != RESULTS_SCHEMA_VERSION or "aggregates" not in doc:
-        raise DataError(f"{where} is not a poisonlab results.json: "
-                        f"schema_version={doc.get('schema_version')!r}, expected "
-                        f"{RESULTS_SCHEMA_VERSION} with 'aggregates'")
-    suite = _field(where, doc, "suite", lambda v: isinstance(v, Mapping), "a mapping")
-    _field(f"{where}.suite", suite, "name", _is_str, "a string")
-    _field(f"{where}.suite", suite, "version", _is_count, "an integer")
-    _field(where, doc, "environment", lambda v: isinstance(v, Mapping), "a mapping")
-    aggs = _field(where, doc, "aggregates", lambda v: isinstance(v, list), "a list")
-    seen: dict[Identity, int] = {}
-    for i, a in enumerate(aggs):
-        at = f"{where}.aggregates[{i}]"
-        if not isinstance(a, Mapping):
-            raise DataError(f"{at}={a!r} is not allowed: expected a mapping")
-        ident = _identity_checks(at, a)
-        _field(at, a, "mean", lambda v: v is None or _is_num(v), "a number or null")
-        _field(at, a, "std", lambda v: v is None or (_is_num(v) and v >= 0),
-               "a number >= 0 or null")
-        _field(at, a, "n", _is_count, "an integer >= 0")
-        _field(at, a, "higher_is_better", lambda v: v is None or isinstance(v, bool),
-               "true, false or null (descriptive)")
-        if ident in seen:
-            raise DataError(f"{at} repeats aggregates[{seen[ident]}] ({_cell_label(ident)}, "
-                            f"{ident[4]}): expected one aggregate per cell and metric")
-        seen[ident] = i
-    return dict(doc)
-
-
-def validate_baseline(doc: Any, *, where: str = "baseline") -> dict[str, Any]:
-    """Check that ``doc`` is a baseline written by :func:`make_baseline`; return it.
-
-    Raises
-    ------
-    DataError
-        ``doc`` is a results document, another JSON document, a baseline of another
-        schema version, or an entry is malformed; the message names the field.
-    """
-    if not isinstance(doc, Mapping):
-        raise DataError(f"{where} is a {type(doc).__name__}: expected a poisonlab baseline "
-                        "(a JSON object)")
-    if doc.get("kind") != BASELINE_KIND:
-        if "aggregates" in doc and "cells" in doc:
-            raise DataError(f"{where} is a results.json, not a baseline: make one with "
-                            "'poisonlab baseline RESULTS.json --out BASELINE.json'")
-        raise DataError(f"{where} is not a poisonlab baseline: kind={doc.get('kind')!r}, "
-                        f"expected {BASELINE_KIND!r}")
-    if doc.get("schema_version") != BASELINE_SCHEMA_VERSION:
-        raise DataError(f"{where}: schema_version={doc.get('schema_version')!r} is not "
-                        f"supported: expected {BASELINE_SCHEMA_VERSION} (remake the baseline "
-                        "with this poisonlab)")
-    suite = _field(where, doc, "suite", lambda v: isinstance(v, Mapping), "a mapping")
-    _field(f"{where}.suite", suite, "name", _is_str, "a string")
-    _field(where, doc, "environment", lambda v: isinstance(v, Mapping), "a mapping")
-    entries = _field(where, doc, "entries", lambda v: isinstance(v, list), "a list")
-    seen: dict[Identity, int] = {}
-    for i, e in enumerate(entries):
-        at = f"{where}.entries[{i}]"
-        if not isinstance(e, Mapping):
-            raise DataError(f"{at}={e!r} is not allowed: expected a mapping")
-        ident = _identity_checks(at, e)
-        _field(at, e, "value", _is_num, "a finite number")
-        _field(at, e, "std", lambda v: _is_num(v) and v >= 0, "a number >= 0")
-        _field(at, e, "n", lambda v: _is_count(v) and v >= 1, "an integer >= 1")
-        _field(at, e, "higher_is_better", lambda v: isinstance(v, bool), "true or false")
-        _field(at, e, "tolerance", lambda v: _is_num(v) and v >= 0, "a number >= 0")
-        fixed = _field(at, e, "fixed", lambda v: isinstance(v, bool), "true or false")
-        if not fixed:
-            _field(at, e, "k", lambda v: _is_num(v) and v > 0, "a number > 0")
-            _field(at, e, "floor", lambda v: _is_num(v) and v >= 0, "a number >= 0")
-            _field(at, e, "rel_floor", lambda v: _is_num(v) and v >= 0, "a number >= 0")
-        if ident in seen:
-            raise DataError(f"{at} repeats entries[{seen[ident]}] ({_cell_label(ident)}, "
-                            f"{ident[4]}): expected one entry per cell and metric")
-        seen[ident] = i
-    return dict(doc)
-
-
-def _read_json(path: str | Path, what: str) -> Any:
-    p = Path(path)
-    if p.is_dir():
-        raise DataError(f"{what}={str(path)!r} is a folder: expected a JSON file")
-    if not p.is_file():
-        raise DataError(f"{what}={str(path)!r} does not exist: expected a JSON file")
-    try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{what}={str(path)!r} is not a JSON file: "
-                        f"{type(e).__name__}: {e}".replace("\n", " ")) from None
-
-
-def load_results_doc(path: str | Path) -> dict[str, Any]:
-    """Read and check a results.json (or the run folder holding it) for the gate."""
-    p = Path(path)
-    if p.is_dir():
-        from .runner import RESULTS_NAME
-
-        p = p / RESULTS_NAME
-    return validate_results(_read_json(p, "results"), where=f"results {str(p)!r}")
-
-
-def load_baseline(path: str | Path) -> dict[str, Any]:
-    """Read and check a baseline file written by ``poisonlab baseline``."""
-    return validate_baseline(_read_json(path, "baseline"), where=f"baseline {str(path)!r}")
-
-
-def write_baseline(baseline: Mapping[str, Any], path: str | Path) -> Path:
-    """Write ``baseline`` as JSON, atomically (a failed write leaves no half file)."""
-    from .runner import atomic_write
-
-    p = Path(path)
-    if p.is_dir():
-        raise ConfigError(f"--out={str(p)!r} is a folder: expected a file name such as "
-                          "baseline.json")
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(p, json.dumps(baseline, indent=1) + "\n")
-    except OSError as e:
-        raise ConfigError(f"--out={str(p)!r} cannot be written: {e.strerror or e}") from None
-    return p
-
-
 # --------------------------------------------------------------------------- baseline
 
 
 def _n_test(doc: Mapping[str, Any]) -> dict[str, int]:
     """Smallest test-set size per dataset label, from the cells' dataset summaries."""
-    from .suite import spec_label
-
     out: dict[str, int] = {}
     for c in doc.get("cells") or []:
         summary = c.get("dataset_summary") if isinstance(c, Mapping) else None
@@ -463,7 +299,8 @@ def _n_test(doc: Mapping[str, Any]) -> dict[str, int]:
         if not isinstance(summary, Mapping) or not isinstance(spec, Mapping):
             continue
         n = summary.get("n_test")
-        if isinstance(n, int) and _is_count(n) and n > 0 and isinstance(spec.get("name"), str):
+        if (isinstance(n, int) and not isinstance(n, bool) and n > 0
+                and isinstance(spec.get("name"), str)):
             label = spec_label(dict(spec))
             out[label] = min(n, out.get(label, n))
     return out
@@ -650,23 +487,7 @@ class Comparison:
     @property
     def cell(self) -> str:
         """Compact: ``dataset/model/defense/poisoning @ threat [attack]``."""
-        return _cell_label(self.identity)
-
-
-def _cell_label(ident: Identity) -> str:
-    dataset, model, defense, poisoning, _, threat, attack = ident
-    out = f"{dataset}/{model}/{defense}/{poisoning}"
-    if threat is not None:
-        out += f" @ {threat}"
-    if attack is not None:
-        out += f" [{attack}]"
-    return out
-
-
-def _fmt(v: float | None, *, sign: bool = False) -> str:
-    if v is None:
-        return "-"
-    return f"{v:+.4g}" if sign else f"{v:.4g}"
+        return cell_label(self.identity)
 
 
 @dataclass(frozen=True)
@@ -760,33 +581,15 @@ class CheckResult:
         return out
 
     def expectation_table(self) -> tuple[list[str], list[list[str]]]:
-        """Headers and rows (strings) of the expectations, one row per claim and scope.
-
-        ``diff`` is ``mean(defense) - mean(than)``; ``± 2se`` is ``Z_SE`` standard errors
-        of that difference, the noise band the verdict is decided against.
-        """
-        z = z_se()
-        headers = ["claim", "scope", "verdict", "a vs b", f"diff ± {z:g}se", "required"]
-        rows = []
-        for r in self.expectations:
-            e = r.expectation
-            verdict = r.verdict.value + (f" ({r.reason})" if r.reason else "")
-            vs = ("-" if r.a_mean is None and r.b_mean is None
-                  else f"{_fmt(r.a_mean)} vs {_fmt(r.b_mean)}")
-            diff = _fmt(r.diff, sign=True)
-            if r.se is not None:
-                diff += f" ± {z * r.se:.2g}"
-            if e.margin:
-                diff += f" (margin {e.margin:g})"
-            required = ("yes: FAILS" if r.failing else "yes") if e.required else "no"
-            rows.append([e.text, r.scope, verdict, vs, diff, required])
-        return headers, rows
+        """Headers and rows of the expectations: :func:`.expectations.expectation_table`."""
+        return expectation_table(self.expectations)
 
     def table(self, *, show_within: bool = False) -> tuple[list[str], list[list[str]]]:
         """Headers and rows (strings) of the table; within rows only if ``show_within``."""
         headers = ["metric", "cell", "baseline", "now", "delta", "tolerance", "verdict"]
-        rows = [[r.metric, r.cell, _fmt(r.baseline), _fmt(r.now), _fmt(r.delta, sign=True),
-                 _fmt(r.tolerance), r.verdict.label + (f" ({r.note})" if r.note else "")]
+        rows = [[r.metric, r.cell, fmt_number(r.baseline), fmt_number(r.now),
+                 fmt_number(r.delta, sign=True), fmt_number(r.tolerance),
+                 r.verdict.label + (f" ({r.note})" if r.note else "")]
                 for r in self.rows if show_within or r.verdict is not Verdict.WITHIN]
         return headers, rows
 
@@ -798,8 +601,6 @@ class CheckResult:
 
     def text(self, *, show_within: bool = False) -> str:
         """A plain-text report for the terminal: headline, warnings, table, within count."""
-        from .report import text_table
-
         out = [self.headline()]
         out += [f"warning: {w}" for w in self.warnings]
         headers, rows = self.table(show_within=show_within)

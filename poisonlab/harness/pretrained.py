@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from .._io import atomic_write
 from .._validation import check_device, check_distinct
 from ..attacks import get_attack
 from ..attacks.evasion import child_seeds
@@ -37,7 +38,8 @@ from ..models import build_model
 from ..threat import EvasionThreat, Norm
 from .evaluate import _SEED_SLOTS, PRETRAINED_METRICS, _as_spec, evaluate_model_details
 from .report import PRETRAINED
-from .runner import RESULTS_NAME, atomic_write, build_results, prepare_out
+from .runner import build_results, prepare_out
+from .schema import RESULTS_NAME
 from .suite import (
     SUITE_VERSION,
     EvasionSpec,

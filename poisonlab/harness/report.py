@@ -15,19 +15,18 @@ import html
 import io
 import math
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
 
-from .runner import atomic_write
-from .suite import spec_label
+from .._io import atomic_write
+from .._text import spec_label
+from .expectations import evaluate_expectations, expectation_table
+from .stats import Z_SE, compare, rank_with_ties
 
 BASELINE = "none"
-#: A difference counts as real when |mean difference| > Z_SE * its standard error.
-Z_SE = 2.0
 
 
 @dataclass(frozen=True)
@@ -101,26 +100,6 @@ def fmt(a: dict[str, Any] | None, digits: int = 3) -> str:
 
 
 # --------------------------------------------------------------------------- verdicts
-
-
-def compare(a: dict[str, Any] | None, b: dict[str, Any] | None) -> tuple[str, float | None]:
-    """Verdict of ``a`` against baseline ``b``: better / worse / no clear difference.
-
-    Descriptive metrics (``higher_is_better`` null: entropy, norms, T*, mutual information)
-    get higher / lower instead of better / worse.
-    """
-    if a is None or b is None or a["mean"] is None or b["mean"] is None:
-        return "not measured", None
-    diff = a["mean"] - b["mean"]
-    if a["n"] < 2 or b["n"] < 2:
-        return "too few seeds to tell", diff
-    se = math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"])
-    if abs(diff) <= Z_SE * se or diff == 0:
-        return "no clear difference", diff
-    if a.get("higher_is_better") is None:  # descriptive: a direction, no judgement
-        return ("higher" if diff > 0 else "lower"), diff
-    good = (diff > 0) == bool(a["higher_is_better"])
-    return ("better" if good else "worse"), diff
 
 
 #: The defense label ``poisonlab evaluate`` gives a model it evaluates as given.
@@ -197,19 +176,6 @@ def threat_columns(r: Results, scope: tuple[str, str]
     return cols or {"clean": {d: r.get(scope, d, "clean_accuracy") for d in r.defenses}}
 
 
-def rank_with_ties(stats: dict[str, dict[str, Any] | None]) -> dict[str, int]:
-    """Competition ranks (1 = highest mean); a defense within ``Z_SE`` standard errors of
-    the one ranked just above shares its rank. Unmeasured defenses are left out."""
-    order = sorted((d for d, a in stats.items() if a and a["mean"] is not None),
-                   key=lambda d: -stats[d]["mean"])  # type: ignore[index]
-    ranks: dict[str, int] = {}
-    for i, d in enumerate(order):
-        tied = i and compare(stats[d], stats[order[i - 1]])[0] in (
-            "no clear difference", "too few seeds to tell")
-        ranks[d] = ranks[order[i - 1]] if tied else i + 1
-    return ranks
-
-
 def ranking(r: Results, scope: tuple[str, str]) -> list[tuple[str, float, dict[str, int]]]:
     """Defenses ordered by their mean rank over the declared threats.
 
@@ -266,12 +232,7 @@ def _expectations_table(doc: dict[str, Any]) -> Table | None:
     """The suite's claims about directions between cells, judged on the seed spread."""
     if not doc.get("expectations"):
         return None
-    from .expectations import evaluate_expectations
-    from .gate import CheckResult
-
-    results = evaluate_expectations(doc)
-    headers, rows = CheckResult(rows=(), expectations=tuple(results),
-                                has_baseline=False).expectation_table()
+    headers, rows = expectation_table(evaluate_expectations(doc))
     return Table("Expectations declared by the suite", headers, rows,
                  f"holds: the difference goes the claimed way by more than the margin plus "
                  f"{Z_SE:g} standard errors of the seed spread; does not hold: the other way "
@@ -916,13 +877,3 @@ def summary_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                     fmt(r.get(scope, d, "offmanifold_confidence", threat="uniform"))]
             rows.append(row)
     return headers, rows
-
-
-def text_table(headers: list[str], rows: Iterable[list[str]]) -> str:
-    rows = list(rows)
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
-    out = [line, "-" * len(line)]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(out)

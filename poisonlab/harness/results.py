@@ -15,9 +15,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._text import spec_label
 from ..errors import DataError
-from .runner import RESULTS_NAME, SCHEMA_VERSION
-from .suite import spec_label
+from .schema import RESULTS_NAME, validate_results
+from .schema import RESULTS_SCHEMA_VERSION as SCHEMA_VERSION
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -69,8 +70,6 @@ def read_results(path: str | Path) -> dict[str, Any]:
     if version != SCHEMA_VERSION:
         raise DataError(f"path={str(p)!r} is not a poisonlab {RESULTS_NAME}: "
                         f"schema_version={version!r}, expected {SCHEMA_VERSION}")
-    from .gate import validate_results
-
     # suite, environment and aggregates as the gate reads them; cells where they are read
     validate_results(doc, where=f"path={str(p)!r}")
     if not isinstance(doc.get("cells"), list):

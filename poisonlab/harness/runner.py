@@ -11,7 +11,6 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,19 +20,21 @@ from typing import Any
 
 import torch
 
+from .._io import atomic_write
+from .._text import spec_label
 from .._validation import check_bool, check_scalar
 from ..errors import ConfigError, RunError
 from ..metrics import HIGHER_IS_BETTER, aggregate
 from .evaluate import derive_poisoning
 from .executors import CELL_THREADS, check_options, device_name, executors
+from .schema import RESULTS_NAME
+from .schema import RESULTS_SCHEMA_VERSION as SCHEMA_VERSION
 from .store import STORE_NAME, Store
-from .suite import Suite, check_suite_data, spec_label
+from .suite import Suite, check_suite_data
 
-RESULTS_NAME = "results.json"
 #: What results.json reads from the suite recorded in a store.
 SUITE_META_KEYS = frozenset({"name", "version", "description", "evasion", "poisoning",
                              "attacks"})
-SCHEMA_VERSION = 1
 
 
 def environment() -> dict[str, Any]:
@@ -307,31 +308,6 @@ def _clean_json(v: Any) -> Any:
     return v
 
 
-def atomic_write(path: Path, text: str | bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``.
 
-    ``path`` is either left as it was or replaced whole, whatever happens (a full disk, an
-    interrupt); the temporary file is removed. An OS error (disk full, no permission)
-    raises :class:`~poisonlab.errors.RunError` naming the file.
-    """
-    data = text.encode() if isinstance(text, str) else text
-    tmp: str | None = None
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise RunError(f"{str(path)!r} cannot be written ({e.strerror or e}): it was "
-                           "left as it was") from None
-        raise
 
 

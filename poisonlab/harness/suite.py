@@ -69,6 +69,7 @@ from typing import Any
 import torch
 import yaml
 
+from .._text import spec_label
 from .._validation import (
     check_bool,
     check_distinct,
@@ -93,7 +94,7 @@ from ..metrics import (
 from ..models import models, read_state_dict
 from ..registry import did_you_mean, split_named
 from ..threat import EvasionThreat, Norm, PoisonThreat
-from .expectations import Expectation, parse_suite_expectations
+from .expectations import Expectation, measured_metrics, parse_expectations
 from .gate import parse_tolerances
 
 SUITE_VERSION = 1
@@ -135,30 +136,6 @@ class Spec:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "params": self.kwargs}
-
-
-def spec_label(spec: dict[str, Any]) -> str:
-    """``name(k=v, ...)`` with parameters sorted by key, e.g. ``label_smoothing(eps=0.1)``.
-
-    A nested mapping with a ``name`` reads the same way, others as ``{k=v}``:
-    ``transfer(attack=pgd(steps=10), surrogate={defense=none})``.
-    """
-    params = spec.get("params") or {}
-    if not params:
-        return str(spec["name"])
-    return spec["name"] + "(" + ", ".join(
-        f"{k}={_value_label(v)}" for k, v in sorted(params.items())) + ")"
-
-
-def _value_label(v: Any) -> str:
-    if isinstance(v, list | tuple) and any(isinstance(x, dict) for x in v):
-        return "[" + ", ".join(_value_label(x) for x in v) + "]"
-    if not isinstance(v, dict):
-        return str(v)
-    if isinstance(v.get("name"), str):
-        return spec_label({"name": v["name"], "params": {k: x for k, x in v.items()
-                                                         if k != "name"}})
-    return "{" + ", ".join(f"{k}={_value_label(x)}" for k, x in sorted(v.items())) + "}"
 
 
 class _FrozenDict(tuple):  # type: ignore[type-arg]
@@ -935,3 +912,18 @@ def _evasion(entry: Any, where: str) -> EvasionSpec:
                        targeted=threats[0].targeted,
                        bounds=None if b is None else threats[0].bounds)
 
+
+def parse_suite_expectations(raw: Any, suite: Suite,
+                             *, where: str = "expectations") -> tuple[Expectation, ...]:
+    """:func:`parse_expectations` with the names a parsed :class:`Suite` declares."""
+    return parse_expectations(
+        raw,
+        defenses=[d.label for d in suite.defenses],
+        poisonings=[p.id for p in suite.poisoning],
+        threats=[t.id for e in suite.evasion for t in e.threats((0.0, 1.0))],
+        attacks=[a.label for a in suite.attacks],
+        metrics=measured_metrics(suite.metrics),
+        datasets=[d.label for d in suite.datasets],
+        models=[m.label for m in suite.models],
+        where=where,
+    )

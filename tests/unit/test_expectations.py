@@ -30,11 +30,10 @@ from poisonlab.harness.expectations import (
     measured_metrics,
     overall,
     parse_expectations,
-    parse_suite_expectations,
 )
 from poisonlab.harness.gate import check, make_baseline
-from poisonlab.harness.report import Z_SE
-from poisonlab.harness.suite import parse_suite
+from poisonlab.harness.stats import Z_SE
+from poisonlab.harness.suite import parse_suite, parse_suite_expectations
 from poisonlab.metrics import HIGHER_IS_BETTER
 from poisonlab.testing import assert_no_regression
 

@@ -12,13 +12,12 @@ import pytest
 
 from poisonlab.harness.report import (
     Results,
-    compare,
     figures,
     pooled_reliability,
-    rank_with_ties,
     ranking,
     write_reports,
 )
+from poisonlab.harness.stats import compare, rank_with_ties
 from poisonlab.metrics import HIGHER_IS_BETTER, aggregate
 
 EPS = (0.1, 0.2)
