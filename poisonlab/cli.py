@@ -292,7 +292,7 @@ def _dispatch(args: argparse.Namespace) -> int:
               f"{len(suite.poisoning) + 1} poisoning settings x {len(suite.seeds)} seeds)")
         return EXIT_OK
 
-    from .._text import text_table
+    from ._text import text_table
     from .harness.report import summary_rows
     from .harness.runner import run_suite, write_results
 
@@ -366,7 +366,7 @@ def _key_values(flag: str, items: list[str]) -> dict[str, Any]:
 def _evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .._text import text_table
+    from ._text import text_table
     from .harness.pretrained import evaluate_pretrained
     from .harness.report import summary_rows
     from .harness.suite import check_eval_batch_size, check_n_noise, check_suite_seed
