@@ -184,8 +184,12 @@ def side_order(rounds: int) -> list[str]:
     return [s for r in range(rounds) for s in (SIDES if r % 2 == 0 else SIDES[::-1])]
 
 
-def run_one(model_name: str, n: int, task: str, threads: int) -> list[dict[str, Any]]:
-    """Build the model and inputs, run both sides of one task alternately, measure each."""
+def run_one(model_name: str, n: int, task: str, threads: int,
+            repeats: int | None = None) -> list[dict[str, Any]]:
+    """Build the model and inputs, run both sides of one task alternately, measure each.
+
+    ``repeats`` rounds per side (default ``REPEATS[model_name]``); the fastest counts.
+    """
     torch.set_num_threads(threads)
     model = build_model(model_name, SHAPE, N_CLASSES, seed=SEED).eval()
     for p in model.parameters():
@@ -197,7 +201,7 @@ def run_one(model_name: str, n: int, task: str, threads: int) -> list[dict[str, 
     peaks: dict[str, float] = dict.fromkeys(SIDES, 0.0)
     robust: dict[str, list[float]] = {}
     per_run = True
-    for side in side_order(REPEATS[model_name]):
+    for side in side_order(repeats or REPEATS[model_name]):
         gc.collect()
         per_run = reset_peak_rss() and per_run
         t0 = time.perf_counter()
@@ -218,10 +222,11 @@ def run_one(model_name: str, n: int, task: str, threads: int) -> list[dict[str, 
     return rows
 
 
-def run_child(model_name: str, n: int, task: str, threads: int) -> list[dict[str, Any]]:
+def run_child(model_name: str, n: int, task: str, threads: int,
+              repeats: int | None = None) -> list[dict[str, Any]]:
     """:func:`run_one` in a fresh interpreter, so that no earlier run's memory counts."""
     cmd = [sys.executable, "-m", "benchmarks.perf.scale", "--child", model_name, str(n), task,
-           "--threads", str(threads)]
+           "--threads", str(threads)] + (["--repeats", str(repeats)] if repeats else [])
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[2:])} failed:\n{out.stderr[-2000:]}")
@@ -287,6 +292,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=2, help="torch threads per run (default 2)")
     ap.add_argument("--quick", action="store_true",
                     help="cnn only, n 256 and 512: a smoke run; acceptance not enforced")
+    ap.add_argument("--repeats", type=int, metavar="R",
+                    help="rounds per side and cell (default: cnn 3, resnet18 2)")
     ap.add_argument("--json", metavar="OUT", help="write every number and the machine here")
     ap.add_argument("--child", nargs=3, metavar=("MODEL", "N", "TASK"),
                     help=argparse.SUPPRESS)
@@ -297,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
         model, n, task = args.child
-        print(json.dumps(run_one(model, int(n), task, args.threads)))
+        print(json.dumps(run_one(model, int(n), task, args.threads, args.repeats)))
         return 0
     if args.quick:
         args.models, args.sizes = ["cnn"], [256, 512]
@@ -307,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     jobs = [(m, n, t) for m in args.models for t in args.tasks for n in sorted(args.sizes)]
     rows = []
     for job in tqdm(jobs, desc="scale", unit="cell"):
-        rows.extend(run_child(*job, threads=args.threads))
+        rows.extend(run_child(*job, threads=args.threads, repeats=args.repeats))
     print(table(rows))
     if not all(r["peak_rss_per_run"] for r in rows):
         print("note: no /proc/self/clear_refs here: peak RSS is the larger of both sides'")
