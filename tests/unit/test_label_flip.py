@@ -26,13 +26,12 @@ from poisonlab import (
     load_dataset,
     train,
 )
-from poisonlab.attacks.label_flip import (
+from poisonlab.attacks.flip_strategies import largest_remainder, margins
+from poisonlab.attacks.surrogates import (
     FlipSettings,
     _ModuleSurrogate,
     _SoftmaxRegression,
     fit_softmax_regression,
-    largest_remainder,
-    margins,
 )
 
 
