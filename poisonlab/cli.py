@@ -38,11 +38,11 @@ def _text(value: str) -> str:
 
 def _kinds() -> dict[str, object]:
     from .attacks import attacks
-    from .checks import checks
     from .data import datasets
     from .defenses import defenses
     from .harness.executors import executors
     from .models import models
+    from .sanity import checks
 
     return {"attacks": attacks, "defenses": defenses, "datasets": datasets,
             "models": models, "executors": executors, "checks": checks}
@@ -307,7 +307,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"report: {Path(args.run_dir) / 'report.html'}")
         return EXIT_OK
 
-    from .checks import CheckFailure
+    from .sanity import CheckFailure
 
     suite = load_suite(args.suite)
     if args.batch_size is not None:

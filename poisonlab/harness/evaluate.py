@@ -23,7 +23,6 @@ from ..attacks import LabelFlip, get_attack, security_curve
 from ..attacks.evasion import child_seeds
 from ..attacks.transfer import SurrogateSpec, Transfer
 from ..batching import DEFAULT_BATCH_SIZE, check_batch_size
-from ..checks import CheckSettings, SuiteAttack, run_checks
 from ..data import Dataset, load_dataset
 from ..defenses import Defense, get_defense
 from ..defenses.compose import Compose
@@ -53,6 +52,7 @@ from ..metrics import (
 )
 from ..models import build_model
 from ..registry import split_named
+from ..sanity import CheckSettings, SuiteAttack, run_checks
 from ..threat import EvasionThreat
 from ..training import probe_model, probes_quiet, train
 from .suite import (
@@ -517,7 +517,7 @@ def evaluate_model_details(
     """:func:`evaluate_model` with everything a cell record holds besides the metrics.
 
     Same parameters and errors as :func:`evaluate_model`, and ``checks``: the sanity
-    checks' settings (:class:`poisonlab.checks.CheckSettings` or a suite's ``checks:``
+    checks' settings (:class:`poisonlab.sanity.CheckSettings` or a suite's ``checks:``
     mapping; default: every check). They run with the "evasion" group and threats; the
     transfer probe is skipped (nothing is trained here).
 
@@ -526,7 +526,7 @@ def evaluate_model_details(
     dict with ``"metrics"`` (the metric records :func:`evaluate_model` returns),
     ``"reliability"`` (:func:`poisonlab.metrics.reliability` of the clean test split, as in
     a cell record; None without the "calibration" group) and ``"checks"`` (the sanity
-    checks' outcomes as in a cell record, :meth:`poisonlab.checks.CheckOutcome.to_dict`;
+    checks' outcomes as in a cell record, :meth:`poisonlab.sanity.CheckOutcome.to_dict`;
     empty without evasion threats).
     """
     seed = check_seed("seed", seed)

@@ -112,7 +112,7 @@ def run_suite(
     a run folder holds cells of one device type only, so ``--resume`` on another is refused.
 
     With ``strict``, a sanity check that flagged a cell (docs/checks.md) raises
-    :class:`~poisonlab.checks.CheckFailure` once everything is written; its ``lines`` say
+    :class:`~poisonlab.sanity.CheckFailure` once everything is written; its ``lines`` say
     which, one per flag, and its ``doc`` is the results document.
     """
     run = executors.get(executor)
@@ -146,7 +146,7 @@ def run_suite(
             address=address)
     doc = write_results(out_dir, report=report)
     if strict:
-        from ..checks import CheckFailure, flag_lines
+        from ..sanity import CheckFailure, flag_lines
 
         lines = flag_lines(doc)
         if lines:

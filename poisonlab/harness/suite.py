@@ -79,7 +79,6 @@ from .._validation import (
 )
 from ..attacks import get_attack
 from ..batching import DEFAULT_BATCH_SIZE
-from ..checks import CheckSettings
 from ..data import datasets
 from ..defenses import get_defense
 from ..errors import ConfigError, PoisonlabError, SuiteError, first_line
@@ -93,6 +92,7 @@ from ..metrics import (
 )
 from ..models import models, read_state_dict
 from ..registry import did_you_mean, split_named
+from ..sanity import CheckSettings
 from ..threat import EvasionThreat, Norm, PoisonThreat
 from .expectations import Expectation, measured_metrics, parse_expectations
 from .gate import parse_tolerances

@@ -18,11 +18,11 @@ import pytest
 import torch
 from torch import nn
 
-from poisonlab.checks import ALL_CHECKS, CheckFailure
 from poisonlab.cli import EXIT_OK, EXIT_REGRESSION, main
 from poisonlab.harness.evaluate import evaluate_cell
 from poisonlab.harness.runner import run_suite
 from poisonlab.harness.suite import parse_suite
+from poisonlab.sanity import ALL_CHECKS, CheckFailure
 
 from .conftest import write_suite
 

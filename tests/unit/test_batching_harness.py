@@ -24,11 +24,11 @@ from torch import nn
 
 from poisonlab import Dataset, EvasionThreat, build_model, load_dataset, metrics, train
 from poisonlab.batching import DEFAULT_BATCH_SIZE
-from poisonlab.checks import CheckSettings, run_checks
 from poisonlab.cli import main
 from poisonlab.harness import evaluate as evaluate_mod
 from poisonlab.harness.evaluate import evaluate_cell, evaluate_model_details
 from poisonlab.harness.suite import parse_suite
+from poisonlab.sanity import CheckSettings, run_checks
 
 SIZES = (1, 7, 64, None)
 TOL = 1e-5

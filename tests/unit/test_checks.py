@@ -1,4 +1,4 @@
-"""The evaluation sanity checks (poisonlab.checks, docs/checks.md).
+"""The evaluation sanity checks (poisonlab.sanity, docs/checks.md).
 
 - The acceptance property of issue 7: a model whose gradients are masked on purpose (a
   rounding layer with zero gradient; a softmax-of-softmax head that saturates) is flagged,
@@ -28,7 +28,10 @@ from poisonlab import (
     get_attack,
 )
 from poisonlab.attacks.transfer import Transfer
-from poisonlab.checks import (
+from poisonlab.harness.evaluate import evaluate_model, evaluate_model_details
+from poisonlab.harness.report import sanity_summary
+from poisonlab.harness.suite import parse_suite
+from poisonlab.sanity import (
     ALL_CHECKS,
     CONVERGENCE_GAIN,
     GRAD_FLOOR,
@@ -54,9 +57,6 @@ from poisonlab.checks import (
     paired_gap,
     run_checks,
 )
-from poisonlab.harness.evaluate import evaluate_model, evaluate_model_details
-from poisonlab.harness.report import sanity_summary
-from poisonlab.harness.suite import parse_suite
 
 EPS = (0.05, 0.1, 0.2)
 T = "linf eps=0.1"

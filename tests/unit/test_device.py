@@ -38,7 +38,6 @@ from poisonlab import (
     train,
 )
 from poisonlab.attacks.transfer import Transfer
-from poisonlab.checks import CheckSettings, Probes, Status, SuiteAttack, run_checks
 from poisonlab.defenses.filters import confident_learning_issues
 from poisonlab.defenses.losses import FlipAugment, disturb_labels
 from poisonlab.defenses.posthoc import TemperatureScaled
@@ -62,6 +61,7 @@ from poisonlab.metrics import (
     weight_norm,
 )
 from poisonlab.models import init_parameters
+from poisonlab.sanity import CheckSettings, Probes, Status, SuiteAttack, run_checks
 from poisonlab.training import model_device
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
