@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from poisonlab._text import spec_label
 from poisonlab.errors import ConfigError, PoisonlabError
 from poisonlab.harness.expectations import (
     EVASION_METRICS,
@@ -52,7 +53,8 @@ from poisonlab.harness.expectations import (
     z_se,
 )
 from poisonlab.harness.runner import RESULTS_NAME, run_suite
-from poisonlab.harness.suite import Suite, load_suite, spec_label
+from poisonlab.harness.spec import Suite
+from poisonlab.harness.suite import load_suite
 from poisonlab.metrics import AUGMENT_NOISE, AUGMENT_SHIFT
 from poisonlab.models import models
 

@@ -55,7 +55,7 @@ from ..registry import split_named
 from ..sanity import CheckSettings, SuiteAttack, run_checks
 from ..threat import EvasionThreat
 from ..training import probe_model, probes_quiet, train
-from .suite import (
+from .spec import (
     METRIC_GROUPS,
     SUITE_VERSION,
     Cell,
@@ -63,8 +63,8 @@ from .suite import (
     InformationSpec,
     Spec,
     Suite,
-    split_batch_size,
 )
+from .suite import split_batch_size
 
 #: Order of the child seeds drawn from a cell's seed (append only: children are
 #: index-stable, so a new slot leaves the others' seeds unchanged).

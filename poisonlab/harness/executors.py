@@ -37,7 +37,7 @@ from .._validation import check_device, check_scalar
 from ..errors import ConfigError, RunError, first_line
 from ..registry import Registry
 from .evaluate import evaluate_cell
-from .suite import Cell, Suite
+from .spec import Cell, Suite
 
 OnDone = Callable[[int, dict[str, Any]], None]
 

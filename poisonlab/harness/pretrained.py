@@ -40,14 +40,8 @@ from .evaluate import _SEED_SLOTS, PRETRAINED_METRICS, _as_spec, evaluate_model_
 from .report import PRETRAINED
 from .runner import build_results, prepare_out
 from .schema import RESULTS_NAME
-from .suite import (
-    SUITE_VERSION,
-    EvasionSpec,
-    InformationSpec,
-    check_n_noise,
-    check_suite_seed,
-    split_batch_size,
-)
+from .spec import SUITE_VERSION, EvasionSpec, InformationSpec
+from .suite import check_n_noise, check_suite_seed, split_batch_size
 
 
 def load_data(data: str | Path, *, seed: int = 0) -> tuple[Dataset, dict[str, Any]]:

@@ -29,8 +29,9 @@ from .evaluate import derive_poisoning
 from .executors import CELL_THREADS, check_options, device_name, executors
 from .schema import RESULTS_NAME
 from .schema import RESULTS_SCHEMA_VERSION as SCHEMA_VERSION
+from .spec import Suite
 from .store import STORE_NAME, Store
-from .suite import Suite, check_suite_data
+from .suite import check_suite_data
 
 #: What results.json reads from the suite recorded in a store.
 SUITE_META_KEYS = frozenset({"name", "version", "description", "evasion", "poisoning",

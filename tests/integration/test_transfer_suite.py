@@ -17,8 +17,8 @@ import jsonschema
 import pytest
 
 from poisonlab import load_dataset
+from poisonlab._text import spec_label
 from poisonlab.harness import evaluate
-from poisonlab.harness.suite import spec_label
 
 from .conftest import TINY, write_suite
 from .test_cli import run, schema, stable

@@ -15,7 +15,8 @@ from torch import nn
 from poisonlab import ConfigError, DataError, Dataset, SuiteError, build_model, train
 from poisonlab.defenses.posthoc import TemperatureScaled
 from poisonlab.harness.evaluate import evaluate_cell, evaluate_model, evaluate_model_details
-from poisonlab.harness.suite import METRIC_GROUPS, InformationSpec, parse_suite
+from poisonlab.harness.spec import METRIC_GROUPS, InformationSpec
+from poisonlab.harness.suite import parse_suite
 from poisonlab.metrics import (
     AUGMENT_NOISE,
     HIGHER_IS_BETTER,
