@@ -5,6 +5,7 @@ table. A leaf module: none of its users has to import another for it.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -47,3 +48,14 @@ def text_table(headers: list[str], rows: Iterable[list[str]]) -> str:
     out = [line, "-" * len(line)]
     out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     return "\n".join(out)
+
+
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = 80
+_repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 8
+_repr.maxlevel = 3
+
+
+def short_repr(value: Any) -> str:
+    """repr() shortened for a one-line message (a value may be a whole YAML subtree)."""
+    return _repr.repr(value)

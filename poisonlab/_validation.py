@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import collections.abc
 import math
+import types
+import typing
 from collections.abc import Callable, Iterable, Sequence
 from enum import Enum
 from typing import Any, TypeVar
@@ -10,6 +13,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from ._text import short_repr as _r
 from .errors import ConfigError, DataError, did_you_mean
 
 E = TypeVar("E", bound=Enum)
@@ -324,3 +328,63 @@ def check_device(name: str, value: Any) -> torch.device:
     elif dev.type != "cpu":
         raise ConfigError(f"{name}={value!r} is not allowed: expected a CPU or CUDA device")
     return dev
+
+
+def _hint_text(hint: Any) -> str | None:
+    """How an error names a type hint; None for hints this check does not judge."""
+    if hint is bool:
+        return "true or false"
+    if hint is int:
+        return "an integer"
+    if hint is float:
+        return "a finite number"
+    if hint is str:
+        return "a string"
+    if hint is type(None):
+        return "null"
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        parts = [_hint_text(a) for a in args]
+        return None if None in parts else " or ".join(p for p in parts if p)
+    if origin in (list, tuple, collections.abc.Sequence) and args:
+        inner = _hint_text(args[0])
+        if inner is None or (origin is tuple and (len(args) != 2 or args[1] is not ...)):
+            return None
+        return f"a list of {inner.removeprefix('an ').removeprefix('a ')}s"
+    return None
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return (isinstance(value, int | float) and not isinstance(value, bool)
+                and math.isfinite(value))
+    if hint is str:
+        return isinstance(value, str)
+    if hint is type(None):
+        return value is None
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin in (list, tuple, collections.abc.Sequence):
+        return isinstance(value, list | tuple) and all(_fits(x, args[0]) for x in value)
+    return True
+
+
+def check_hinted_types(kind: str, fn: Callable[..., Any], params: dict[str, Any]) -> None:
+    """Check ``params`` against ``fn``'s type hints where they are plain (int, float,
+    bool, str, a sequence of them, unions); a string where a number goes, true where a
+    number goes (YAML's true is not 1) or NaN raise ConfigError naming the parameter."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except (NameError, TypeError, AttributeError, SyntaxError):  # unresolvable hints
+        return
+    for key, value in params.items():
+        if key not in hints:
+            continue
+        text = _hint_text(hints[key])
+        if text is not None and not _fits(value, hints[key]):
+            raise ConfigError(f"{kind}: {key}={_r(value)} is not allowed: expected {text}")

@@ -53,22 +53,18 @@ each cell records the batch sizes it ran with. Not to be confused with ``trainin
 
 from __future__ import annotations
 
-import collections.abc
 import dataclasses
-import math
-import reprlib
-import types
-import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
+from .._text import short_repr as _r
 from .._validation import (
     check_bool,
     check_distinct,
+    check_hinted_types,
     check_params,
     check_scalar,
     check_seed,
@@ -95,10 +91,8 @@ from .spec import (
     Suite,
     TrainSpec,
 )
+from .suite_file import check_plain, read_suite_file
 
-#: Nesting and size limits of a suite's values: a suite is settings, not data; the size
-#: counts a value each time it is reached, so that a YAML alias bomb is refused.
-MAX_DEPTH, MAX_VALUES = 32, 100_000
 _TOP_KEYS = (
     "name", "version", "description", "include", "datasets", "models", "training",
     "defenses", "threat_model", "attacks", "seeds", "metrics", "offmanifold", "information",
@@ -155,85 +149,13 @@ def check_suite_data(suite: Suite) -> None:
 def load_suite(path: str | Path) -> Suite:
     """Read, merge includes, and validate a suite file. Raises SuiteError (one line)."""
     p = Path(path)
-    raw = _read(p, seen=())
+    raw = read_suite_file(p)
     try:
         return parse_suite(raw, source=str(p))
     except SuiteError:
         raise
     except PoisonlabError as e:
         raise SuiteError(f"{p}: {e}") from None
-
-
-class _DuplicateKey(yaml.YAMLError):
-    def __init__(self, key: Any, first: yaml.Mark, again: yaml.Mark) -> None:
-        super().__init__(f"key {key!r} is given twice in one mapping (lines {first.line + 1} "
-                         f"and {again.line + 1}): expected each key once")
-        self.problem_mark = again
-
-
-class _SuiteLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML would keep
-    the last one silently, so ``seeds:`` written twice would drop the first list)."""
-
-
-def _unique_keys_map(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Iterator[Any]:
-    first: dict[Any, yaml.Mark] = {}
-    for key_node, _ in node.value:
-        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
-            continue  # merge keys (<<) may override; unhashable keys fail in PyYAML itself
-        key = loader.construct_object(key_node)
-        if key in first:
-            raise _DuplicateKey(key, first[key], key_node.start_mark)
-        first[key] = key_node.start_mark
-    return (yield from loader.construct_yaml_map(node))
-
-
-_SuiteLoader.add_constructor("tag:yaml.org,2002:map", _unique_keys_map)
-
-
-def _read(p: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
-    if p.resolve() in seen:
-        raise SuiteError(f"{p}: include cycle through {' -> '.join(map(str, seen))}")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SuiteError(f"suite file {str(p)!r} does not exist") from None
-    except IsADirectoryError:
-        raise SuiteError(f"suite file {str(p)!r} is a folder: expected a YAML file") from None
-    except UnicodeDecodeError as e:
-        raise SuiteError(f"suite file {str(p)!r} cannot be read: byte {e.start} is not "
-                         "UTF-8: expected a UTF-8 text file") from None
-    except OSError as e:
-        raise SuiteError(f"suite file {str(p)!r} cannot be read: "
-                         f"{e.strerror or type(e).__name__}") from None
-    try:
-        data = yaml.load(text, Loader=_SuiteLoader)  # a SafeLoader subclass
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise SuiteError(f"{p}: malformed YAML{where}: {problem}") from None
-    except RecursionError:
-        raise SuiteError(f"{p}: malformed YAML: nested too deeply: expected a suite of at "
-                         f"most {MAX_DEPTH} levels") from None
-    except ValueError as e:  # e.g. an integer of more than 4300 digits
-        raise SuiteError(f"{p}: malformed YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise SuiteError(f"{p}: expected a mapping of suite keys, got {type(data).__name__}")
-    inc = data.pop("include", None)
-    if inc is None:
-        return data
-    base_files = inc if isinstance(inc, list) else [inc]
-    if not base_files:
-        raise SuiteError(f"{p}: include=[] is not allowed: expected a file path or a "
-                         "non-empty list of them")
-    merged: dict[str, Any] = {}
-    for f in base_files:
-        if not isinstance(f, str) or not f.strip():
-            raise SuiteError(f"{p}: include={f!r} is not allowed: expected a file path")
-        merged.update(_read(p.parent / f, seen=(*seen, p.resolve())))
-    merged.update(data)
-    return merged
 
 
 class _Ctx:
@@ -304,17 +226,6 @@ def _list(raw: dict[str, Any], key: str, *, required: bool = True) -> list[Any]:
     return v
 
 
-_repr = reprlib.Repr()
-_repr.maxstring = _repr.maxother = 80
-_repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 8
-_repr.maxlevel = 3
-
-
-def _r(value: Any) -> str:
-    """repr() shortened for a one-line message (a value may be a whole YAML subtree)."""
-    return _repr.repr(value)
-
-
 def _mapping(raw: dict[str, Any], key: str) -> Any:
     """``raw[key]``, {} when absent or null (a falsy list or number stays, to be refused)."""
     v = raw.get(key)
@@ -337,109 +248,6 @@ def check_n_noise(name: str, value: Any) -> int:
         raise ConfigError(f"{name}={value!r} is not allowed: expected an integer in "
                           f"[10, {N_NOISE_MAX}]")
     return n
-
-
-_PLAIN = (str, int, float, type(None))
-
-
-def _check_plain(raw: dict[str, Any]) -> None:
-    """Every value is plain YAML (null, true/false, number, string, list, mapping with
-    string keys), nested at most MAX_DEPTH deep, MAX_VALUES values in all, and no list or
-    mapping contains itself (a recursive YAML alias)."""
-    count = 0
-    on_path: set[int] = set()
-
-    def visit(v: Any, where: str, depth: int) -> None:
-        nonlocal count
-        count += 1
-        if count > MAX_VALUES:
-            raise SuiteError(f"the suite has more than {MAX_VALUES} values (a YAML alias "
-                             "bomb?): expected settings, not data")
-        if isinstance(v, _PLAIN):
-            return
-        if not isinstance(v, dict | list | tuple):
-            raise SuiteError(f"{where}={_r(v)} is not allowed: expected a number, a string, "
-                             f"true/false, null, a list or a mapping, not a "
-                             f"{type(v).__name__}")
-        if id(v) in on_path:
-            raise SuiteError(f"{where} contains itself (a recursive YAML alias): expected a "
-                             "finite value")
-        if depth >= MAX_DEPTH:
-            raise SuiteError(f"{where} is nested more than {MAX_DEPTH} levels deep: expected "
-                             "settings, not data")
-        on_path.add(id(v))
-        if isinstance(v, dict):
-            for k, x in v.items():
-                if not isinstance(k, str):
-                    raise SuiteError(f"{where}: key {_r(k)} is not allowed: expected a "
-                                     "string key (write it in quotes)")
-                visit(x, f"{where}.{k}" if where else k, depth + 1)
-        else:
-            for i, x in enumerate(v):
-                visit(x, f"{where}[{i}]", depth + 1)
-        on_path.discard(id(v))
-
-    visit(raw, "", 0)
-
-
-def _hint_text(hint: Any) -> str | None:
-    """How an error names a type hint; None for hints this check does not judge."""
-    if hint is bool:
-        return "true or false"
-    if hint is int:
-        return "an integer"
-    if hint is float:
-        return "a finite number"
-    if hint is str:
-        return "a string"
-    if hint is type(None):
-        return "null"
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        parts = [_hint_text(a) for a in args]
-        return None if None in parts else " or ".join(p for p in parts if p)
-    if origin in (list, tuple, collections.abc.Sequence) and args:
-        inner = _hint_text(args[0])
-        if inner is None or (origin is tuple and (len(args) != 2 or args[1] is not ...)):
-            return None
-        return f"a list of {inner.removeprefix('an ').removeprefix('a ')}s"
-    return None
-
-
-def _fits(value: Any, hint: Any) -> bool:
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return (isinstance(value, int | float) and not isinstance(value, bool)
-                and math.isfinite(value))
-    if hint is str:
-        return isinstance(value, str)
-    if hint is type(None):
-        return value is None
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, a) for a in args)
-    if origin in (list, tuple, collections.abc.Sequence):
-        return isinstance(value, list | tuple) and all(_fits(x, args[0]) for x in value)
-    return True
-
-
-def _check_types(kind: str, fn: Callable[..., Any], params: dict[str, Any]) -> None:
-    """Check ``params`` against ``fn``'s type hints where they are plain (int, float,
-    bool, str, a sequence of them, unions); a string where a number goes, true where a
-    number goes (YAML's true is not 1) or NaN raise ConfigError naming the parameter."""
-    try:
-        hints = typing.get_type_hints(fn)
-    except (NameError, TypeError, AttributeError, SyntaxError):  # unresolvable hints
-        return
-    for key, value in params.items():
-        if key not in hints:
-            continue
-        text = _hint_text(hints[key])
-        if text is not None and not _fits(value, hints[key]):
-            raise ConfigError(f"{kind}: {key}={_r(value)} is not allowed: expected {text}")
 
 
 def _check_builds(where: str, name: str, builder: Callable[..., Any],
@@ -478,7 +286,7 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<memory>") -> Suite:
     if "include" in raw:
         raise SuiteError(f"include={_r(raw['include'])} is not allowed here: parse_suite takes "
                          "a merged mapping; load_suite(path) reads a file's includes")
-    _check_plain(raw)
+    check_plain(raw)
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip():
         raise SuiteError(f"name={_r(name)} is not allowed: expected a non-empty string")
@@ -494,7 +302,7 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<memory>") -> Suite:
         with _Ctx(f"datasets[{i}]"):
             loader = datasets.resolve(s.name)
             check_params(f"dataset {s.name!r}", loader, s.kwargs, skip=("seed",))
-            _check_types(f"dataset {s.name!r}", loader, s.kwargs)
+            check_hinted_types(f"dataset {s.name!r}", loader, s.kwargs)
             if s.name == "npz":
                 _check_file(f"datasets[{i}]", "path", s.kwargs.get("path"))
     m_specs = [_spec(e, f"models[{i}]") for i, e in enumerate(_list(raw, "models"))]
@@ -504,7 +312,7 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<memory>") -> Suite:
             builder = models.resolve(s.name)
             check_params(f"model {s.name!r}", builder, params,
                          skip=("input_shape", "n_classes"))
-            _check_types(f"model {s.name!r}", builder, params)
+            check_hinted_types(f"model {s.name!r}", builder, params)
             if s.name in models.names():
                 _check_builds(f"models[{i}]", s.name, builder, params)
             if "weights" in s.kwargs:
