@@ -78,7 +78,8 @@ from ..models import models, read_state_dict
 from ..registry import did_you_mean, split_named
 from ..sanity import CheckSettings
 from ..threat import EvasionThreat, PoisonThreat
-from .expectations import Expectation, measured_metrics, parse_expectations
+from .claims import parse_expectations
+from .expectations import Expectation, measured_metrics
 from .gate import parse_tolerances
 from .spec import (
     METRIC_GROUPS,

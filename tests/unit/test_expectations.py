@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from poisonlab.errors import ConfigError, DataError, SuiteError, UnknownNameError
+from poisonlab.harness.claims import parse_expectations
 from poisonlab.harness.expectations import (
     GROUP_METRICS,
     WORST_CASE,
@@ -29,7 +30,6 @@ from poisonlab.harness.expectations import (
     expectations_to_doc,
     measured_metrics,
     overall,
-    parse_expectations,
 )
 from poisonlab.harness.gate import check, make_baseline
 from poisonlab.harness.stats import Z_SE
