@@ -38,6 +38,7 @@ defense the claim is about, ``b`` the one it is compared with), ``claimed = -dif
 ``Z_SE`` is :data:`poisonlab.harness.stats.Z_SE` (2): the same "clearly
 different" as the report's verdicts against the baseline defense.
 
+>>> from poisonlab.harness.claims import parse_expectations
 >>> e, = parse_expectations(["ece of label_smoothing below none"],
 ...                         defenses=["none", "label_smoothing(eps=0.1)"])
 >>> e.defense, e.relation, e.than, e.threat
