@@ -16,6 +16,7 @@ from __future__ import annotations
 # names would shadow the subpackages ``poisonlab.attacks``, ``poisonlab.models`` and
 # ``poisonlab.defenses``.
 from . import metrics
+from ._version import __version__
 from .attacks import (
     FGSM,
     PGD,
@@ -46,8 +47,6 @@ from .models import build_model, eval_mode
 from .registry import Registry
 from .threat import EvasionThreat, FlipStrategy, Knowledge, Norm, PoisonThreat, ThreatModel
 from .training import train
-
-__version__ = "0.1.0"
 
 __all__ = [
     "FGSM",

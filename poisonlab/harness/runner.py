@@ -23,6 +23,7 @@ import torch
 from .._io import atomic_write
 from .._text import spec_label
 from .._validation import check_bool, check_scalar
+from .._version import __version__
 from ..errors import ConfigError, RunError
 from ..metrics import HIGHER_IS_BETTER, aggregate
 from .evaluate import derive_poisoning
@@ -239,7 +240,7 @@ def build_results(suite: dict[str, Any], source: str | None,
     gate = gate or {}
     doc = _clean_json({
         "schema_version": SCHEMA_VERSION,
-        "poisonlab_version": _own_version(),
+        "poisonlab_version": __version__,
         "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "suite": {"name": suite["name"], "version": suite["version"],
                   "description": suite["description"], "source": source, "config": suite},
@@ -291,11 +292,6 @@ def aggregate_cells(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "higher_is_better": HIGHER_IS_BETTER[labels[key]["metric"]]})
     return out
 
-
-def _own_version() -> str:
-    from .. import __version__
-
-    return __version__
 
 
 def _clean_json(v: Any) -> Any:

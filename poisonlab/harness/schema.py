@@ -16,18 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write
+from .._version import BASELINE_SCHEMA_VERSION, RESULTS_SCHEMA_VERSION
 from ..errors import ConfigError, DataError
 
-#: ``kind`` of a baseline file, and the versions of the two layouts this poisonlab reads.
+#: ``kind`` of a baseline file (its layout version and results.json's are in _version).
 BASELINE_KIND = "poisonlab-baseline"
-BASELINE_SCHEMA_VERSION = 1
-#: The version of results.json's layout (schemas/results.schema.json).
-RESULTS_SCHEMA_VERSION = 1
 #: The file a run writes its results to, in every output folder.
 RESULTS_NAME = "results.json"
 #: The coordinates that identify one gated number, in order.
 IDENTITY = ("dataset", "model", "defense", "poisoning", "metric", "threat", "attack")
 Identity = tuple[str, str, str, str, str, str | None, str | None]
+#: Environment fields compared between the baseline and the results (besides packages).
+ENV_FIELDS = ("python", "platform", "machine", "torch_threads")
+
 
 def _is_num(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
@@ -204,4 +205,23 @@ def cell_label(ident: Identity) -> str:
         out += f" @ {threat}"
     if attack is not None:
         out += f" [{attack}]"
+    return out
+
+
+def environment_warnings(baseline_env: Mapping[str, Any], env: Mapping[str, Any]) -> list[str]:
+    """One line per environment field or package version that differs."""
+    out = []
+    for f in ENV_FIELDS:
+        if f in baseline_env and f in env and baseline_env[f] != env[f]:
+            out.append(f"environment differs: {f} {baseline_env[f]!r} in the baseline, "
+                       f"{env[f]!r} now")
+    b_pkgs = baseline_env.get("packages") or {}
+    pkgs = env.get("packages") or {}
+    for p in sorted(set(b_pkgs) | set(pkgs)):
+        if b_pkgs.get(p) != pkgs.get(p):
+            out.append(f"environment differs: {p} {b_pkgs.get(p) or 'not installed'} in the "
+                       f"baseline, {pkgs.get(p) or 'not installed'} now")
+    if out:
+        out.append("numbers may move for reasons other than the change under test: make "
+                   "the baseline in the environment that checks it")
     return out

@@ -80,7 +80,6 @@ from ..sanity import CheckSettings
 from ..threat import EvasionThreat, PoisonThreat
 from .claims import parse_expectations
 from .expectations import Expectation, measured_metrics
-from .gate import parse_tolerances
 from .spec import (
     METRIC_GROUPS,
     N_NOISE_MAX,
@@ -93,6 +92,7 @@ from .spec import (
     TrainSpec,
 )
 from .suite_file import check_plain, read_suite_file
+from .tolerance import parse_tolerances
 
 _TOP_KEYS = (
     "name", "version", "description", "include", "datasets", "models", "training",
