@@ -5,7 +5,7 @@ The model is ``"package.module:factory"`` (or a registered architecture) with a
 file, a folder of memory-mapped ``.npy`` arrays, an image folder (see
 :mod:`poisonlab.data_sources`), a ``"package.module:function"`` or a registered dataset
 (see :mod:`poisonlab.data`).
-The measurements are :func:`~poisonlab.harness.evaluate.evaluate_model`'s: clean accuracy,
+The measurements are :func:`evaluate_model`'s: clean accuracy,
 calibration (with the reliability diagram's data), evasion (robust accuracy and attack
 success per eps and attack, with the per-sample worst case), off-manifold confidence and
 the information metrics (mutual information, logit and weight norms).
@@ -18,6 +18,7 @@ The output folder gets a schema-valid ``results.json`` holding one cell whose de
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -26,23 +27,46 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from .._io import atomic_write
-from .._validation import check_device, check_distinct
+from .._validation import check_device, check_distinct, check_model, check_scalar, check_seed
 from ..attacks import get_attack
 from ..attacks.evasion import child_seeds
+from ..attacks.transfer import SurrogateSpec
 from ..batching import DEFAULT_BATCH_SIZE, check_batch_size
 from ..data import Dataset, load_dataset, load_npz
 from ..errors import ConfigError
+from ..metrics import (
+    predict_proba,
+)
 from ..models import build_model
+from ..registry import split_named
+from ..sanity import CheckSettings, SuiteAttack, run_checks
 from ..threat import EvasionThreat, Norm
-from .evaluate import _SEED_SLOTS, PRETRAINED_METRICS, _as_spec, evaluate_model_details
-from .report import PRETRAINED
+from ..training import probe_model, probes_quiet
+from .evaluate import (
+    _SEED_SLOTS,
+    _clean_metrics,
+    _evasion,
+    _information,
+    _offmanifold,
+)
 from .runner import build_results, prepare_out
 from .schema import RESULTS_NAME
-from .spec import SUITE_VERSION, EvasionSpec, InformationSpec
+from .spec import (
+    METRIC_GROUPS,
+    PRETRAINED,
+    SUITE_VERSION,
+    EvasionSpec,
+    InformationSpec,
+    Spec,
+    Suite,
+)
 from .suite import check_n_noise, check_suite_seed, split_batch_size
 
+#: Order of the child seeds drawn from a cell's seed (append only: children are
+#: index-stable, so a new slot leaves the others' seeds unchanged).
 
 def load_data(data: str | Path, *, seed: int = 0) -> tuple[Dataset, dict[str, Any]]:
     """Load ``data`` and its ``{"name", "params"}`` spec for results.json.
@@ -70,6 +94,223 @@ def load_data(data: str | Path, *, seed: int = 0) -> tuple[Dataset, dict[str, An
         ds = load_image_folder(data, seed=seed, test_only=True)
         return ds, {"name": "image_folder", "params": {"root": str(data)}}
     return load_dataset(str(data), seed=seed), {"name": str(data), "params": {}}
+
+
+#: What :func:`evaluate_model` measures by default (poisoning needs training, so never).
+PRETRAINED_METRICS: tuple[str, ...] = ("accuracy", "calibration", "evasion", "offmanifold",
+                                       "information")
+
+
+def evaluate_model(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    threats: Sequence[EvasionSpec | EvasionThreat] = (),
+    attacks: Sequence[str | Mapping[str, Any] | Spec] = (),
+    seed: int = 0,
+    metrics: Sequence[str] = PRETRAINED_METRICS,
+    n_noise: int = 1000,
+    information: InformationSpec | Mapping[str, Any] | None = None,
+    batch_size: int | None = DEFAULT_BATCH_SIZE,
+) -> list[dict[str, Any]]:
+    """Evaluate an already trained model on ``dataset``'s test split, without training.
+
+    The same measurements as a suite cell (clean accuracy, calibration, evasion under every
+    threat and attack with a per-sample worst case, off-manifold confidence, the
+    information metrics), with seeds derived from ``seed`` exactly as in a cell.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Returns logits of shape (n, dataset.n_classes) for inputs inside ``dataset.bounds``.
+    dataset : Dataset
+        ``x_test``/``y_test``, ``x_val``/``y_val`` (for the temperature) and
+        ``x_train``/``y_train`` (Gaussian noise, mutual information) are used.
+    threats : sequence of EvasionSpec or EvasionThreat
+        Consecutive threats with the same norm, targeting and bounds form one group (one
+        attack seed per group and attack, like a suite's ``threat_model.evasion`` entry).
+        An EvasionSpec without bounds uses the dataset's.
+    attacks : sequence of str, mapping with ``name`` or Spec
+        E.g. ``["fgsm", {"name": "pgd", "steps": 40}]``. Transfer attacks that need a
+        trained surrogate are refused (nothing is trained here). A ``batch_size`` in an
+        attack's mapping is that attack's batch size (a call argument: it is not passed to
+        the attack's constructor and is not part of its label).
+    seed : int >= 0
+    metrics : sequence of "accuracy", "calibration", "evasion", "offmanifold", "information"
+    n_noise : int >= 10
+        Noise inputs for the off-manifold metrics.
+    information : InformationSpec or mapping with ``classes``, ``n_examples``, ``n_augment``
+        Settings of the mutual information (a suite's ``information:`` block); default
+        classes (0, 1), 200 examples, 32 augmentations.
+    batch_size : int >= 1 or None
+        Test inputs per forward pass of every attack, metric and sanity check (None: all
+        at once; default 256). It changes memory and speed, never a number beyond float
+        rounding (docs/batching.md).
+
+    Returns
+    -------
+    list of metric records ``{"metric", "value", "threat", "attack", "higher_is_better"}``,
+    the same records as a cell's ``metrics``. :func:`evaluate_model_details` also returns
+    the reliability diagram's data and runs the sanity checks (skipped here: they change
+    no metric).
+
+    Raises
+    ------
+    ConfigError
+        Unknown attacks, metrics or parameters; threats without attacks or the reverse; a
+        model whose output does not fit the dataset.
+    """
+    return evaluate_model_details(model, dataset, threats=threats, attacks=attacks, seed=seed,
+                                  metrics=metrics, n_noise=n_noise,
+                                  information=information,
+                                  checks=CheckSettings(enabled=()),
+                                  batch_size=batch_size)["metrics"]
+
+
+def evaluate_model_details(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    threats: Sequence[EvasionSpec | EvasionThreat] = (),
+    attacks: Sequence[str | Mapping[str, Any] | Spec] = (),
+    seed: int = 0,
+    metrics: Sequence[str] = PRETRAINED_METRICS,
+    n_noise: int = 1000,
+    information: InformationSpec | Mapping[str, Any] | None = None,
+    checks: CheckSettings | Mapping[str, Any] | None = None,
+    batch_size: int | None = DEFAULT_BATCH_SIZE,
+) -> dict[str, Any]:
+    """:func:`evaluate_model` with everything a cell record holds besides the metrics.
+
+    Same parameters and errors as :func:`evaluate_model`, and ``checks``: the sanity
+    checks' settings (:class:`poisonlab.sanity.CheckSettings` or a suite's ``checks:``
+    mapping; default: every check). They run with the "evasion" group and threats; the
+    transfer probe is skipped (nothing is trained here).
+
+    Returns
+    -------
+    dict with ``"metrics"`` (the metric records :func:`evaluate_model` returns),
+    ``"reliability"`` (:func:`poisonlab.metrics.reliability` of the clean test split, as in
+    a cell record; None without the "calibration" group) and ``"checks"`` (the sanity
+    checks' outcomes as in a cell record, :meth:`poisonlab.sanity.CheckOutcome.to_dict`;
+    empty without evasion threats).
+    """
+    seed = check_seed("seed", seed)
+    batch_size = check_batch_size("batch_size", batch_size)
+    check_model(model)
+    if not isinstance(dataset, Dataset):
+        raise ConfigError(f"dataset={dataset!r} is not allowed: expected a Dataset "
+                          "(load_dataset(name), load_npz(path) or as_dataset(arrays, name=...))")
+    if isinstance(metrics, str):
+        raise ConfigError(f"metrics={metrics!r} is not allowed: expected a list of "
+                          f"{', '.join(PRETRAINED_METRICS)}")
+    check_settings = CheckSettings.from_config(checks)
+    n_noise = check_scalar("n_noise", n_noise, lo=10, integer=True)
+    for m in metrics:
+        if m not in PRETRAINED_METRICS:
+            raise ConfigError(f"metrics={m!r} is not allowed: expected one of "
+                              f"{', '.join(PRETRAINED_METRICS)}")
+    if information is None:
+        info = InformationSpec()
+    elif isinstance(information, InformationSpec):
+        info = information
+    elif isinstance(information, Mapping):
+        allowed = ("classes", "n_examples", "n_augment")
+        for k in information:
+            if k not in allowed:
+                raise ConfigError(f"information got unknown key {k!r}: expected one of "
+                                  f"{', '.join(allowed)}")
+        info = InformationSpec(**information)
+    else:
+        raise ConfigError(f"information={information!r} is not allowed: expected a mapping "
+                          "{classes: [a, b], n_examples: int, n_augment: int}")
+    specs = _group_threats(threats)
+    a_specs, a_batch = [], []
+    for a in attacks:
+        spec, bs = split_batch_size(_as_spec(a))
+        a_specs.append(spec)
+        a_batch.append(bs)
+    if "evasion" in metrics and bool(specs) != bool(a_specs):
+        missing = "attacks" if specs else "threats"
+        raise ConfigError(f"{missing} is empty: evasion needs both threats and attacks")
+    grad_attack = ""  # the first attack that differentiates the model, if any runs
+    for a in a_specs:
+        attack = get_attack(a.name, **a.kwargs)
+        if not grad_attack and "evasion" in metrics and specs and attack.needs_gradients():
+            grad_attack = f"attack {attack.name!r}"
+        for e in specs:
+            attack.check_threat(e.threats(dataset.bounds)[0])
+    k = probe_model(model, dataset.x_test, input_grad=bool(grad_attack), what=grad_attack)
+    if k != dataset.n_classes:
+        raise ConfigError(f"the model returns {k} logits per input: expected logits of shape "
+                          f"(n, {dataset.n_classes}) for the dataset's {dataset.n_classes} "
+                          "classes")
+    if "information" in metrics:
+        for i, c in enumerate(info.classes):
+            if c >= dataset.n_classes:
+                raise ConfigError(f"information: classes[{i}]={c} is not allowed: expected a "
+                                  f"class id in [0, {dataset.n_classes - 1}]")
+    suite = Suite(name="evaluate", version=SUITE_VERSION, description="", datasets=(),
+                  models=(), defenses=(), poisoning=(), evasion=tuple(specs),
+                  attacks=tuple(a_specs), seeds=(seed,),
+                  metrics=tuple(m for m in METRIC_GROUPS if m in metrics), n_noise=n_noise,
+                  information=info, batch_size=batch_size, attack_batch_sizes=tuple(a_batch))
+    seeds = dict(zip(_SEED_SLOTS, child_seeds(seed, len(_SEED_SLOTS)), strict=True))
+    # The model was probed above (one warning at most): poisonlab's own calls after
+    # it stay quiet.
+    with probes_quiet():
+        ds = dataset
+        probs = predict_proba(model, ds.x_test, batch_size)
+        out, diagram = _clean_metrics(suite, model, ds, probs)
+        checks_out: list[dict[str, Any]] = []
+        if "evasion" in suite.metrics and specs:
+            def no_surrogate(spec: SurrogateSpec) -> nn.Module:
+                raise ConfigError("a transfer attack with a surrogate to train is not available "
+                                  "for a pretrained model: give the transfer attack a trained "
+                                  "surrogate or evaluate it in a suite")
+
+            runs: list[SuiteAttack] = []
+            out += _evasion(suite, model, ds.x_test, ds.y_test, ds.n_classes, ds.bounds,
+                            seeds["attack"], no_surrogate, collect=runs)
+            checks_out = [o.to_dict() for o in run_checks(
+                model, ds.x_test, ds.y_test, groups=[e.threats(ds.bounds) for e in specs],
+                settings=check_settings, seed=seeds["checks"], suite_results=runs,
+                batch_size=batch_size)]
+        if "offmanifold" in suite.metrics:
+            out += _offmanifold(suite, model, ds.x_train, ds.x_test, ds.input_shape, ds.bounds,
+                                seeds["noise"])
+        if "information" in suite.metrics:
+            out += _information(info, model, ds, seeds["information"],
+                                batch_size=batch_size)
+    return {"metrics": out, "reliability": diagram, "checks": checks_out}
+
+
+def _as_spec(a: str | Mapping[str, Any] | Spec) -> Spec:
+    if isinstance(a, Spec):
+        return a
+    named = split_named(a)
+    if named is not None:
+        return Spec.of(*named)
+    raise ConfigError(f"attack={a!r} is not allowed: expected a name or a mapping with 'name'")
+
+
+def _group_threats(threats: Sequence[EvasionSpec | EvasionThreat]) -> list[EvasionSpec]:
+    groups: list[EvasionSpec] = []
+    for t in threats:
+        if isinstance(t, EvasionSpec):
+            groups.append(t)
+            continue
+        if not isinstance(t, EvasionThreat):
+            raise ConfigError(f"threat={t!r} is not allowed: expected an EvasionThreat or "
+                              "EvasionSpec")
+        last = groups[-1] if groups else None
+        if (last is not None and last.norm == t.norm and last.targeted == t.targeted
+                and last.bounds == t.bounds):
+            groups[-1] = dataclasses.replace(last, eps=(*last.eps, t.eps))
+        else:
+            groups.append(EvasionSpec(norm=t.norm, eps=(t.eps,),  # type: ignore[arg-type]
+                                      targeted=t.targeted, bounds=t.bounds))
+    return groups
 
 
 def evaluate_pretrained(

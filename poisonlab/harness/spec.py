@@ -34,6 +34,8 @@ from ..threat import EvasionThreat, Norm, PoisonThreat
 from .expectations import Expectation
 
 SUITE_VERSION = 1
+#: The defense label ``poisonlab evaluate`` gives a model it evaluates as given.
+PRETRAINED = "pretrained"
 #: Seeds reach numpy, torch and scikit-learn, which takes 32-bit seeds only.
 SEED_MAX = 2**32 - 1
 #: Noise inputs of the off-manifold metrics per cell (each one is a whole input in memory).

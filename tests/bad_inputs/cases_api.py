@@ -26,7 +26,7 @@ from poisonlab import (
 )
 from poisonlab.data import Dataset, as_dataset
 from poisonlab.errors import ConfigError, DataError, TrainingError, UnknownNameError
-from poisonlab.harness.evaluate import evaluate_model
+from poisonlab.harness.pretrained import evaluate_model
 
 from .harness import Case
 

@@ -14,7 +14,7 @@ from poisonlab import FGSM, PGD, EvasionThreat, build_model, flip_labels, securi
 from poisonlab.attacks import get_attack
 from poisonlab.data import as_dataset
 from poisonlab.errors import ConfigError, DataError, EvaluationWarning
-from poisonlab.harness.evaluate import evaluate_model
+from poisonlab.harness.pretrained import evaluate_model
 from poisonlab.metrics import max_softmax, predict_proba
 
 from .harness import Case

@@ -17,7 +17,7 @@ from torch import nn
 from poisonlab.cli import main
 from poisonlab.data import load_dataset, load_npz
 from poisonlab.errors import ConfigError, DataError, UnknownNameError
-from poisonlab.harness.evaluate import evaluate_model
+from poisonlab.harness.pretrained import evaluate_model
 from poisonlab.models import build_model
 from poisonlab.threat import EvasionThreat
 

@@ -16,7 +16,6 @@ MAX_LINES = 600
 #: Modules still over MAX_LINES and their length when the ratchet was set: they may only
 #: shrink (issue 20 splits them); no other module may cross the line.
 OVER_LIMIT = {
-    "poisonlab/harness/evaluate.py": 647,
     "poisonlab/attacks/base.py": 636,
 }
 

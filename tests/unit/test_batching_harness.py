@@ -26,7 +26,8 @@ from poisonlab import Dataset, EvasionThreat, build_model, load_dataset, metrics
 from poisonlab.batching import DEFAULT_BATCH_SIZE
 from poisonlab.cli import main
 from poisonlab.harness import evaluate as evaluate_mod
-from poisonlab.harness.evaluate import evaluate_cell, evaluate_model_details
+from poisonlab.harness.evaluate import evaluate_cell
+from poisonlab.harness.pretrained import evaluate_model_details
 from poisonlab.harness.suite import parse_suite
 from poisonlab.sanity import CheckSettings, run_checks
 

@@ -28,7 +28,7 @@ from poisonlab import (
     get_attack,
 )
 from poisonlab.attacks.transfer import Transfer
-from poisonlab.harness.evaluate import evaluate_model, evaluate_model_details
+from poisonlab.harness.pretrained import evaluate_model, evaluate_model_details
 from poisonlab.harness.report import sanity_summary
 from poisonlab.harness.suite import parse_suite
 from poisonlab.sanity import (

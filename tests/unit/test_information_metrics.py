@@ -14,7 +14,8 @@ from torch import nn
 
 from poisonlab import ConfigError, DataError, Dataset, SuiteError, build_model, train
 from poisonlab.defenses.posthoc import TemperatureScaled
-from poisonlab.harness.evaluate import evaluate_cell, evaluate_model, evaluate_model_details
+from poisonlab.harness.evaluate import evaluate_cell
+from poisonlab.harness.pretrained import evaluate_model, evaluate_model_details
 from poisonlab.harness.spec import METRIC_GROUPS, InformationSpec
 from poisonlab.harness.suite import parse_suite
 from poisonlab.metrics import (

@@ -8,14 +8,13 @@ from collections import defaultdict
 from typing import Any
 
 from ..expectations import evaluate_expectations, expectation_table
+from ..spec import PRETRAINED
 from ..stats import Z_SE, compare, rank_with_ties
 from .view import BASELINE, Results, Table, _robust_note, fmt
 
 # --------------------------------------------------------------------------- verdicts
 
 
-#: The defense label ``poisonlab evaluate`` gives a model it evaluates as given.
-PRETRAINED = "pretrained"
 
 
 def findings(r: Results) -> list[str]:
