@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from poisonlab.attacks.base import SampleRNG
+from poisonlab.attacks.geometry import SampleRNG
 
 
 def plain_pgd_chunk(model: nn.Module, xc: torch.Tensor, yc: torch.Tensor, ids: torch.Tensor,

@@ -13,8 +13,9 @@ from typing import Any
 from ..registry import Registry
 from .apgd import APGD, APGDT, apgd
 from .autoattack import AutoAttack
-from .base import NORMS, Attack, AttackResult, project
+from .base import Attack, AttackResult
 from .evasion import FGSM, PGD, Noise, fgsm, pgd, random_noise, security_curve
+from .geometry import NORMS, project
 from .label_flip import FlipResult, LabelFlip, flip_labels
 
 attacks: Registry[type[Attack]] = Registry("attack")

@@ -44,7 +44,9 @@ from torch import nn
 from .._validation import check_choice, check_scalar
 from ..errors import ConfigError
 from ..threat import EvasionThreat, Norm
-from .base import LOSSES, NORMS, Attack, SampleRNG, _bcast, _flat_norm, is_success
+from .base import Attack
+from .geometry import NORMS, SampleRNG, _bcast, _flat_norm
+from .losses import LOSSES, is_success
 
 #: The losses APGD maximises (Croce & Hein's "CE" and "DLR"; targeted when a target is set).
 APGD_LOSSES = ("ce", "dlr")

@@ -37,9 +37,11 @@ import torch
 
 from .._validation import check_choice, check_scalar
 from .apgd import APGD, APGDT
-from .base import Attack, SampleRNG, is_success, project
+from .base import Attack
 from .evasion import child_seeds
 from .fab import FAB
+from .geometry import SampleRNG, project
+from .losses import is_success
 from .square import Square
 
 VERSIONS = ("standard", "fast")

@@ -1,4 +1,4 @@
-"""The evasion-attack template, the norm table, attack losses and AttackResult.
+"""The evasion-attack template and AttackResult (norms: geometry.py; losses: losses.py).
 
 An attack author writes only ``_perturb``; the final ``__call__`` validates the inputs,
 draws randomness from a seeded generator, runs the model in eval mode (restoring each
@@ -9,230 +9,21 @@ NaN, and computes per-sample success from the model's own predictions.
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .._validation import check_bool, check_inputs, check_labels, check_model, check_seed
 from ..batching import DEFAULT_BATCH_SIZE, Source, check_batch_size, iter_slices
 from ..errors import ConfigError, DataError
 from ..models import eval_mode
-from ..threat import EvasionThreat, Knowledge, Norm
+from ..threat import EvasionThreat, Knowledge
 from ..training import match_dtype, model_device, probe_model
-
-# --------------------------------------------------------------------------- randomness
-
-_MASK64 = (1 << 64) - 1
-
-
-def _mix64(z: int) -> int:
-    """splitmix64's finaliser (Steele et al. 2014): a bijective scramble of 64 bits."""
-    z = (z + 0x9E3779B97F4A7C15) & _MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return z ^ (z >> 31)
-
-
-@dataclass(frozen=True, eq=False)
-class SampleRNG:
-    """Random streams keyed by sample, so that an attack's draws never depend on batching.
-
-    Row ``j`` of every draw depends only on ``(seed, index[j], stream)``: sample ``i`` gets
-    the same random start in restart ``r`` whether it is attacked alone, in a batch of 7
-    or with the whole set, and whichever other samples are still being attacked. Draws
-    are made on the CPU (then moved), so they are the same on every device.
-
-    Parameters
-    ----------
-    seed : int
-        The attack's seed (or a child seed of it, one per eps of a security curve).
-    index : int64 Tensor (n,)
-        Global ids of the batch's samples within the input set.
-
-    >>> rng = SampleRNG(0, torch.arange(5))
-    >>> bool((rng.take(torch.tensor([3])).rand((2,), stream=1)
-    ...       == rng.rand((2,), stream=1)[3]).all())
-    True
-    """
-
-    seed: int
-    index: torch.Tensor
-
-    @staticmethod
-    def of(seed: int, n: int) -> SampleRNG:
-        return SampleRNG(seed, torch.arange(n))
-
-    def __len__(self) -> int:
-        return int(self.index.numel())
-
-    def take(self, ix: torch.Tensor | slice) -> SampleRNG:
-        """The streams of rows ``ix`` (a slice, a bool mask or ids into this batch)."""
-        if isinstance(ix, torch.Tensor):
-            ix = ix.cpu()
-        return SampleRNG(self.seed, self.index[ix].reshape(-1))
-
-    def _key(self, stream: int) -> int:
-        return _mix64(_mix64(self.seed & _MASK64) ^ (stream & _MASK64))
-
-    def generators(self, *, stream: int) -> list[torch.Generator]:
-        """One CPU generator per sample for draw ``stream``."""
-        key = self._key(stream)
-        return [torch.Generator().manual_seed(_mix64(key ^ i) >> 1)
-                for i in self.index.tolist()]
-
-    def rand(self, shape: tuple[int, ...] | torch.Size, *, stream: int) -> torch.Tensor:
-        """Uniform [0, 1) draws of shape (len(self), *shape), float32, CPU."""
-        rows = [torch.rand(shape, generator=g) for g in self.generators(stream=stream)]
-        return torch.stack(rows) if rows else torch.zeros((0, *shape))
-
-    def randn(self, shape: tuple[int, ...] | torch.Size, *, stream: int) -> torch.Tensor:
-        """Standard normal draws of shape (len(self), *shape), float32, CPU."""
-        rows = [torch.randn(shape, generator=g) for g in self.generators(stream=stream)]
-        return torch.stack(rows) if rows else torch.zeros((0, *shape))
-
-    def batch_seed(self, *, stream: int) -> int:
-        """One 31-bit seed for the whole batch, for code that cannot draw per sample (a
-        third-party attack): it depends on the batch's first sample, so such an attack's
-        numbers depend on the batch size."""
-        first = int(self.index[0]) if len(self) else 0
-        return _mix64(self._key(stream) ^ first) >> 33
-
-
-# --------------------------------------------------------------------------- norm table
-
-
-def _flat_norm(v: torch.Tensor, p: float) -> torch.Tensor:
-    """Per-sample norm of ``v`` (n, ...) as a tensor of shape (n,)."""
-    return torch.linalg.vector_norm(v.flatten(1), ord=p, dim=1)
-
-
-def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.view(-1, *([1] * (like.dim() - 1)))
-
-
-def _linf_random(shape: torch.Size, eps: float, rng: SampleRNG, stream: int) -> torch.Tensor:
-    return (rng.rand(shape, stream=stream) * 2 - 1) * eps
-
-
-def _l2_random(shape: torch.Size, eps: float, rng: SampleRNG, stream: int) -> torch.Tensor:
-    # Uniform in the l2 ball: a Gaussian direction, radius eps * u^(1/d), per sample.
-    d = math.prod(shape)
-    rows = []
-    for g in rng.generators(stream=stream):
-        direction = torch.randn(shape, generator=g)
-        radius = eps * float(torch.rand((), generator=g)) ** (1.0 / d)
-        rows.append(direction * (radius / max(float(direction.norm()), 1e-12)))
-    return torch.stack(rows) if rows else torch.zeros((0, *shape))
-
-
-def _l2_project(delta: torch.Tensor, eps: float) -> torch.Tensor:
-    norms = _flat_norm(delta, 2)
-    factor = torch.where(norms > eps, eps / norms.clamp_min(1e-12), torch.ones_like(norms))
-    return delta * _bcast(factor, delta)
-
-
-def _l2_normalize(g: torch.Tensor) -> torch.Tensor:
-    return g / _bcast(_flat_norm(g, 2).clamp_min(1e-12), g)
-
-
-@dataclass(frozen=True)
-class NormOps:
-    """What an attack needs from a norm: projection, steepest-ascent step, random start."""
-
-    p: float
-    project: Callable[[torch.Tensor, float], torch.Tensor]
-    normalize: Callable[[torch.Tensor], torch.Tensor]
-    #: (sample_shape, eps, rng, stream) -> a random point of the ball per sample of rng.
-    random_init: Callable[[torch.Size, float, SampleRNG, int], torch.Tensor]
-
-    def norm(self, v: torch.Tensor) -> torch.Tensor:
-        return _flat_norm(v, self.p)
-
-
-NORMS: dict[Norm, NormOps] = {
-    Norm.LINF: NormOps(math.inf, lambda d, e: d.clamp(-e, e), torch.sign, _linf_random),
-    Norm.L2: NormOps(2.0, _l2_project, _l2_normalize, _l2_random),
-}
-
-
-def project(
-    x: torch.Tensor, x_adv: torch.Tensor, threat: EvasionThreat, *, clip: bool = True
-) -> torch.Tensor:
-    """Project ``x_adv`` into the eps-ball around ``x`` and, if ``clip``, into the bounds.
-
-    Clipping into the bounds only moves coordinates towards ``x`` (which lies inside the
-    bounds), so the result stays inside the ball.
-    """
-    delta = NORMS[threat.norm].project(x_adv - x, threat.eps)
-    out = x + delta
-    return out.clamp(*threat.bounds) if clip else out
-
-
-# --------------------------------------------------------------------------- losses
-
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
-
-
-def _ce_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-    if target is None:
-        return F.cross_entropy(logits, y, reduction="none")
-    return -F.cross_entropy(logits, target, reduction="none")
-
-
-def _others_max(logits: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
-    mask = F.one_hot(cls, logits.shape[1]).bool()
-    return logits.masked_fill(mask, -math.inf).amax(dim=1)
-
-
-def _margin_loss(
-    logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
-) -> torch.Tensor:
-    """Carlini-Wagner logit margin (their f6 without the confidence cap)."""
-    if target is None:
-        return _others_max(logits, y) - logits.gather(1, y[:, None])[:, 0]
-    return logits.gather(1, target[:, None])[:, 0] - _others_max(logits, target)
-
-
-def _dlr_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-    """Difference of logits ratio (Croce & Hein 2020, "Reliable evaluation of adversarial
-    robustness with an ensemble of diverse parameter-free attacks"), to maximise.
-
-    Untargeted: ``(max_{i != y} z_i - z_y) / (z_(1) - z_(3))``; targeted:
-    ``(z_t - z_y) / (z_(1) - (z_(3) + z_(4)) / 2)``, with ``z_(k)`` the k-th largest logit.
-    Invariant to shifting and rescaling the logits, so a saturated softmax or a
-    temperature cannot hide the gradient. Needs at least 3 classes (4 when targeted).
-    """
-    need = 3 if target is None else 4
-    if logits.shape[1] < need:
-        raise ConfigError(
-            f"loss='dlr' is not allowed for a model with {logits.shape[1]} classes: the "
-            f"{'targeted ' if target is not None else ''}DLR loss needs at least {need}; "
-            "use 'margin'"
-        )
-    z = logits.sort(dim=1, descending=True).values
-    z_y = logits.gather(1, y[:, None])[:, 0]
-    if target is None:
-        return (_others_max(logits, y) - z_y) / (z[:, 0] - z[:, 2] + 1e-12)
-    z_t = logits.gather(1, target[:, None])[:, 0]
-    return (z_t - z_y) / (z[:, 0] - 0.5 * (z[:, 2] + z[:, 3]) + 1e-12)
-
-
-#: Per-sample attack objectives to maximise: (logits, y, target or None) -> (n,).
-LOSSES: dict[str, LossFn] = {"ce": _ce_loss, "margin": _margin_loss, "dlr": _dlr_loss}
-
-
-def is_success(
-    pred: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
-) -> torch.Tensor:
-    """Untargeted: prediction differs from ``y``; targeted: prediction equals ``target``."""
-    return pred != y if target is None else pred == target
-
+from .geometry import SampleRNG, project
+from .losses import is_success
 
 # --------------------------------------------------------------------------- result
 

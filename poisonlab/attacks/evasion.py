@@ -24,18 +24,16 @@ from ..errors import ConfigError, DataError
 from ..models import eval_mode
 from ..threat import EvasionThreat, Knowledge
 from .base import (
-    LOSSES,
-    NORMS,
     Attack,
     AttackResult,
     BatchOutcome,
     Gathered,
-    SampleRNG,
     finish_batch,
-    is_success,
     prepare_call,
     with_breakdown,
 )
+from .geometry import NORMS, SampleRNG
+from .losses import LOSSES, is_success
 
 
 def fgsm(

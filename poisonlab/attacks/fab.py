@@ -25,7 +25,9 @@ from torch import nn
 from .._validation import check_bool, check_scalar
 from ..errors import ConfigError
 from ..threat import EvasionThreat, Norm
-from .base import Attack, SampleRNG, is_success
+from .base import Attack
+from .geometry import SampleRNG
+from .losses import is_success
 
 _BIG = 1e12
 

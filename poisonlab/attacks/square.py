@@ -26,7 +26,9 @@ from torch import nn
 from .._validation import check_choice, check_scalar
 from ..errors import ConfigError
 from ..threat import EvasionThreat, Knowledge, Norm
-from .base import Attack, SampleRNG, is_success
+from .base import Attack
+from .geometry import SampleRNG
+from .losses import is_success
 
 #: Iterations whose random draws a point makes at once (one generator call per point).
 DRAW_BLOCK = 128

@@ -42,8 +42,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._validation import check_scalar, coerce_enum
-from ..attacks.base import NORMS, SampleRNG, project
 from ..attacks.evasion import fgsm, pgd
+from ..attacks.geometry import NORMS, SampleRNG, project
 from ..models import eval_mode
 from ..threat import EvasionThreat, Norm
 from ..training import model_device

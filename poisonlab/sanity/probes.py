@@ -14,8 +14,8 @@ from torch import nn
 
 from .._validation import check_inputs
 from ..attacks import FGSM, PGD, AttackResult, Noise, get_attack
-from ..attacks.base import LOSSES
 from ..attacks.evasion import child_seeds
+from ..attacks.losses import LOSSES
 from ..batching import DEFAULT_BATCH_SIZE, check_batch_size, iter_slices
 from ..errors import ConfigError
 from ..metrics import predict_logits

@@ -13,11 +13,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2] / "poisonlab"
 MAX_LINES = 600
-#: Modules still over MAX_LINES and their length when the ratchet was set: they may only
-#: shrink (issue 20 splits them); no other module may cross the line.
-OVER_LIMIT = {
-    "poisonlab/attacks/base.py": 636,
-}
 
 
 def module_names() -> dict[str, Path]:
@@ -90,15 +85,7 @@ def test_the_import_graph_has_no_cycle() -> None:
 def test_no_module_grows_past_the_limit(path: Path) -> None:
     rel = path.relative_to(ROOT.parent).as_posix()
     n = len(path.read_text(encoding="utf-8").splitlines())
-    limit = OVER_LIMIT.get(rel, MAX_LINES)
-    assert n <= limit, f"{rel} has {n} lines: the limit is {limit} (split it along its nouns)"
-
-
-def test_the_ratchet_lists_only_modules_still_over_the_limit() -> None:
-    for rel, limit in OVER_LIMIT.items():
-        n = len((ROOT.parent / rel).read_text(encoding="utf-8").splitlines())
-        assert n > MAX_LINES, f"{rel} is down to {n} lines: remove it from OVER_LIMIT"
-        assert limit >= n
+    assert n <= MAX_LINES, f"{rel} has {n} lines: at most {MAX_LINES} (split it along its nouns)"
 
 
 def from_imports(path: Path, mod: str) -> list[tuple[int, str, str]]:

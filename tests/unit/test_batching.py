@@ -16,8 +16,8 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from poisonlab import FGSM, PGD, Dataset, EvasionThreat, build_model, security_curve, train
-from poisonlab.attacks.base import SampleRNG
 from poisonlab.attacks.evasion import Noise
+from poisonlab.attacks.geometry import SampleRNG
 from poisonlab.batching import DEFAULT_BATCH_SIZE, iter_slices
 from poisonlab.errors import ConfigError, DataError
 
