@@ -173,11 +173,11 @@ def evaluate_model_details(
     *,
     threats: Sequence[EvasionSpec | EvasionThreat] = (),
     attacks: Sequence[str | Mapping[str, Any] | Spec] = (),
+    checks: CheckSettings | Mapping[str, Any] | None = None,
     seed: int = 0,
     metrics: Sequence[str] = PRETRAINED_METRICS,
     n_noise: int = 1000,
     information: InformationSpec | Mapping[str, Any] | None = None,
-    checks: CheckSettings | Mapping[str, Any] | None = None,
     batch_size: int | None = DEFAULT_BATCH_SIZE,
 ) -> dict[str, Any]:
     """:func:`evaluate_model` with everything a cell record holds besides the metrics.

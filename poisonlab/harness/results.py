@@ -109,12 +109,7 @@ def load_results(path: str | Path) -> pd.DataFrame:
     (metric, threat, attack). A failed cell has no metrics: it keeps one row with
     ``status="failed"``, its ``error``, and missing ``metric``, ``threat``, ``attack``,
     ``value`` and ``higher_is_better``, so that no cell drops out unseen; filter with
-    ``df[df.status == "ok"]``.
-
-    Parameters
-    ----------
-    path : str or Path
-        A folder written by ``poisonlab run`` or its ``results.json``.
+    ``df[df.status == "ok"]``. ``path`` is what :func:`read_results` takes.
 
     Returns
     -------
@@ -166,19 +161,13 @@ def load_aggregates(path: str | Path) -> pd.DataFrame:
     and counted in ``n_failed``. The table is results.json's ``aggregates``, not
     recomputed.
 
-    Parameters
-    ----------
-    path : str or Path
-        A folder written by ``poisonlab run`` or its ``results.json``.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns :data:`AGGREGATE_COLUMNS`: ``suite``, ``suite_version``, the group's
-        ``dataset``, ``model``, ``defense`` and ``poisoning`` labels (as in
-        :func:`load_results`), ``metric``, ``threat``, ``attack``, ``mean`` and ``std``
-        (float64, sample std with ddof=1, 0 for n=1, NaN where results.json holds null),
-        ``n`` and ``n_failed`` (int64), ``higher_is_better`` (nullable boolean).
+    ``path`` is what :func:`load_results` takes: a folder written by ``poisonlab run``
+    or its ``results.json``. Returns a pandas.DataFrame with the columns
+    :data:`AGGREGATE_COLUMNS`: ``suite``, ``suite_version``, the group's ``dataset``,
+    ``model``, ``defense`` and ``poisoning`` labels (as in :func:`load_results`),
+    ``metric``, ``threat``, ``attack``, ``mean`` and ``std`` (float64, sample std with
+    ddof=1, 0 for n=1, NaN where results.json holds null), ``n`` and ``n_failed`` (int64),
+    ``higher_is_better`` (nullable boolean).
 
     Raises
     ------

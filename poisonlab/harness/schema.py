@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,25 @@ def _identity_checks(where: str, obj: Mapping[str, Any]) -> Identity:
     return tuple(obj[k] for k in IDENTITY)  # type: ignore[return-value]
 
 
+def _identified(where: str, doc: Mapping[str, Any], key: str,
+                what: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """``(where, entry)`` for each entry of the list ``doc[key]``, each checked to be a
+    mapping with the identity fields (:data:`IDENTITY`) and to be the only one with its
+    identity; the caller checks the rest of each entry."""
+    items = _field(where, doc, key, lambda v: isinstance(v, list), "a list")
+    seen: dict[Identity, int] = {}
+    for i, item in enumerate(items):
+        at = f"{where}.{key}[{i}]"
+        if not isinstance(item, Mapping):
+            raise DataError(f"{at}={item!r} is not allowed: expected a mapping")
+        ident = _identity_checks(at, item)
+        if ident in seen:
+            raise DataError(f"{at} repeats {key}[{seen[ident]}] ({cell_label(ident)}, "
+                            f"{ident[4]}): expected one {what} per cell and metric")
+        seen[ident] = i
+        yield at, item
+
+
 def validate_results(doc: Any, *, where: str = "results") -> dict[str, Any]:
     """Check that ``doc`` is a results document the gate can read; return it.
 
@@ -88,23 +107,13 @@ def validate_results(doc: Any, *, where: str = "results") -> dict[str, Any]:
     _field(f"{where}.suite", suite, "name", _is_str, "a string")
     _field(f"{where}.suite", suite, "version", _is_count, "an integer")
     _field(where, doc, "environment", lambda v: isinstance(v, Mapping), "a mapping")
-    aggs = _field(where, doc, "aggregates", lambda v: isinstance(v, list), "a list")
-    seen: dict[Identity, int] = {}
-    for i, a in enumerate(aggs):
-        at = f"{where}.aggregates[{i}]"
-        if not isinstance(a, Mapping):
-            raise DataError(f"{at}={a!r} is not allowed: expected a mapping")
-        ident = _identity_checks(at, a)
+    for at, a in _identified(where, doc, "aggregates", "aggregate"):
         _field(at, a, "mean", lambda v: v is None or _is_num(v), "a number or null")
         _field(at, a, "std", lambda v: v is None or (_is_num(v) and v >= 0),
                "a number >= 0 or null")
         _field(at, a, "n", _is_count, "an integer >= 0")
         _field(at, a, "higher_is_better", lambda v: v is None or isinstance(v, bool),
                "true, false or null (descriptive)")
-        if ident in seen:
-            raise DataError(f"{at} repeats aggregates[{seen[ident]}] ({cell_label(ident)}, "
-                            f"{ident[4]}): expected one aggregate per cell and metric")
-        seen[ident] = i
     return dict(doc)
 
 
@@ -133,13 +142,7 @@ def validate_baseline(doc: Any, *, where: str = "baseline") -> dict[str, Any]:
     suite = _field(where, doc, "suite", lambda v: isinstance(v, Mapping), "a mapping")
     _field(f"{where}.suite", suite, "name", _is_str, "a string")
     _field(where, doc, "environment", lambda v: isinstance(v, Mapping), "a mapping")
-    entries = _field(where, doc, "entries", lambda v: isinstance(v, list), "a list")
-    seen: dict[Identity, int] = {}
-    for i, e in enumerate(entries):
-        at = f"{where}.entries[{i}]"
-        if not isinstance(e, Mapping):
-            raise DataError(f"{at}={e!r} is not allowed: expected a mapping")
-        ident = _identity_checks(at, e)
+    for at, e in _identified(where, doc, "entries", "entry"):
         _field(at, e, "value", _is_num, "a finite number")
         _field(at, e, "std", lambda v: _is_num(v) and v >= 0, "a number >= 0")
         _field(at, e, "n", lambda v: _is_count(v) and v >= 1, "an integer >= 1")
@@ -150,10 +153,6 @@ def validate_baseline(doc: Any, *, where: str = "baseline") -> dict[str, Any]:
             _field(at, e, "k", lambda v: _is_num(v) and v > 0, "a number > 0")
             _field(at, e, "floor", lambda v: _is_num(v) and v >= 0, "a number >= 0")
             _field(at, e, "rel_floor", lambda v: _is_num(v) and v >= 0, "a number >= 0")
-        if ident in seen:
-            raise DataError(f"{at} repeats entries[{seen[ident]}] ({cell_label(ident)}, "
-                            f"{ident[4]}): expected one entry per cell and metric")
-        seen[ident] = i
     return dict(doc)
 
 
