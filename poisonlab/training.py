@@ -61,6 +61,32 @@ PROB_SUM_TOL = 1e-4
 _PROBE_WARNS: ContextVar[bool] = ContextVar("poisonlab_probe_warns", default=True)
 
 
+#: Inside :func:`validate_once`: per model and input shape, the model itself (kept alive so
+#: that its id is not reused), its number of logits and whether its input gradients passed.
+_VALIDATED: ContextVar[dict[tuple[int, tuple[int, ...], torch.dtype],
+                            tuple[nn.Module, int, bool]] | None] = ContextVar(
+    "poisonlab_validated", default=None)
+
+
+@contextmanager
+def validate_once() -> Iterator[None]:
+    """Inside the block each model is probed once per input shape (issue 20).
+
+    A suite cell (and ``evaluate_model``) checks a model at its boundary; every attack,
+    metric and sanity check after it would probe the same model again. Inside the block
+    :func:`probe_model` remembers a model that passed (its logits and, if asked, its input
+    gradients) and answers a later probe of it from memory, unless the later one asks for
+    more (input gradients the first did not check). Training probes are never answered
+    from memory: the weights change, and the first probe after training checks the
+    trained model. Blocks nest; each starts empty.
+    """
+    token = _VALIDATED.set({})
+    try:
+        yield
+    finally:
+        _VALIDATED.reset(token)
+
+
 @contextmanager
 def probes_quiet() -> Iterator[None]:
     """Inside the block :func:`probe_model` raises as usual but does not warn.
@@ -175,10 +201,25 @@ def probe_model(model: nn.Module, x: torch.Tensor, *, input_grad: bool = False,
     (docs/checks.md#model_outputs).
     """
     check_model(model)
-    if not param_grad and _PROBE_WARNS.get():
-        _warn_if_train_mode(model)
     if x.shape[0] == 0:
         raise DataError(f"x has shape {tuple(x.shape)}: expected at least one input")
+    memo = _VALIDATED.get()
+    key = (id(model), tuple(x.shape[1:]), x.dtype)
+    if memo is not None and not param_grad and key in memo:
+        _, k, grads_ok = memo[key]
+        if grads_ok or not input_grad:
+            return k
+    k = _probe(model, x, input_grad=input_grad, param_grad=param_grad, what=what)
+    if memo is not None and not param_grad:
+        memo[key] = (model, k, input_grad or (key in memo and memo[key][2]))
+    return k
+
+
+def _probe(model: nn.Module, x: torch.Tensor, *, input_grad: bool, param_grad: bool,
+           what: str) -> int:
+    """:func:`probe_model` without the memory: one forward (and backward) pass."""
+    if not param_grad and _PROBE_WARNS.get():
+        _warn_if_train_mode(model)
     xs = match_dtype(model, x[:PROBE_N]).to(model_device(model))
     grad = input_grad or param_grad
     with eval_mode(model), torch.set_grad_enabled(grad):

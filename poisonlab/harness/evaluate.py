@@ -51,7 +51,7 @@ from ..metrics import (
 )
 from ..models import build_model
 from ..sanity import SuiteAttack, run_checks
-from ..training import train
+from ..training import train, validate_once
 from .spec import (
     Cell,
     InformationSpec,
@@ -107,7 +107,7 @@ def evaluate_cell(suite: Suite, cell: Cell, *, progress: bool = False,
         bar.update(1)
 
     try:
-        with bar:
+        with bar, validate_once():  # the cell's models are probed once each
             record.update(status="ok", error=None,
                           **_evaluate(suite, cell, tick, torch.device(device)))
     except PoisonlabError as e:

@@ -44,7 +44,7 @@ from ..models import build_model
 from ..registry import split_named
 from ..sanity import CheckSettings, SuiteAttack, run_checks
 from ..threat import EvasionThreat, Norm
-from ..training import probe_model, probes_quiet
+from ..training import probe_model, probes_quiet, validate_once
 from .evaluate import (
     _SEED_SLOTS,
     _clean_metrics,
@@ -240,49 +240,51 @@ def evaluate_model_details(
             grad_attack = f"attack {attack.name!r}"
         for e in specs:
             attack.check_threat(e.threats(dataset.bounds)[0])
-    k = probe_model(model, dataset.x_test, input_grad=bool(grad_attack), what=grad_attack)
-    if k != dataset.n_classes:
-        raise ConfigError(f"the model returns {k} logits per input: expected logits of shape "
-                          f"(n, {dataset.n_classes}) for the dataset's {dataset.n_classes} "
-                          "classes")
-    if "information" in metrics:
-        for i, c in enumerate(info.classes):
-            if c >= dataset.n_classes:
-                raise ConfigError(f"information: classes[{i}]={c} is not allowed: expected a "
-                                  f"class id in [0, {dataset.n_classes - 1}]")
-    suite = Suite(name="evaluate", version=SUITE_VERSION, description="", datasets=(),
-                  models=(), defenses=(), poisoning=(), evasion=tuple(specs),
-                  attacks=tuple(a_specs), seeds=(seed,),
-                  metrics=tuple(m for m in METRIC_GROUPS if m in metrics), n_noise=n_noise,
-                  information=info, batch_size=batch_size, attack_batch_sizes=tuple(a_batch))
-    seeds = dict(zip(_SEED_SLOTS, child_seeds(seed, len(_SEED_SLOTS)), strict=True))
-    # The model was probed above (one warning at most): poisonlab's own calls after
-    # it stay quiet.
-    with probes_quiet():
-        ds = dataset
-        probs = predict_proba(model, ds.x_test, batch_size)
-        out, diagram = _clean_metrics(suite, model, ds, probs)
-        checks_out: list[dict[str, Any]] = []
-        if "evasion" in suite.metrics and specs:
-            def no_surrogate(spec: SurrogateSpec) -> nn.Module:
-                raise ConfigError("a transfer attack with a surrogate to train is not available "
-                                  "for a pretrained model: give the transfer attack a trained "
-                                  "surrogate or evaluate it in a suite")
+    # One probe of the model here; every call below answers from it (validate_once).
+    with validate_once():
+        k = probe_model(model, dataset.x_test, input_grad=bool(grad_attack), what=grad_attack)
+        if k != dataset.n_classes:
+            raise ConfigError(f"the model returns {k} logits per input: expected logits of shape "
+                              f"(n, {dataset.n_classes}) for the dataset's {dataset.n_classes} "
+                              "classes")
+        if "information" in metrics:
+            for i, c in enumerate(info.classes):
+                if c >= dataset.n_classes:
+                    raise ConfigError(f"information: classes[{i}]={c} is not allowed: expected a "
+                                      f"class id in [0, {dataset.n_classes - 1}]")
+        suite = Suite(name="evaluate", version=SUITE_VERSION, description="", datasets=(),
+                      models=(), defenses=(), poisoning=(), evasion=tuple(specs),
+                      attacks=tuple(a_specs), seeds=(seed,),
+                      metrics=tuple(m for m in METRIC_GROUPS if m in metrics), n_noise=n_noise,
+                      information=info, batch_size=batch_size, attack_batch_sizes=tuple(a_batch))
+        seeds = dict(zip(_SEED_SLOTS, child_seeds(seed, len(_SEED_SLOTS)), strict=True))
+        # The model was probed above (one warning at most): poisonlab's own calls after
+        # it stay quiet.
+        with probes_quiet():
+            ds = dataset
+            probs = predict_proba(model, ds.x_test, batch_size)
+            out, diagram = _clean_metrics(suite, model, ds, probs)
+            checks_out: list[dict[str, Any]] = []
+            if "evasion" in suite.metrics and specs:
+                def no_surrogate(spec: SurrogateSpec) -> nn.Module:
+                    raise ConfigError("a transfer attack with a surrogate to train is not "
+                                      "available for a pretrained model: give the transfer "
+                                      "attack a trained surrogate or evaluate it in a suite")
 
-            runs: list[SuiteAttack] = []
-            out += _evasion(suite, model, ds.x_test, ds.y_test, ds.n_classes, ds.bounds,
-                            seeds["attack"], no_surrogate, collect=runs)
-            checks_out = [o.to_dict() for o in run_checks(
-                model, ds.x_test, ds.y_test, groups=[e.threats(ds.bounds) for e in specs],
-                settings=check_settings, seed=seeds["checks"], suite_results=runs,
-                batch_size=batch_size)]
-        if "offmanifold" in suite.metrics:
-            out += _offmanifold(suite, model, ds.x_train, ds.x_test, ds.input_shape, ds.bounds,
-                                seeds["noise"])
-        if "information" in suite.metrics:
-            out += _information(info, model, ds, seeds["information"],
-                                batch_size=batch_size)
-    return {"metrics": out, "reliability": diagram, "checks": checks_out}
+                runs: list[SuiteAttack] = []
+                out += _evasion(suite, model, ds.x_test, ds.y_test, ds.n_classes, ds.bounds,
+                                seeds["attack"], no_surrogate, collect=runs)
+                checks_out = [o.to_dict() for o in run_checks(
+                    model, ds.x_test, ds.y_test, groups=[e.threats(ds.bounds) for e in specs],
+                    settings=check_settings, seed=seeds["checks"], suite_results=runs,
+                    batch_size=batch_size)]
+            if "offmanifold" in suite.metrics:
+                out += _offmanifold(suite, model, ds.x_train, ds.x_test, ds.input_shape, ds.bounds,
+                                    seeds["noise"])
+            if "information" in suite.metrics:
+                out += _information(info, model, ds, seeds["information"],
+                                    batch_size=batch_size)
+        return {"metrics": out, "reliability": diagram, "checks": checks_out}
 
 
 def _as_spec(a: str | Mapping[str, Any] | Spec) -> Spec:
