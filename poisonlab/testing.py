@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .harness.gate import CheckResult, check, load_baseline, load_results_doc
+from .harness.gate import GateResult, check, load_baseline, load_results_doc
 
 __all__ = ["assert_no_regression"]
 
@@ -23,7 +23,7 @@ def assert_no_regression(
     baseline: str | Path | Mapping[str, Any],
     *,
     fail_on_improvement: bool = False,
-) -> CheckResult:
+) -> GateResult:
     """Fail the calling test when a number regressed against ``baseline``.
 
     The same comparison as ``poisonlab check`` (:func:`poisonlab.harness.gate.check`).
@@ -40,7 +40,7 @@ def assert_no_regression(
 
     Returns
     -------
-    CheckResult
+    GateResult
         The comparison, when nothing failed (its ``warnings`` may still say that the
         environment differs from the baseline's).
 

@@ -4,7 +4,7 @@ A *baseline* is made from one run's results.json (:func:`make_baseline`): for ev
 number (one aggregate: dataset, model, defense, poisoning, metric, threat, attack) it
 stores the mean over seeds, the seed spread (std, n), the direction and a tolerance.
 :func:`check` compares a later run's results with it, number by number, and returns one
-:class:`CheckResult` that says what regressed, improved, stayed within tolerance, or is
+:class:`GateResult` that says what regressed, improved, stayed within tolerance, or is
 missing on either side. The rule, its reasoning and the CI workflow are in
 docs/regression.md.
 
@@ -307,7 +307,7 @@ class Comparison:
 
 
 @dataclass(frozen=True)
-class CheckResult:
+class GateResult:
     """What :func:`check` found: one row per gated number, the expectations, the warnings,
     the exit status.
 
@@ -454,6 +454,10 @@ class CheckResult:
         return "\n".join(out)
 
 
+#: The name of :class:`GateResult` before issue 20 ("check" names only the command).
+CheckResult = GateResult
+
+
 def _tally(n: int, verdict: ExpectationVerdict) -> str:
     """``1 holds``, ``2 hold``, ``3 do not hold``, ``1 inconclusive``."""
     plural = {ExpectationVerdict.HOLDS: "hold", ExpectationVerdict.DOES_NOT_HOLD: "do not hold"}
@@ -474,7 +478,7 @@ def check(
     baseline: Mapping[str, Any] | None,
     *,
     fail_on_improvement: bool = False,
-) -> CheckResult:
+) -> GateResult:
     """Compare a run's results with a baseline, number by number; judge its expectations.
 
     For each baseline entry the same cell and metric is looked up in the results'
@@ -501,7 +505,7 @@ def check(
 
     Returns
     -------
-    CheckResult
+    GateResult
         Rows, expectation verdicts, warnings (environment or suite differs, n differs,
         floor-only tolerances) and ``exit_code``.
 
@@ -513,7 +517,7 @@ def check(
     doc = validate_results(results_doc)
     expectations = tuple(evaluate_expectations(doc, expectations_from_doc(doc)))
     if baseline is None:
-        return CheckResult(rows=(), fail_on_improvement=fail_on_improvement,
+        return GateResult(rows=(), fail_on_improvement=fail_on_improvement,
                            suite=str(doc["suite"]["name"]), expectations=expectations,
                            has_baseline=False)
     base = validate_baseline(baseline)
@@ -573,7 +577,7 @@ def check(
                         "the floor alone (no seed spread to measure noise); use >= 3 seeds")
     # dedupe repeated direction warnings, keep order
     warnings = list(dict.fromkeys(warnings))
-    return CheckResult(rows=tuple(_sorted(rows)), warnings=tuple(warnings),
+    return GateResult(rows=tuple(_sorted(rows)), warnings=tuple(warnings),
                        fail_on_improvement=fail_on_improvement, suite=str(b_suite["name"]),
                        expectations=expectations)
 
