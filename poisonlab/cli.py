@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 from .errors import ConfigError, PoisonlabError
@@ -255,58 +255,64 @@ def _clip(text: str, width: int) -> str:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "list": _list, "evaluate": _evaluate, "baseline": _gate, "check": _gate,
+        "validate": _validate, "report": _report, "run": _run}
+    return handlers[args.command](args)
+
+
+def _list(args: argparse.Namespace) -> int:
+    kinds = _kinds()
+    for kind in [args.kind] if args.kind else sorted(kinds):
+        reg = kinds[kind]
+        print(f"{kind}:")
+        rows = [(name, reg.help(name)) for name in reg.names()]  # type: ignore[attr-defined]
+        for ns, text in reg.namespaces().items():  # type: ignore[attr-defined]
+            rows.append((ns, text))
+            # the members of a listed namespace, indented under it (first docstring line)
+            rows += [(f"  {m}", _clip(h, 70)) for m, h in
+                     reg.members(ns.partition(":")[0])]  # type: ignore[attr-defined]
+        width = max([20, *(len(name) for name, _ in rows)])
+        for name, text in rows:
+            print(f"  {name:<{width}} {text}".rstrip())
+    return EXIT_OK
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from .harness import load_suite
+    from .harness.suite import check_suite_data
+
+    suite = load_suite(args.suite)
+    check_suite_data(suite)
+    n = sum(1 for _ in suite.cells())
+    print(f"{args.suite}: ok ({n} cells: {len(suite.datasets)} datasets x "
+          f"{len(suite.models)} models x {len(suite.defenses)} defenses x "
+          f"{len(suite.poisoning) + 1} poisoning settings x {len(suite.seeds)} seeds)")
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    if args.command == "list":
-        kinds = _kinds()
-        for kind in [args.kind] if args.kind else sorted(kinds):
-            reg = kinds[kind]
-            print(f"{kind}:")
-            rows = [(name, reg.help(name)) for name in reg.names()]  # type: ignore[attr-defined]
-            for ns, text in reg.namespaces().items():  # type: ignore[attr-defined]
-                rows.append((ns, text))
-                # the members of a listed namespace, indented under it (first docstring line)
-                rows += [(f"  {m}", _clip(h, 70)) for m, h in
-                         reg.members(ns.partition(":")[0])]  # type: ignore[attr-defined]
-            width = max([20, *(len(name) for name, _ in rows)])
-            for name, text in rows:
-                print(f"  {name:<{width}} {text}".rstrip())
-        return EXIT_OK
+    from .errors import ConfigError
+    from .harness.runner import write_results
+    from .harness.store import STORE_NAME
 
-    if args.command == "evaluate":
-        return _evaluate(args)
+    if not (Path(args.run_dir) / STORE_NAME).is_file():
+        raise ConfigError(f"run_dir={args.run_dir!r} holds no {STORE_NAME}: expected a "
+                          "folder written by 'poisonlab run'")
+    write_results(args.run_dir)
+    print(f"report: {Path(args.run_dir) / 'report.html'}")
+    return EXIT_OK
 
-    if args.command in ("baseline", "check"):
-        return _gate(args)
 
-    from .harness import load_suite
-
-    if args.command == "validate":
-        from .harness.suite import check_suite_data
-
-        suite = load_suite(args.suite)
-        check_suite_data(suite)
-        n = sum(1 for _ in suite.cells())
-        print(f"{args.suite}: ok ({n} cells: {len(suite.datasets)} datasets x "
-              f"{len(suite.models)} models x {len(suite.defenses)} defenses x "
-              f"{len(suite.poisoning) + 1} poisoning settings x {len(suite.seeds)} seeds)")
-        return EXIT_OK
+def _run(args: argparse.Namespace) -> int:
+    from pathlib import Path
 
     from ._text import text_table
+    from .harness import load_suite
     from .harness.report import summary_rows
-    from .harness.runner import run_suite, write_results
-
-    if args.command == "report":
-        from .errors import ConfigError
-        from .harness.store import STORE_NAME
-
-        if not (Path(args.run_dir) / STORE_NAME).is_file():
-            raise ConfigError(f"run_dir={args.run_dir!r} holds no {STORE_NAME}: expected a "
-                              "folder written by 'poisonlab run'")
-        write_results(args.run_dir)
-        print(f"report: {Path(args.run_dir) / 'report.html'}")
-        return EXIT_OK
-
+    from .harness.runner import run_suite
     from .sanity import CheckFailure
 
     suite = load_suite(args.suite)
@@ -338,7 +344,6 @@ def _dispatch(args: argparse.Namespace) -> int:
     for line in flags:
         print(f"poisonlab: sanity check: {line}", file=sys.stderr)
     return EXIT_REGRESSION if flags else EXIT_OK
-
 
 def _key_values(flag: str, items: list[str]) -> dict[str, Any]:
     """``["mean=[0.5, 0.5]", "depth=28"]`` -> ``{"mean": [0.5, 0.5], "depth": 28}`` (values

@@ -157,18 +157,8 @@ def _only(where: str, field: str, options: Sequence[str], metric: str, keyword: 
                       f"'{keyword} X' (or {field}: X) with X one of {', '.join(options)}")
 
 
-def _one(
-    raw: Any,
-    where: str,
-    *,
-    defenses: Sequence[str],
-    poisonings: Sequence[str],
-    threats: Sequence[str],
-    attacks: Sequence[str],
-    metrics: Sequence[str],
-    datasets: Sequence[str] | None,
-    models: Sequence[str] | None,
-) -> Expectation:
+def _claim_fields(raw: Any, where: str) -> dict[str, Any]:
+    """A claim's fields from a one-line claim or a structured mapping, not yet resolved."""
     if isinstance(raw, str):
         f = _parse_claim(raw, where)
         f["claim"] = " ".join(raw.split())
@@ -214,7 +204,22 @@ def _one(
     else:
         raise SuiteError(f"{where}={raw!r} is not allowed: expected a string '{GRAMMAR}' "
                          "or a mapping {metric: M, defense: D, below|above: D}")
+    return f
 
+
+def _one(
+    raw: Any,
+    where: str,
+    *,
+    defenses: Sequence[str],
+    poisonings: Sequence[str],
+    threats: Sequence[str],
+    attacks: Sequence[str],
+    metrics: Sequence[str],
+    datasets: Sequence[str] | None,
+    models: Sequence[str] | None,
+) -> Expectation:
+    f = _claim_fields(raw, where)
     metric = f["metric"]
     if not isinstance(metric, str) or metric not in metrics:
         if isinstance(metric, str) and metric in HIGHER_IS_BETTER:
@@ -239,50 +244,14 @@ def _one(
     if threat is not None and not isinstance(threat, str):
         raise ConfigError(f"{where}.threat={threat!r} is not allowed: expected a threat id")
     if metric in EVASION_METRICS:
-        threat = (_only(where, "threat", threats, metric, "at", "an evasion threat")
-                  if threat is None else _choose(where, "threat", threat, threats,
-                                                 "evasion threat"))
-        options = list(attacks)
-        if metric == "robust_accuracy" and len(attacks) > 1:
-            options.append(WORST_CASE)
-        if attack is None:
-            attack = (WORST_CASE if WORST_CASE in options
-                      else _only(where, "attack", options, metric, "by", "an attack"))
-        else:
-            attack = _resolve_label(where, "attack", attack, attacks,
-                                    [WORST_CASE] if WORST_CASE in options else [])
+        threat, attack = _evasion_scope(where, metric, threat, attack, threats, attacks)
     else:
         if attack is not None:
             raise ConfigError(f"{where}.attack={attack!r} is not allowed: {metric} is not "
                               "measured by an attack (only robust_accuracy and "
                               "attack_success_rate are)")
-        if metric in POISONING_METRICS:
-            if poisoning == NO_POISONING:
-                if "poisoning" in f:
-                    raise ConfigError(f"{where}.poisoning='none' is not allowed: {metric} "
-                                      "is measured under a poisoning")
-                poisoning = _only(where, "poisoning", poisonings, metric, "under",
-                                  "a poisoning")
-            if threat not in (None, poisoning):
-                raise ConfigError(f"{where}.threat={threat!r} is not allowed: {metric} is "
-                                  f"measured under its poisoning ({poisoning!r}): leave the "
-                                  "threat out")
-            threat = poisoning
-        elif metric in FIXED_THREATS:
-            fixed = FIXED_THREATS[metric]
-            if threat not in (None, fixed):
-                raise ConfigError(f"{where}.threat={threat!r} is not allowed: {metric} is "
-                                  f"measured on {fixed!r} noise only: leave the threat out")
-            threat = fixed
-        elif metric == "ray_confidence":
-            threat = (_only(where, "threat", RAY_THREATS, metric, "at", "a ray multiplier")
-                      if threat is None else _choose(where, "threat", threat, RAY_THREATS,
-                                                     "ray"))
-        elif metric in HIGHER_IS_BETTER and threat is not None:
-            raise ConfigError(f"{where}.threat={threat!r} is not allowed: {metric} is "
-                              "measured on the clean test inputs: leave the threat out")
-        # A metric poisonlab does not know (registered by you) keeps what it was given.
-
+        poisoning, threat = _other_scope(where, metric, threat, poisoning, poisonings,
+                                         given_poisoning="poisoning" in f)
     dataset, model = f.get("dataset"), f.get("model")
     if dataset is not None:
         dataset = (_resolve_label(where, "dataset", dataset, datasets) if datasets is not None
@@ -305,6 +274,55 @@ def _one(
     # No text given: show the canonical line (stored as such, so that it round-trips).
     return e if e.claim else dataclasses.replace(e, claim=e.canonical())
 
+
+def _evasion_scope(where: str, metric: str, threat: Any, attack: Any,
+                   threats: Sequence[str], attacks: Sequence[str]) -> tuple[str, str]:
+    """The threat and attack an evasion metric's claim is judged at (one of each)."""
+    threat = (_only(where, "threat", threats, metric, "at", "an evasion threat")
+              if threat is None else _choose(where, "threat", threat, threats,
+                                             "evasion threat"))
+    options = list(attacks)
+    if metric == "robust_accuracy" and len(attacks) > 1:
+        options.append(WORST_CASE)
+    if attack is None:
+        attack = (WORST_CASE if WORST_CASE in options
+                  else _only(where, "attack", options, metric, "by", "an attack"))
+    else:
+        attack = _resolve_label(where, "attack", attack, attacks,
+                                [WORST_CASE] if WORST_CASE in options else [])
+    return threat, attack
+
+
+def _other_scope(where: str, metric: str, threat: Any, poisoning: str,
+                 poisonings: Sequence[str], *, given_poisoning: bool) -> tuple[str, Any]:
+    """The poisoning and threat of a claim about a metric no attack measures."""
+    if metric in POISONING_METRICS:
+        if poisoning == NO_POISONING:
+            if given_poisoning:
+                raise ConfigError(f"{where}.poisoning='none' is not allowed: {metric} "
+                                  "is measured under a poisoning")
+            poisoning = _only(where, "poisoning", poisonings, metric, "under",
+                              "a poisoning")
+        if threat not in (None, poisoning):
+            raise ConfigError(f"{where}.threat={threat!r} is not allowed: {metric} is "
+                              f"measured under its poisoning ({poisoning!r}): leave the "
+                              "threat out")
+        threat = poisoning
+    elif metric in FIXED_THREATS:
+        fixed = FIXED_THREATS[metric]
+        if threat not in (None, fixed):
+            raise ConfigError(f"{where}.threat={threat!r} is not allowed: {metric} is "
+                              f"measured on {fixed!r} noise only: leave the threat out")
+        threat = fixed
+    elif metric == "ray_confidence":
+        threat = (_only(where, "threat", RAY_THREATS, metric, "at", "a ray multiplier")
+                  if threat is None else _choose(where, "threat", threat, RAY_THREATS,
+                                                 "ray"))
+    elif metric in HIGHER_IS_BETTER and threat is not None:
+        raise ConfigError(f"{where}.threat={threat!r} is not allowed: {metric} is "
+                          "measured on the clean test inputs: leave the threat out")
+    # A metric poisonlab does not know (registered by you) keeps what it was given.
+    return poisoning, threat
 
 def _str_field(where: str, field: str, value: Any) -> str:
     if not isinstance(value, str) or not value:

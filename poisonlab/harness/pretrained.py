@@ -198,48 +198,9 @@ def evaluate_model_details(
     seed = check_seed("seed", seed)
     batch_size = check_batch_size("batch_size", batch_size)
     check_model(model)
-    if not isinstance(dataset, Dataset):
-        raise ConfigError(f"dataset={dataset!r} is not allowed: expected a Dataset "
-                          "(load_dataset(name), load_npz(path) or as_dataset(arrays, name=...))")
-    if isinstance(metrics, str):
-        raise ConfigError(f"metrics={metrics!r} is not allowed: expected a list of "
-                          f"{', '.join(PRETRAINED_METRICS)}")
-    check_settings = CheckSettings.from_config(checks)
-    n_noise = check_scalar("n_noise", n_noise, lo=10, integer=True)
-    for m in metrics:
-        if m not in PRETRAINED_METRICS:
-            raise ConfigError(f"metrics={m!r} is not allowed: expected one of "
-                              f"{', '.join(PRETRAINED_METRICS)}")
-    if information is None:
-        info = InformationSpec()
-    elif isinstance(information, InformationSpec):
-        info = information
-    elif isinstance(information, Mapping):
-        allowed = ("classes", "n_examples", "n_augment")
-        for k in information:
-            if k not in allowed:
-                raise ConfigError(f"information got unknown key {k!r}: expected one of "
-                                  f"{', '.join(allowed)}")
-        info = InformationSpec(**information)
-    else:
-        raise ConfigError(f"information={information!r} is not allowed: expected a mapping "
-                          "{classes: [a, b], n_examples: int, n_augment: int}")
-    specs = _group_threats(threats)
-    a_specs, a_batch = [], []
-    for a in attacks:
-        spec, bs = split_batch_size(_as_spec(a))
-        a_specs.append(spec)
-        a_batch.append(bs)
-    if "evasion" in metrics and bool(specs) != bool(a_specs):
-        missing = "attacks" if specs else "threats"
-        raise ConfigError(f"{missing} is empty: evasion needs both threats and attacks")
-    grad_attack = ""  # the first attack that differentiates the model, if any runs
-    for a in a_specs:
-        attack = get_attack(a.name, **a.kwargs)
-        if not grad_attack and "evasion" in metrics and specs and attack.needs_gradients():
-            grad_attack = f"attack {attack.name!r}"
-        for e in specs:
-            attack.check_threat(e.threats(dataset.bounds)[0])
+    check_settings, n_noise, info, specs, a_specs, a_batch, grad_attack = _settings(
+        dataset, threats=threats, attacks=attacks, checks=checks, metrics=metrics,
+        n_noise=n_noise, information=information)
     # One probe of the model here; every call below answers from it (validate_once).
     with validate_once():
         k = probe_model(model, dataset.x_test, input_grad=bool(grad_attack), what=grad_attack)
@@ -285,6 +246,60 @@ def evaluate_model_details(
                 out += _information(info, model, ds, seeds["information"],
                                     batch_size=batch_size)
         return {"metrics": out, "reliability": diagram, "checks": checks_out}
+
+
+def _settings(dataset: Dataset, *, threats: Sequence[EvasionSpec | EvasionThreat],
+              attacks: Sequence[str | Mapping[str, Any] | Spec],
+              checks: CheckSettings | Mapping[str, Any] | None, metrics: Sequence[str],
+              n_noise: int, information: InformationSpec | Mapping[str, Any] | None
+              ) -> tuple[CheckSettings, int, InformationSpec, list[EvasionSpec], list[Spec],
+                         list[int | None], str]:
+    """:func:`evaluate_model_details`' settings, checked: the checks, ``n_noise``, the
+    information settings, the threat groups, the attack specs and batch sizes, and the
+    first attack that needs the model's input gradients ("" if none)."""
+    if not isinstance(dataset, Dataset):
+        raise ConfigError(f"dataset={dataset!r} is not allowed: expected a Dataset "
+                          "(load_dataset(name), load_npz(path) or as_dataset(arrays, name=...))")
+    if isinstance(metrics, str):
+        raise ConfigError(f"metrics={metrics!r} is not allowed: expected a list of "
+                          f"{', '.join(PRETRAINED_METRICS)}")
+    check_settings = CheckSettings.from_config(checks)
+    n_noise = check_scalar("n_noise", n_noise, lo=10, integer=True)
+    for m in metrics:
+        if m not in PRETRAINED_METRICS:
+            raise ConfigError(f"metrics={m!r} is not allowed: expected one of "
+                              f"{', '.join(PRETRAINED_METRICS)}")
+    if information is None:
+        info = InformationSpec()
+    elif isinstance(information, InformationSpec):
+        info = information
+    elif isinstance(information, Mapping):
+        allowed = ("classes", "n_examples", "n_augment")
+        for k in information:
+            if k not in allowed:
+                raise ConfigError(f"information got unknown key {k!r}: expected one of "
+                                  f"{', '.join(allowed)}")
+        info = InformationSpec(**information)
+    else:
+        raise ConfigError(f"information={information!r} is not allowed: expected a mapping "
+                          "{classes: [a, b], n_examples: int, n_augment: int}")
+    specs = _group_threats(threats)
+    a_specs, a_batch = [], []
+    for a in attacks:
+        spec, bs = split_batch_size(_as_spec(a))
+        a_specs.append(spec)
+        a_batch.append(bs)
+    if "evasion" in metrics and bool(specs) != bool(a_specs):
+        missing = "attacks" if specs else "threats"
+        raise ConfigError(f"{missing} is empty: evasion needs both threats and attacks")
+    grad_attack = ""  # the first attack that differentiates the model, if any runs
+    for a in a_specs:
+        attack = get_attack(a.name, **a.kwargs)
+        if not grad_attack and "evasion" in metrics and specs and attack.needs_gradients():
+            grad_attack = f"attack {attack.name!r}"
+        for e in specs:
+            attack.check_threat(e.threats(dataset.bounds)[0])
+    return check_settings, n_noise, info, specs, a_specs, a_batch, grad_attack
 
 
 def _as_spec(a: str | Mapping[str, Any] | Spec) -> Spec:

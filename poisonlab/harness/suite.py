@@ -278,6 +278,41 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<memory>") -> Suite:
     SuiteError
         (or a subclass of ConfigError) naming the entry, the value and what is allowed.
     """
+    name, version, description = _parse_header(raw)
+    ds_specs, m_specs, d_specs = _parse_grid(raw)
+    a_specs, a_batch, built = _parse_attacks(raw)
+    poisoning, evasion = _parse_threat_model(raw, a_specs, built)
+    seeds = _parse_seeds(raw)
+    training = _parse_training(raw)
+    metrics_raw, n_noise, information, checks, batch_size = _parse_evaluation(raw)
+
+    suite = Suite(
+        name=name, version=version, description=description.strip(),
+        datasets=tuple(ds_specs), models=tuple(m_specs), defenses=tuple(d_specs),
+        poisoning=tuple(poisoning), evasion=tuple(evasion), attacks=tuple(a_specs),
+        seeds=tuple(seeds), training=training,
+        metrics=tuple(m for m in METRIC_GROUPS if m in metrics_raw),
+        n_noise=n_noise, information=information, checks=checks, source=source,
+        attack_knowledge=tuple(a.knowledge.value for a in built),
+        batch_size=batch_size, attack_batch_sizes=tuple(a_batch),
+    )
+    for key, items, ident in (
+        ("datasets", ds_specs, lambda s: s.label), ("models", m_specs, lambda s: s.label),
+        ("defenses", d_specs, lambda s: s.label), ("attacks", a_specs, lambda s: s.label),
+        ("seeds", seeds, str), ("threat_model.poisoning", poisoning, lambda t: t.id),
+    ):
+        check_distinct(key, [ident(x) for x in items], show=str, error=SuiteError)
+    eps_ids = [(e.norm, e.targeted, x) for e in evasion for x in e.eps]
+    if len(set(eps_ids)) != len(eps_ids):
+        raise SuiteError("threat_model.evasion lists one norm/eps twice: expected distinct "
+                         "threats")
+    return dataclasses.replace(
+        suite, tolerances=parse_tolerances(raw.get("tolerances"), where="tolerances"),
+        expectations=parse_suite_expectations(raw.get("expectations"), suite))
+
+
+def _parse_header(raw: Any) -> tuple[str, int, str]:
+    """The top-level keys (known, plain values) and the name, version, description."""
     if not isinstance(raw, dict):
         raise SuiteError(f"suite={_r(raw)} is not allowed: expected a mapping of suite keys")
     for k in raw:
@@ -297,7 +332,11 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<memory>") -> Suite:
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise SuiteError(f"description={_r(description)} is not allowed: expected a string")
+    return name, version, description
 
+
+def _parse_grid(raw: dict[str, Any]) -> tuple[list[Spec], list[Spec], list[Spec]]:
+    """datasets, models, defenses: each entry resolved and its parameters checked."""
     ds_specs = [_spec(e, f"datasets[{i}]") for i, e in enumerate(_list(raw, "datasets"))]
     for i, s in enumerate(ds_specs):
         with _Ctx(f"datasets[{i}]"):
@@ -325,6 +364,11 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<memory>") -> Suite:
     for i, s in enumerate(d_specs):
         with _Ctx(f"defenses[{i}]"):
             get_defense(s.name, **s.kwargs)
+    return ds_specs, m_specs, d_specs
+
+
+def _parse_attacks(raw: dict[str, Any]) -> tuple[list[Spec], list[int | None], list[Any]]:
+    """attacks: their specs, per-attack batch sizes and the built attacks."""
     a_specs, a_batch = [], []
     for i, e in enumerate(_list(raw, "attacks", required=False)):
         s, bs = _attack_spec(e, f"attacks[{i}]")
@@ -335,6 +379,12 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<memory>") -> Suite:
         with _Ctx(f"attacks[{i}]"):
             built.append(get_attack(s.name, **s.kwargs))
 
+    return a_specs, a_batch, built
+
+
+def _parse_threat_model(raw: dict[str, Any], a_specs: list[Spec], built: list[Any]
+                        ) -> tuple[list[PoisonThreat], list[EvasionSpec]]:
+    """threat_model: poisoning and evasion threats, checked against the attacks."""
     tm = _mapping(raw, "threat_model")
     if not isinstance(tm, dict):
         raise SuiteError(f"threat_model={_r(tm)} is not allowed: expected a mapping")
@@ -355,24 +405,36 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<memory>") -> Suite:
             for e in evasion:
                 attack.check_threat(e.threats((0.0, 1.0))[0])
 
+    return poisoning, evasion
+
+
+def _parse_seeds(raw: dict[str, Any]) -> list[int]:
     seeds_raw = _list(raw, "seeds")
     seeds = []
     for i, s in enumerate(seeds_raw):
         with _Ctx(f"seeds[{i}]"):
             seeds.append(check_suite_seed("seed", s))
 
+    return seeds
+
+
+def _parse_training(raw: dict[str, Any]) -> TrainSpec:
     tr = _mapping(raw, "training")
     if not isinstance(tr, dict):
         raise SuiteError(f"training={_r(tr)} is not allowed: expected a mapping")
     with _Ctx("training"):
         check_params("training", TrainSpec, tr)
-        training = TrainSpec(
+        return TrainSpec(
             epochs=check_scalar("epochs", tr.get("epochs", 30), lo=1, integer=True),
             batch_size=check_scalar("batch_size", tr.get("batch_size", 64), lo=1, integer=True),
             lr=check_scalar("lr", tr.get("lr", 1e-3), lo=0, lo_closed=False),
             weight_decay=check_scalar("weight_decay", tr.get("weight_decay", 0.0), lo=0),
         )
 
+
+def _parse_evaluation(raw: dict[str, Any]) -> tuple[list[Any], int, InformationSpec,
+                                                     CheckSettings, int | None]:
+    """metrics, offmanifold, information, checks and batch_size."""
     metrics_raw = raw.get("metrics", list(METRIC_GROUPS))
     if not isinstance(metrics_raw, list) or not metrics_raw:
         raise SuiteError(f"metrics={_r(metrics_raw)} is not allowed: expected a non-empty list "
@@ -407,30 +469,7 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<memory>") -> Suite:
     except ConfigError as e:
         raise SuiteError(str(e)) from None
 
-    suite = Suite(
-        name=name, version=version, description=description.strip(),
-        datasets=tuple(ds_specs), models=tuple(m_specs), defenses=tuple(d_specs),
-        poisoning=tuple(poisoning), evasion=tuple(evasion), attacks=tuple(a_specs),
-        seeds=tuple(seeds), training=training,
-        metrics=tuple(m for m in METRIC_GROUPS if m in metrics_raw),
-        n_noise=n_noise, information=information, checks=checks, source=source,
-        attack_knowledge=tuple(a.knowledge.value for a in built),
-        batch_size=batch_size, attack_batch_sizes=tuple(a_batch),
-    )
-    for key, items, ident in (
-        ("datasets", ds_specs, lambda s: s.label), ("models", m_specs, lambda s: s.label),
-        ("defenses", d_specs, lambda s: s.label), ("attacks", a_specs, lambda s: s.label),
-        ("seeds", seeds, str), ("threat_model.poisoning", poisoning, lambda t: t.id),
-    ):
-        check_distinct(key, [ident(x) for x in items], show=str, error=SuiteError)
-    eps_ids = [(e.norm, e.targeted, x) for e in evasion for x in e.eps]
-    if len(set(eps_ids)) != len(eps_ids):
-        raise SuiteError("threat_model.evasion lists one norm/eps twice: expected distinct "
-                         "threats")
-    return dataclasses.replace(
-        suite, tolerances=parse_tolerances(raw.get("tolerances"), where="tolerances"),
-        expectations=parse_suite_expectations(raw.get("expectations"), suite))
-
+    return metrics_raw, n_noise, information, checks, batch_size
 
 def _check_file(where: str, key: str, value: Any) -> None:
     """A file named in the suite must exist before anything runs."""
