@@ -16,6 +16,7 @@ from __future__ import annotations
 # names would shadow the subpackages ``poisonlab.attacks``, ``poisonlab.models`` and
 # ``poisonlab.defenses``.
 from . import metrics
+from ._torch import eval_mode
 from ._version import __version__
 from .attacks import (
     FGSM,
@@ -43,7 +44,7 @@ from .errors import (
     UnknownNameError,
 )
 from .harness.results import load_aggregates, load_results
-from .models import build_model, eval_mode
+from .models import build_model
 from .registry import Registry
 from .threat import EvasionThreat, FlipStrategy, Knowledge, Norm, PoisonThreat, ThreatModel
 from .training import train

@@ -33,14 +33,14 @@ import inspect
 import math
 import pickle
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from ._torch import eval_mode  # noqa: F401  (re-exported: poisonlab.models.eval_mode)
 from ._validation import check_int_sequence, check_params, check_scalar, check_seed
 from .errors import ConfigError, PoisonlabError, first_line
 from .registry import Registry
@@ -255,18 +255,6 @@ def init_parameters(model: nn.Module, generator: torch.Generator) -> None:
             reset_buffers = getattr(module, "reset_buffers", None)
             if callable(reset_buffers):
                 reset_buffers()
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every submodule in eval mode inside the block and restore each one's mode after."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, was_training in modes:
-            m.train(was_training)
 
 
 def _flat(shape: tuple[int, ...]) -> int:

@@ -35,10 +35,10 @@ from typing import ClassVar
 
 import torch
 
+from .._torch import child_seeds
 from .._validation import check_choice, check_scalar
 from .apgd import APGD, APGDT
 from .base import Attack
-from .evasion import child_seeds
 from .fab import FAB
 from .geometry import SampleRNG, project
 from .losses import is_success

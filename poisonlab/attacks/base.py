@@ -16,12 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._torch import eval_mode, match_dtype, model_device, probe_model
 from .._validation import check_bool, check_inputs, check_labels, check_model, check_seed
 from ..batching import DEFAULT_BATCH_SIZE, Source, check_batch_size, iter_slices
 from ..errors import ConfigError, DataError
-from ..models import eval_mode
 from ..threat import EvasionThreat, Knowledge
-from ..training import match_dtype, model_device, probe_model
 from .geometry import SampleRNG, project
 from .losses import is_success
 
@@ -178,7 +177,7 @@ def prepare_call(
 ) -> Prepared:
     """Validate an attack call's arguments once, for every batch that follows.
 
-    One probe of the model (:func:`~poisonlab.training.probe_model`) checks its output and,
+    One probe of the model (:func:`~poisonlab._torch.probe_model`) checks its output and,
     with ``gradients`` (white-box attacks), that its output is differentiable in its input.
     Tensors are checked whole (finite, labels in range, inside the bounds); a torch Dataset
     is checked batch by batch as it is read.

@@ -14,14 +14,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from torch import nn
 
+from .._torch import child_seeds, eval_mode
 from .._validation import check_bool, check_choice, check_scalar, check_seed
 from ..batching import DEFAULT_BATCH_SIZE, check_batch_size, iter_slices
 from ..errors import ConfigError, DataError
-from ..models import eval_mode
 from ..threat import EvasionThreat, Knowledge
 from .base import (
     Attack,
@@ -333,11 +332,6 @@ class Noise(Attack):
     def _perturb(self, model, x, y, *, threat, target, rng):  # type: ignore[no-untyped-def]
         return random_noise(model, x, y, threat=threat, samples=self.samples, target=target,
                             rng=rng), 0
-
-
-def child_seeds(seed: int, n: int) -> list[int]:
-    """``n`` independent 31-bit seeds derived from ``seed`` (numpy SeedSequence.spawn)."""
-    return [int(s.generate_state(1)[0] >> 1) for s in np.random.SeedSequence(seed).spawn(n)]
 
 
 def security_curve(

@@ -21,10 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._torch import eval_mode, model_device, output_width
 from .._validation import check_choice, check_inputs, check_scalar
 from ..errors import ConfigError, DataError
-from ..models import build_model, eval_mode, models
-from ..training import model_device, output_width, train
+from ..models import build_model, models
+from ..training import train
 
 #: A surrogate: a registered model name, a model, or a factory ``seed -> model``.
 Surrogate = str | nn.Module | Callable[[int], nn.Module]

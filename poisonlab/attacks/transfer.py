@@ -25,12 +25,11 @@ from typing import Any, ClassVar
 
 from torch import nn
 
+from .._torch import eval_mode, model_device, output_width
 from .._validation import check_params, check_seed
 from ..errors import ConfigError, DataError
-from ..models import eval_mode
 from ..registry import did_you_mean, split_named
 from ..threat import EvasionThreat, Knowledge
-from ..training import model_device, output_width
 from .base import Attack
 
 _SPEC_KEYS = ("model", "defense", "seed")

@@ -41,12 +41,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._torch import eval_mode, model_device
 from .._validation import check_scalar, coerce_enum
 from ..attacks.evasion import fgsm, pgd
 from ..attacks.geometry import NORMS, SampleRNG, project
-from ..models import eval_mode
 from ..threat import EvasionThreat, Norm
-from ..training import model_device
 from .base import Defense, LossFn
 
 #: Standard deviation of TRADES' initial perturbation (Zhang et al.'s reference code).

@@ -23,11 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._torch import eval_mode, model_device
 from .._validation import check_scalar
 from ..attacks.transfer import SurrogateSpec
 from ..errors import ConfigError
-from ..models import eval_mode
-from ..training import model_device
 from .base import Defense, LossFn
 
 

@@ -37,9 +37,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._torch import eval_mode
 from .._validation import check_choice, check_inputs, check_scalar, check_seed
 from ..errors import ConfigError, DataError
-from ..models import build_model, eval_mode, models
+from ..models import build_model, models
 from ..training import train
 from .base import Defense
 

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .._torch import child_seeds, validate_once
 from ..attacks import LabelFlip, get_attack, security_curve
-from ..attacks.evasion import child_seeds
 from ..attacks.transfer import SurrogateSpec, Transfer
 from ..batching import DEFAULT_BATCH_SIZE
 from ..data import Dataset, load_dataset
@@ -51,7 +51,7 @@ from ..metrics import (
 )
 from ..models import build_model
 from ..sanity import SuiteAttack, run_checks
-from ..training import train, validate_once
+from ..training import train
 from .spec import (
     Cell,
     InformationSpec,

@@ -30,9 +30,9 @@ import torch
 from torch import nn
 
 from .._io import atomic_write
+from .._torch import child_seeds, probe_model, probes_quiet, validate_once
 from .._validation import check_device, check_distinct, check_model, check_scalar, check_seed
 from ..attacks import get_attack
-from ..attacks.evasion import child_seeds
 from ..attacks.transfer import SurrogateSpec
 from ..batching import DEFAULT_BATCH_SIZE, check_batch_size
 from ..data import Dataset, load_dataset, load_npz
@@ -44,7 +44,6 @@ from ..models import build_model
 from ..registry import split_named
 from ..sanity import CheckSettings, SuiteAttack, run_checks
 from ..threat import EvasionThreat, Norm
-from ..training import probe_model, probes_quiet, validate_once
 from .evaluate import (
     _SEED_SLOTS,
     _clean_metrics,

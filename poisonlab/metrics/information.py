@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._torch import output_width
 from .._validation import (
     check_bounds,
     check_inputs,
@@ -21,7 +22,6 @@ from .._validation import (
 )
 from ..batching import DEFAULT_BATCH_SIZE, check_batch_size
 from ..errors import ConfigError, DataError
-from ..training import output_width
 from .predict import as_model_input, predict_logits
 from .scores import _np
 

@@ -12,14 +12,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._torch import check_logits, eval_mode, forward, model_device
 from .._validation import (
     as_tensor,
     check_model,
 )
 from ..batching import DEFAULT_BATCH_SIZE, check_batch_size, iter_slices
 from ..errors import DataError
-from ..models import eval_mode
-from ..training import check_logits, forward, model_device
 
 
 def _param_dtype(model: nn.Module) -> torch.dtype | None:
@@ -30,7 +29,7 @@ def _param_dtype(model: nn.Module) -> torch.dtype | None:
 def as_model_input(model: nn.Module, x: Any) -> torch.Tensor:
     """``x`` (a tensor or numpy array, on any device) as a tensor ``model`` can take.
 
-    Moved to the model's device (:func:`~poisonlab.training.model_device`) and, when ``x``
+    Moved to the model's device (:func:`~poisonlab._torch.model_device`) and, when ``x``
     is floating point and the model has floating-point parameters of another dtype (float64
     inputs from numpy, a float32 model), cast to their dtype. A tensor that needs neither
     is returned as it is.

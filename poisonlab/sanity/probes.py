@@ -12,16 +12,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._torch import child_seeds, eval_mode, model_device
 from .._validation import check_inputs
 from ..attacks import FGSM, PGD, AttackResult, Noise, get_attack
-from ..attacks.evasion import child_seeds
 from ..attacks.losses import LOSSES
 from ..batching import DEFAULT_BATCH_SIZE, check_batch_size, iter_slices
 from ..errors import ConfigError
 from ..metrics import predict_logits
-from ..models import eval_mode
 from ..threat import EvasionThreat, Knowledge, Norm
-from ..training import model_device
 from .judges import CONVERGENCE_RESTARTS, NOISE_SAMPLES, SQUARE_ITERS
 from .settings import CheckSettings
 

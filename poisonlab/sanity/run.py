@@ -11,11 +11,11 @@ import torch
 from torch import nn
 
 from .._text import spec_label
+from .._torch import probes_quiet
 from .._validation import check_seed
 from ..batching import DEFAULT_BATCH_SIZE, check_batch_size
 from ..errors import PoisonlabError
 from ..threat import EvasionThreat
-from ..training import probes_quiet
 from .catalogue import checks
 from .judges import CheckOutcome, Status, _skipped
 from .probes import Probes, SuiteAttack

@@ -1,6 +1,6 @@
 """The model is validated once per cell (issue 20): a probe per model, not one per call.
 
-``training.probe_model`` is the model contract's check (a forward pass, and a backward
+``_torch.probe_model`` is the model contract's check (a forward pass, and a backward
 pass when input gradients are needed). Before issue 20 every attack, metric and sanity
 check of a cell probed the same model again (13 probes per cell of the ci suite); inside
 ``validate_once`` a model that passed is answered from memory.
@@ -17,11 +17,11 @@ import pytest
 import torch
 from torch import nn
 
+import poisonlab._torch as model_contract
 import poisonlab.harness.evaluate as evaluate_mod
-import poisonlab.training as training
+from poisonlab._torch import probe_model, validate_once
 from poisonlab.harness.evaluate import evaluate_cell
 from poisonlab.harness.suite import parse_suite
-from poisonlab.training import probe_model, validate_once
 
 SUITE: dict[str, Any] = {
     "name": "probe-count",
@@ -44,13 +44,13 @@ SUITE: dict[str, Any] = {
 def probes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[int, bool, bool]]]:
     """Every real probe: ``(id(model), param_grad, input_grad)``."""
     seen: list[tuple[int, bool, bool]] = []
-    real = training._probe
+    real = model_contract._probe
 
     def counting(model: nn.Module, x: torch.Tensor, **kw: Any) -> int:
         seen.append((id(model), kw["param_grad"], kw["input_grad"]))
         return real(model, x, **kw)
 
-    monkeypatch.setattr(training, "_probe", counting)
+    monkeypatch.setattr(model_contract, "_probe", counting)
     yield seen
 
 

@@ -32,10 +32,10 @@ from art.estimators.estimator import LossGradientsMixin
 from art.exceptions import EstimatorError
 from torch import nn
 
+from ..._torch import model_device, output_width
 from ..._validation import check_scalar
 from ...errors import AttackError, ConfigError, PoisonlabError, first_line
 from ...threat import EvasionThreat, Knowledge, Norm
-from ...training import model_device, output_width
 from ..base import Attack
 from . import LibraryAttack, effective_settings, library_boundary
 

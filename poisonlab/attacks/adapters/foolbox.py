@@ -30,9 +30,9 @@ from foolbox.criteria import Misclassification, TargetedMisclassification
 from foolbox.distances import LpDistance, l2, linf
 from torch import nn
 
+from ..._torch import model_device
 from ...errors import AttackError, ConfigError, PoisonlabError, first_line
 from ...threat import EvasionThreat, Knowledge, Norm
-from ...training import model_device
 from . import LibraryAttack, library_boundary
 
 _DISTANCE: dict[Norm, LpDistance] = {Norm.LINF: linf, Norm.L2: l2}
