@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._validation import check_model
+from ._validation import validate_model
 from .errors import ConfigError, DataError, EvaluationWarning, PoisonlabError, first_line
 
 
@@ -121,7 +121,7 @@ def forward(model: nn.Module, x: torch.Tensor, *, name_x: str = "x") -> Any:
                           f"{name_x} of shape {tuple(x.shape)}: {first_line(e)}") from e
 
 
-def check_logits(out: Any, n: int) -> torch.Tensor:
+def validate_logits(out: Any, n: int) -> torch.Tensor:
     """Check a model output for ``n`` inputs: a floating-point tensor (n, K), K >= 1."""
     if not isinstance(out, torch.Tensor):
         raise DataError(f"model output is a {type(out).__name__}: expected a tensor of logits "
@@ -187,7 +187,7 @@ def probe_model(model: nn.Module, x: torch.Tensor, *, input_grad: bool = False,
     model is handed in train mode with layers that act differently in it
     (docs/checks.md#model_outputs).
     """
-    check_model(model)
+    validate_model(model)
     if x.shape[0] == 0:
         raise DataError(f"x has shape {tuple(x.shape)}: expected at least one input")
     memo = _VALIDATED.get()
@@ -212,7 +212,7 @@ def _probe(model: nn.Module, x: torch.Tensor, *, input_grad: bool, param_grad: b
     with eval_mode(model), torch.set_grad_enabled(grad):
         if input_grad:
             xs = xs.detach().clone().requires_grad_(True)
-        out = check_logits(forward(model, xs), xs.shape[0])
+        out = validate_logits(forward(model, xs), xs.shape[0])
         if input_grad:
             connected = out.requires_grad
             if connected:

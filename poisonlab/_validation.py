@@ -19,7 +19,7 @@ from .errors import ConfigError, DataError, did_you_mean
 E = TypeVar("E", bound=Enum)
 
 
-def check_scalar(
+def validate_scalar(
     name: str,
     value: Any,
     *,
@@ -33,7 +33,7 @@ def check_scalar(
 
     Returns the value as ``int`` or ``float``. Raises :class:`ConfigError` naming ``name``.
 
-    >>> check_scalar("eps", 0.1, lo=0)
+    >>> validate_scalar("eps", 0.1, lo=0)
     0.1
     """
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
@@ -62,7 +62,7 @@ def check_scalar(
     return v
 
 
-def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
+def validate_choice(name: str, value: Any, choices: Iterable[str]) -> str:
     """Check that ``value`` is one of ``choices`` (strings), with a did-you-mean hint."""
     options = list(choices)
     if not isinstance(value, str) or value not in options:
@@ -77,32 +77,32 @@ def coerce_enum(name: str, value: Any, enum: type[E]) -> E:
     """Accept an enum member or its string value; anything else raises ConfigError."""
     if isinstance(value, enum):
         return value
-    check_choice(name, value, [m.value for m in enum])
+    validate_choice(name, value, [m.value for m in enum])
     return enum(value)
 
 
-def check_bool(name: str, value: Any) -> bool:
+def validate_bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{name}={value!r} is not allowed: expected true or false")
     return value
 
 
-def check_seed(name: str, value: Any) -> int:
+def validate_seed(name: str, value: Any) -> int:
     """A seed is a non-negative integer (numpy's SeedSequence accepts nothing else)."""
-    return int(check_scalar(name, value, lo=0, integer=True))
+    return int(validate_scalar(name, value, lo=0, integer=True))
 
 
-def check_bounds(name: str, value: Any) -> tuple[float, float]:
+def validate_bounds(name: str, value: Any) -> tuple[float, float]:
     if not isinstance(value, tuple | list) or len(value) != 2:
         raise ConfigError(f"{name}={value!r} is not allowed: expected a pair (lo, hi)")
-    lo = check_scalar(f"{name}[0]", value[0])
-    hi = check_scalar(f"{name}[1]", value[1])
+    lo = validate_scalar(f"{name}[0]", value[0])
+    hi = validate_scalar(f"{name}[1]", value[1])
     if not lo < hi:
         raise ConfigError(f"{name}={value!r} is not allowed: expected lo < hi")
     return (float(lo), float(hi))
 
 
-def check_inputs(
+def validate_inputs(
     x: Any, y: Any, *, n_classes: int | None = None, name_x: str = "x", name_y: str = "y"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Check a batch of inputs and labels and return them as float32 / int64 tensors.
@@ -110,18 +110,18 @@ def check_inputs(
     Raises :class:`DataError` for non-tensors, NaN/Inf, a length mismatch, non-integer labels
     or labels outside ``0 .. n_classes - 1``.
     """
-    x_t = check_x(x, name_x)
+    x_t = validate_x(x, name_x)
     y_t = as_tensor(name_y, y)
     if y_t.dim() != 1 or y_t.shape[0] != x_t.shape[0]:
         raise DataError(
             f"{name_y} has shape {tuple(y_t.shape)}: expected ({x_t.shape[0]},) to match "
             f"{name_x} of shape {tuple(x_t.shape)}"
         )
-    y_t = check_labels(y_t, n_classes=n_classes, name=name_y)
+    y_t = validate_labels(y_t, n_classes=n_classes, name=name_y)
     return x_t, y_t
 
 
-def check_x(x: Any, name: str = "x") -> torch.Tensor:
+def validate_x(x: Any, name: str = "x") -> torch.Tensor:
     """Check a batch of inputs (n, *input_shape): real, finite; return it as floating point.
 
     Integer and bool inputs become float32; floating-point inputs keep their dtype.
@@ -139,7 +139,7 @@ def check_x(x: Any, name: str = "x") -> torch.Tensor:
     return x_t
 
 
-def check_distinct(name: str, values: Sequence[Any], *, what: str = "entries",
+def validate_distinct(name: str, values: Sequence[Any], *, what: str = "entries",
                    show: Callable[[Any], str] = repr,
                    error: type[ConfigError] = ConfigError) -> None:
     """Raise ``error`` for the first entry of ``values`` equal to an earlier one:
@@ -149,7 +149,7 @@ def check_distinct(name: str, values: Sequence[Any], *, what: str = "entries",
             raise error(f"{name}[{i}]={show(v)} is listed twice: expected distinct {what}")
 
 
-def check_labels(y: Any, *, n_classes: int | None = None, name: str = "y",
+def validate_labels(y: Any, *, n_classes: int | None = None, name: str = "y",
                  of_model: bool = False) -> torch.Tensor:
     """Check a 1-D vector of integer class ids (in ``0 .. n_classes - 1``); return int64.
 
@@ -174,7 +174,7 @@ def as_tensor(name: str, value: Any) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value
     if isinstance(value, np.ndarray):
-        _check_numeric(name, value)
+        _validate_numeric(name, value)
         try:
             return torch.from_numpy(np.ascontiguousarray(value))
         except TypeError:  # a numeric dtype torch has no counterpart for (longdouble)
@@ -187,7 +187,7 @@ def as_tensor(name: str, value: Any) -> torch.Tensor:
 _NUMERIC_KINDS = "biufc"
 
 
-def _check_numeric(name: str, value: np.ndarray) -> None:
+def _validate_numeric(name: str, value: np.ndarray) -> None:
     """Raise DataError for an array of strings, objects, bytes, dates or records."""
     if value.dtype.kind not in _NUMERIC_KINDS:
         raise DataError(f"{name} has dtype {value.dtype}: expected numbers (bool, int or float)")
@@ -213,13 +213,13 @@ def as_array(name: str, value: Any) -> np.ndarray:
             first = str(e).splitlines()[0].split(". ")[0] if str(e) else type(e).__name__
             raise DataError(f"{name} is not a rectangular array ({first}): expected an array "
                             "of numbers") from None
-    _check_numeric(name, arr)
+    _validate_numeric(name, arr)
     if arr.dtype.kind == "c":
         raise DataError(f"{name} has dtype {arr.dtype}: expected real numbers")
     return arr
 
 
-def check_label_array(name: str, value: Any, *, n_classes: int | None = None) -> np.ndarray:
+def validate_label_array(name: str, value: Any, *, n_classes: int | None = None) -> np.ndarray:
     """A 1-D numpy vector of integer class ids (in ``0 .. n_classes - 1``), as int64."""
     arr = as_array(name, value)
     if arr.dtype.kind not in "iu":
@@ -233,7 +233,7 @@ def check_label_array(name: str, value: Any, *, n_classes: int | None = None) ->
     return arr
 
 
-def check_finite_array(name: str, value: Any, *, ndim: int | None = None) -> np.ndarray:
+def validate_finite_array(name: str, value: Any, *, ndim: int | None = None) -> np.ndarray:
     """A real numpy array without NaN or Inf (of ``ndim`` dimensions if given), as float64."""
     arr = as_array(name, value)
     if ndim is not None and arr.ndim != ndim:
@@ -246,7 +246,7 @@ def check_finite_array(name: str, value: Any, *, ndim: int | None = None) -> np.
     return arr
 
 
-def check_int_sequence(name: str, value: Any, *, lo: int = 1,
+def validate_int_sequence(name: str, value: Any, *, lo: int = 1,
                        length: int | None = None) -> tuple[int, ...]:
     """A list or tuple of integers >= ``lo`` (of ``length`` entries if given)."""
     if isinstance(value, str | bytes) or not isinstance(value, list | tuple | torch.Size):
@@ -255,10 +255,10 @@ def check_int_sequence(name: str, value: Any, *, lo: int = 1,
                           f"{list(range(lo + 1, lo + 1 + (length or 2)))}")
     if length is not None and len(value) != length:
         raise ConfigError(f"{name}={list(value)!r} is not allowed: expected {length} integers")
-    return tuple(int(check_scalar(name, v, lo=lo, integer=True)) for v in value)
+    return tuple(int(validate_scalar(name, v, lo=lo, integer=True)) for v in value)
 
 
-def check_model(value: Any, name: str = "model") -> torch.nn.Module:
+def validate_model(value: Any, name: str = "model") -> torch.nn.Module:
     """Raise ConfigError unless ``value`` is an ``nn.Module`` (a model returning logits)."""
     if not isinstance(value, torch.nn.Module):
         # a callable's repr carries a memory address: name its kind instead
@@ -269,7 +269,8 @@ def check_model(value: Any, name: str = "model") -> torch.nn.Module:
     return value
 
 
-def check_params(kind: str, fn: Any, params: dict[str, Any], *, skip: tuple[str, ...] = ()) -> None:
+def validate_params(kind: str, fn: Any, params: dict[str, Any], *,
+                    skip: tuple[str, ...] = ()) -> None:
     """Raise ConfigError if ``params`` has a keyword that ``fn`` does not take.
 
     Unknown parameters never pass silently (ART's habit of ignoring them is refused).
@@ -292,14 +293,14 @@ def check_params(kind: str, fn: Any, params: dict[str, Any], *, skip: tuple[str,
             )
 
 
-def check_device(name: str, value: Any) -> torch.device:
+def validate_device(name: str, value: Any) -> torch.device:
     """A torch device that exists here: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"``.
 
     ``"auto"`` is the first CUDA device when one is available, else the CPU. Raises
     :class:`ConfigError` for any other string, a CUDA device this torch build or machine
     does not have, or a CUDA index out of range.
 
-    >>> check_device("device", "cpu")
+    >>> validate_device("device", "cpu")
     device(type='cpu')
     """
     if isinstance(value, torch.device):
@@ -374,7 +375,7 @@ def _fits(value: Any, hint: Any) -> bool:
     return True
 
 
-def check_hinted_types(kind: str, fn: Callable[..., Any], params: dict[str, Any]) -> None:
+def validate_hinted_types(kind: str, fn: Callable[..., Any], params: dict[str, Any]) -> None:
     """Check ``params`` against ``fn``'s type hints where they are plain (int, float,
     bool, str, a sequence of them, unions); a string where a number goes, true where a
     number goes (YAML's true is not 1) or NaN raise ConfigError naming the parameter."""

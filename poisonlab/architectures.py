@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validation import check_bool, check_scalar
+from ._validation import validate_bool, validate_scalar
 from .errors import ConfigError
 
 
@@ -264,7 +264,7 @@ def _per_channel(name: str, value: Any, shape: tuple[int, ...], *, positive: boo
         raise ConfigError(f"{name}={list(value)!r} is not allowed: expected {c} numbers, one "
                           f"per channel of input_shape={shape}")
     lo = 0.0 if positive else None
-    return tuple(float(check_scalar(f"{name}[{i}]", v, lo=lo, lo_closed=not positive))
+    return tuple(float(validate_scalar(f"{name}[{i}]", v, lo=lo, lo_closed=not positive))
                  for i, v in enumerate(value))
 
 
@@ -316,12 +316,12 @@ def wide_resnet(*, input_shape: tuple[int, ...], n_classes: int, depth: int = 28
         Normalisation in front of the network (non-persistent buffers).
     """
     c = _image_channels("wide_resnet", input_shape)
-    d = int(check_scalar("depth", depth, lo=10, integer=True))
+    d = int(validate_scalar("depth", depth, lo=10, integer=True))
     if (d - 4) % 6:
         raise ConfigError(f"depth={depth!r} is not allowed: expected 10, 16, 22, 28, 34, ... "
                           "(depth - 4 divisible by 6)")
-    k = int(check_scalar("widen_factor", widen_factor, lo=1, integer=True))
-    p = float(check_scalar("drop_rate", drop_rate, lo=0, hi=1, hi_closed=False))
+    k = int(validate_scalar("widen_factor", widen_factor, lo=1, integer=True))
+    p = float(validate_scalar("drop_rate", drop_rate, lo=0, hi=1, hi_closed=False))
     return WideResNet(in_channels=c, n_classes=n_classes, depth=d, widen_factor=k,
-                      drop_rate=p, sub_block1=check_bool("sub_block1", sub_block1),
+                      drop_rate=p, sub_block1=validate_bool("sub_block1", sub_block1),
                       normalize=input_normalization(input_shape, mean, std))

@@ -30,18 +30,18 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
-from ._validation import check_inputs, check_scalar
+from ._validation import validate_inputs, validate_scalar
 from .errors import ConfigError, DataError
 
 #: The default for every ``batch_size``: bounded memory, near-full speed on a CPU.
 DEFAULT_BATCH_SIZE = 256
 
 
-def check_batch_size(name: str, value: Any) -> int | None:
+def validate_batch_size(name: str, value: Any) -> int | None:
     """``value`` as an int >= 1, or None (everything at once); ConfigError otherwise."""
     if value is None:
         return None
-    return int(check_scalar(name, value, lo=1, integer=True))
+    return int(validate_scalar(name, value, lo=1, integer=True))
 
 
 def iter_slices(n: int, batch_size: int | None) -> Iterator[slice]:
@@ -86,7 +86,7 @@ class Source:
             if n == 0:
                 raise DataError(f"{name} is an empty Dataset: expected at least one sample")
             return Source(x, None, int(n))
-        x_t, y_t = check_inputs(x, y)
+        x_t, y_t = validate_inputs(x, y)
         return Source(x_t, y_t, int(x_t.shape[0]))
 
     @property
@@ -105,7 +105,7 @@ class Source:
             raise DataError(
                 f"x is a Dataset whose items are not (input, label) pairs of one shape: {exc}"
             ) from exc
-        return check_inputs(xs, ys)
+        return validate_inputs(xs, ys)
 
     def labels(self) -> torch.Tensor:
         """All labels (n,): a lazy Dataset's ``targets`` attribute (torchvision's
@@ -114,6 +114,6 @@ class Source:
             return self.y
         targets = getattr(self.x, "targets", None)
         if targets is not None and len(targets) == self.n:
-            return check_inputs(torch.zeros(self.n, 1), torch.as_tensor(np.asarray(targets)),
+            return validate_inputs(torch.zeros(self.n, 1), torch.as_tensor(np.asarray(targets)),
                                 name_y="targets")[1]
         return torch.cat([self.take(s)[1] for s in iter_slices(self.n, DEFAULT_BATCH_SIZE)])

@@ -280,10 +280,10 @@ def _list(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from .harness import load_suite
-    from .harness.suite import check_suite_data
+    from .harness.suite import validate_suite_data
 
     suite = load_suite(args.suite)
-    check_suite_data(suite)
+    validate_suite_data(suite)
     n = sum(1 for _ in suite.cells())
     print(f"{args.suite}: ok ({n} cells: {len(suite.datasets)} datasets x "
           f"{len(suite.models)} models x {len(suite.defenses)} defenses x "
@@ -313,22 +313,22 @@ def _run(args: argparse.Namespace) -> int:
     from .harness import load_suite
     from .harness.report import summary_rows
     from .harness.runner import run_suite
-    from .sanity import CheckFailure
+    from .sanity import SanityFailure
 
     suite = load_suite(args.suite)
     if args.batch_size is not None:
         import dataclasses
 
-        from .harness.suite import check_eval_batch_size
+        from .harness.suite import validate_eval_batch_size
 
         suite = dataclasses.replace(
-            suite, batch_size=check_eval_batch_size("--batch-size", args.batch_size))
+            suite, batch_size=validate_eval_batch_size("--batch-size", args.batch_size))
     flags: list[str] = []
     try:
         doc = run_suite(suite, args.out, executor=args.executor, resume=args.resume,
                         progress=not args.quiet, workers=args.workers, strict=args.strict,
                         device=args.device, address=args.address)
-    except CheckFailure as e:
+    except SanityFailure as e:
         doc, flags = dict(e.doc), e.lines
     if not args.quiet:
         headers, rows = summary_rows(doc)
@@ -374,13 +374,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ._text import text_table
     from .harness.pretrained import evaluate_pretrained
     from .harness.report import summary_rows
-    from .harness.suite import check_eval_batch_size, check_n_noise, check_suite_seed
+    from .harness.suite import validate_eval_batch_size, validate_n_noise, validate_suite_seed
 
     # The bounds a suite has too (32-bit seeds for scikit-learn, a noise set that fits in
     # memory), checked before the data and the model are loaded.
-    check_suite_seed("--seed", args.seed)
-    check_n_noise("--n-noise", args.n_noise)
-    check_eval_batch_size("--batch-size", args.batch_size)
+    validate_suite_seed("--seed", args.seed)
+    validate_n_noise("--n-noise", args.n_noise)
+    validate_eval_batch_size("--batch-size", args.batch_size)
     model_params = _key_values("--model-param", args.model_params)
     doc = evaluate_pretrained(args.model, args.weights, args.data, args.out, eps=args.eps,
                               norm=args.norm, attacks=args.attacks, seed=args.seed,

@@ -54,12 +54,12 @@ from sklearn.model_selection import train_test_split
 
 from ._validation import (
     as_array,
-    check_bounds,
-    check_inputs,
-    check_labels,
-    check_params,
-    check_scalar,
-    check_seed,
+    validate_bounds,
+    validate_inputs,
+    validate_labels,
+    validate_params,
+    validate_scalar,
+    validate_seed,
 )
 from .data_sources import materialise
 from .errors import ConfigError, DataError, PoisonlabError, first_line
@@ -150,24 +150,24 @@ class Dataset:
 
         The split is seeded by ``seed``; inputs must already lie inside ``bounds``.
         """
-        seed = check_seed("seed", seed)
-        bounds = check_bounds("bounds", bounds)
-        test_fraction = check_scalar("test_fraction", test_fraction, lo=0, hi=1, lo_closed=False,
+        seed = validate_seed("seed", seed)
+        bounds = validate_bounds("bounds", bounds)
+        test_fraction = validate_scalar("test_fraction", test_fraction, lo=0, hi=1, lo_closed=False,
                                      hi_closed=False)
-        val_fraction = check_scalar("val_fraction", val_fraction, lo=0, hi=1,
+        val_fraction = validate_scalar("val_fraction", val_fraction, lo=0, hi=1,
                                     hi_closed=False)
         if test_fraction + val_fraction >= 1:
             raise ConfigError(
                 f"test_fraction + val_fraction={test_fraction + val_fraction:g} is not "
                 "allowed: expected a sum below 1"
             )
-        x_t, y_t = check_inputs(x, y)
+        x_t, y_t = validate_inputs(x, y)
         x_t = x_t.float()
         if not len(y_t):
             raise DataError(f"y has shape {tuple(y_t.shape)}: expected at least one example")
         k = (int(y_t.max()) + 1 if n_classes is None
-             else check_scalar("n_classes", n_classes, lo=2, integer=True))
-        x_t, y_t = check_inputs(x_t, y_t, n_classes=k)
+             else validate_scalar("n_classes", n_classes, lo=2, integer=True))
+        x_t, y_t = validate_inputs(x_t, y_t, n_classes=k)
         lo, hi = bounds
         if x_t.min() < lo or x_t.max() > hi:
             raise DataError(
@@ -242,7 +242,7 @@ class Dataset:
         DataError
             One line naming the offending array.
         """
-        seed = check_seed("seed", seed)
+        seed = validate_seed("seed", seed)
         where = source or f"dataset {name!r}"
         expected = (f"expected {', '.join(SPLIT_ARRAYS)} (and optionally "
                     f"{', '.join(OPTIONAL_ARRAYS)})")
@@ -277,7 +277,7 @@ class Dataset:
         xs: dict[str, torch.Tensor] = {}
         ys: dict[str, torch.Tensor] = {}
         for part in names:
-            x_t, y_t = check_inputs(arr(f"x_{part}"), arr(f"y_{part}"), name_x=f"x_{part}",
+            x_t, y_t = validate_inputs(arr(f"x_{part}"), arr(f"y_{part}"), name_x=f"x_{part}",
                                     name_y=f"y_{part}")
             if not len(y_t):
                 raise DataError(f"y_{part} is empty: expected at least one example")
@@ -289,7 +289,7 @@ class Dataset:
                                 f"(n, {', '.join(map(str, shape))}) like x_train")
         k = int(max(int(y.max()) for y in ys.values())) + 1
         for part in names:
-            check_labels(ys[part], n_classes=k, name=f"y_{part}")
+            validate_labels(ys[part], n_classes=k, name=f"y_{part}")
         if int(ys["train"].unique().numel()) < 2:
             raise DataError(f"y_train has one class ({int(ys['train'][0])}): expected at "
                             "least 2 classes")
@@ -303,9 +303,9 @@ class Dataset:
         if bounds is None:
             lo = min(float(x.min()) for x in xs.values())
             hi = max(float(x.max()) for x in xs.values())
-            b = check_bounds("bounds", (lo, hi))
+            b = validate_bounds("bounds", (lo, hi))
         else:
-            b = check_bounds("bounds", tuple(bounds))
+            b = validate_bounds("bounds", tuple(bounds))
         for part in names:
             x = xs[part]
             if x.min() < b[0] or x.max() > b[1]:
@@ -354,8 +354,8 @@ def load_dataset(name: str, *, seed: int = 0, **params: Any) -> Dataset:
     UnknownNameError, ConfigError
     """
     loader = datasets.resolve(name)
-    seed = check_seed("seed", seed)
-    check_params(f"dataset {name!r}", loader, params, skip=("seed",))
+    seed = validate_seed("seed", seed)
+    validate_params(f"dataset {name!r}", loader, params, skip=("seed",))
     if _takes(loader, "seed"):
         params = {**params, "seed": seed}
     _check_call(f"dataset {name!r}", loader, params)
@@ -568,8 +568,8 @@ def _mnist5k(*, seed: int) -> RawData:
 def _moons(*, seed: int, n_samples: int = 1000, noise: float = 0.2) -> RawData:
     from sklearn.datasets import make_moons
 
-    n = check_scalar("n_samples", n_samples, lo=10, integer=True)
-    noise = check_scalar("noise", noise, lo=0)
+    n = validate_scalar("n_samples", n_samples, lo=10, integer=True)
+    noise = validate_scalar("noise", noise, lo=0)
     x, y = make_moons(n_samples=n, noise=noise, random_state=seed)
     return RawData(_minmax(x), y, (2,), (0.0, 1.0), {"noise": noise})
 
@@ -580,8 +580,8 @@ def _blobs(
 ) -> RawData:
     from sklearn.datasets import make_blobs
 
-    n = check_scalar("n_samples", n_samples, lo=10, integer=True)
-    k = check_scalar("centers", centers, lo=2, integer=True)
-    std = check_scalar("cluster_std", cluster_std, lo=0, lo_closed=False)
+    n = validate_scalar("n_samples", n_samples, lo=10, integer=True)
+    k = validate_scalar("centers", centers, lo=2, integer=True)
+    std = validate_scalar("cluster_std", cluster_std, lo=0, lo_closed=False)
     x, y = make_blobs(n_samples=n, centers=k, cluster_std=std, random_state=seed)
     return RawData(_minmax(x), y, (2,), (0.0, 1.0), {"centers": k, "cluster_std": std})

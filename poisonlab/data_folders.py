@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ._validation import check_bool, check_bounds, check_seed
+from ._validation import validate_bool, validate_bounds, validate_seed
 from .data import Dataset
 from .data_sources import (
     SPLITS,
@@ -74,8 +74,8 @@ def load_image_folder(root: str | Path, *, seed: int = 0, size: Sequence[int] | 
         A missing split, no classes, one class, an empty class folder, a file that is not
         an image, images of different sizes or modes (one line naming the folder or file).
     """
-    seed = check_seed("seed", seed)
-    check_bool("test_only", test_only)
+    seed = validate_seed("seed", seed)
+    validate_bool("test_only", test_only)
     base = Path(root)
     if not base.is_dir():  # the same one-line message as a class folder's
         ImageFolderDataset(base, size=size, mode=mode, progress=progress)
@@ -166,8 +166,8 @@ def load_arrays(path: str | Path, *, seed: int = 0, scale: float | None = None,
         A missing split, an unreadable file, shapes or lengths that do not match, NaN/Inf
         (checked batch by batch), empty arrays, labels that are not ``0 .. K-1``, one class.
     """
-    seed = check_seed("seed", seed)
-    check_bool("test_only", test_only)
+    seed = validate_seed("seed", seed)
+    validate_bool("test_only", test_only)
     where, files = _npy_paths(path)
     if not files:
         raise DataError(f"{where} holds no x_test.npy: expected a folder (or a path prefix) "
@@ -186,7 +186,7 @@ def load_arrays(path: str | Path, *, seed: int = 0, scale: float | None = None,
         raise DataError(f"{where} holds inputs of dtypes {sorted(map(str, dtypes))}: expected "
                         "one dtype for every split (the scale rule depends on it)")
     own = next(iter(parts.values())).bounds
-    b = check_bounds("bounds", tuple(bounds)) if bounds is not None else own
+    b = validate_bounds("bounds", tuple(bounds)) if bounds is not None else own
     arrays: dict[str, Any] = {}
     for s, p in parts.items():
         arrays[f"x_{s}"], arrays[f"y_{s}"] = materialise(p, name=f"x_{s}", progress=progress)
@@ -198,7 +198,7 @@ def load_arrays(path: str | Path, *, seed: int = 0, scale: float | None = None,
             raise DataError(f"{where}: y_test has one class (0): expected at least 2 classes")
         x = arrays["x_test"]
         if b is None:
-            b = check_bounds("bounds", (float(x.min()), float(x.max())))
+            b = validate_bounds("bounds", (float(x.min()), float(x.max())))
         return _test_only_dataset(x, y, n_classes=k, bounds=b, name="npy", seed=seed,
                                   meta=meta)
     return Dataset.from_splits(arrays, name="npy", seed=seed, bounds=b, source=where,

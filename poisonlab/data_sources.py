@@ -40,10 +40,10 @@ from torch.utils.data import Dataset as TorchDataset
 from tqdm.auto import tqdm
 
 from ._validation import (
-    check_bool,
-    check_choice,
-    check_int_sequence,
-    check_scalar,
+    validate_bool,
+    validate_choice,
+    validate_int_sequence,
+    validate_scalar,
 )
 from .errors import DataError, first_line
 
@@ -66,7 +66,7 @@ def _scale_for(dtype: np.dtype, scale: float | None) -> float:
     """The divisor of the scale rule: ``scale``, else 255 for uint8 and 1 otherwise."""
     if scale is None:
         return 255.0 if dtype == np.uint8 else 1.0
-    return float(check_scalar("scale", scale, lo=0, lo_closed=False))
+    return float(validate_scalar("scale", scale, lo=0, lo_closed=False))
 
 
 def to_float(arr: np.ndarray, scale: float) -> np.ndarray:
@@ -149,7 +149,7 @@ class ArrayDataset(TorchDataset):  # type: ignore[type-arg]
         self.x = x
         self.targets = y_arr.astype(np.int64)
         self.scale = _scale_for(x.dtype, scale)
-        self.channels_last = check_bool("channels_last", channels_last)
+        self.channels_last = validate_bool("channels_last", channels_last)
         self.name = name
         self.bounds: tuple[float, float] | None = (
             (0.0, 255.0 / self.scale) if x.dtype == np.uint8 else None)
@@ -237,7 +237,7 @@ def open_arrays(path: str | Path, split: str = "test", *, scale: float | None = 
     DataError
         A missing or unreadable file, an array that is not numeric, shapes that differ.
     """
-    check_choice("split", split, SPLITS)
+    validate_choice("split", split, SPLITS)
     where, files = _npy_paths(path)
     for key in (f"x_{split}", f"y_{split}"):
         if key not in files:
@@ -317,9 +317,9 @@ class ImageFolderDataset(TorchDataset):  # type: ignore[type-arg]
             raise DataError(f"{where} does not exist: {what}")
         if not self.root.is_dir():
             raise DataError(f"{where} is not a folder: {what}")
-        self.size = None if size is None else check_int_sequence("size", size, length=2)
-        self.mode = None if mode is None else check_choice("mode", mode, IMAGE_MODES)
-        progress = check_bool("progress", progress)
+        self.size = None if size is None else validate_int_sequence("size", size, length=2)
+        self.mode = None if mode is None else validate_choice("mode", mode, IMAGE_MODES)
+        progress = validate_bool("progress", progress)
         found = sorted(d.name for d in self.root.iterdir()
                        if d.is_dir() and not d.name.startswith("."))
         if not found:

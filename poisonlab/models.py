@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from ._torch import eval_mode  # noqa: F401  (re-exported: poisonlab.models.eval_mode)
-from ._validation import check_int_sequence, check_params, check_scalar, check_seed
+from ._validation import validate_int_sequence, validate_params, validate_scalar, validate_seed
 from .errors import ConfigError, PoisonlabError, first_line
 from .registry import Registry
 
@@ -83,12 +83,12 @@ def build_model(
     UnknownNameError, ConfigError
     """
     builder = models.resolve(name)
-    seed = check_seed("seed", seed)
-    k = check_scalar("n_classes", n_classes, lo=2, integer=True)
-    shape = check_int_sequence("input_shape", input_shape)
+    seed = validate_seed("seed", seed)
+    k = validate_scalar("n_classes", n_classes, lo=2, integer=True)
+    shape = validate_int_sequence("input_shape", input_shape)
     if not shape:
         raise ConfigError("input_shape=() is not allowed: expected at least one dimension")
-    check_params(f"model {name!r}", builder, params, skip=("input_shape", "n_classes"))
+    validate_params(f"model {name!r}", builder, params, skip=("input_shape", "n_classes"))
     if name in models.names():
         with torch.device("meta"):
             model = builder(input_shape=shape, n_classes=k, **params)
@@ -270,7 +270,7 @@ def _logistic(*, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
 def _mlp(
     *, input_shape: tuple[int, ...], n_classes: int, hidden: Sequence[int] = (128, 128)
 ) -> nn.Module:
-    widths = check_int_sequence("hidden", hidden)
+    widths = validate_int_sequence("hidden", hidden)
     layers: list[nn.Module] = [nn.Flatten()]
     prev = _flat(input_shape)
     for w in widths:
@@ -293,8 +293,8 @@ def _cnn(
             f"model 'cnn' got input_shape={input_shape}: expected an image shape (C, H, W) "
             "with H, W >= 4"
         )
-    c1, c2 = check_int_sequence("channels", channels, length=2)
-    h = int(check_scalar("hidden", hidden, lo=1, integer=True))
+    c1, c2 = validate_int_sequence("channels", channels, length=2)
+    h = int(validate_scalar("hidden", hidden, lo=1, integer=True))
     c, height, width = input_shape
     return nn.Sequential(
         nn.Conv2d(c, c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),

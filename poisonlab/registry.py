@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
-from ._validation import check_params
+from ._validation import validate_params
 from .errors import ConfigError, UnknownNameError, did_you_mean
 
 T = TypeVar("T")
@@ -284,7 +284,7 @@ class Registry(Generic[T]):
         """Look up ``name`` and call it with ``params``, refusing unknown parameters."""
 
         factory = self.get(name)
-        check_params(f"{self.kind} {name!r}", factory, params)
+        validate_params(f"{self.kind} {name!r}", factory, params)
         return factory(**params)  # type: ignore[operator]
 
     def help(self, name: str) -> str:

@@ -19,11 +19,11 @@ from enum import StrEnum
 from typing import Any
 
 from ._validation import (
-    check_bool,
-    check_bounds,
-    check_choice,
-    check_scalar,
     coerce_enum,
+    validate_bool,
+    validate_bounds,
+    validate_choice,
+    validate_scalar,
 )
 from .errors import ConfigError
 
@@ -34,7 +34,7 @@ class _Choice(StrEnum):
 
     @classmethod
     def _missing_(cls, value: object) -> None:
-        check_choice(_FIELD.get(cls.__name__, cls.__name__), value, [m.value for m in cls])
+        validate_choice(_FIELD.get(cls.__name__, cls.__name__), value, [m.value for m in cls])
 
 
 #: The field each closed set fills, as errors name it.
@@ -91,9 +91,9 @@ class EvasionThreat:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "norm", coerce_enum("norm", self.norm, Norm))
-        object.__setattr__(self, "eps", check_scalar("eps", self.eps, lo=0))
-        object.__setattr__(self, "bounds", check_bounds("bounds", self.bounds))
-        check_bool("targeted", self.targeted)
+        object.__setattr__(self, "eps", validate_scalar("eps", self.eps, lo=0))
+        object.__setattr__(self, "bounds", validate_bounds("bounds", self.bounds))
+        validate_bool("targeted", self.targeted)
         object.__setattr__(
             self, "knowledge", coerce_enum("knowledge", self.knowledge, Knowledge)
         )
@@ -168,7 +168,7 @@ class PoisonThreat:
 
     def __post_init__(self) -> None:
         object.__setattr__(
-            self, "rate", check_scalar("rate", self.rate, lo=0, hi=1, hi_closed=False)
+            self, "rate", validate_scalar("rate", self.rate, lo=0, hi=1, hi_closed=False)
         )
         strategy = coerce_enum("strategy", self.strategy, FlipStrategy)
         object.__setattr__(self, "strategy", strategy)
@@ -180,7 +180,7 @@ class PoisonThreat:
         for name in ("source", "target"):
             value = getattr(self, name)
             if value is not None:
-                object.__setattr__(self, name, check_scalar(name, value, lo=0, integer=True))
+                object.__setattr__(self, name, validate_scalar(name, value, lo=0, integer=True))
         if strategy is FlipStrategy.PAIRWISE:
             if self.source is None or self.target is None:
                 raise ConfigError(
@@ -203,7 +203,7 @@ class PoisonThreat:
                     "noise_matrix=None is not allowed: strategy 'noise_matrix' needs a K x K "
                     "matrix with noise_matrix[i][j] = P(observed i | true j)"
                 )
-            matrix = check_noise_matrix("noise_matrix", self.noise_matrix)
+            matrix = validate_noise_matrix("noise_matrix", self.noise_matrix)
             if self.rate > 0 and all(
                 matrix[i][j] == 0 for i in range(len(matrix)) for j in range(len(matrix))
                 if i != j
@@ -221,7 +221,7 @@ class PoisonThreat:
         if self.max_per_class is not None:
             object.__setattr__(
                 self, "max_per_class",
-                check_scalar("max_per_class", self.max_per_class, lo=0, lo_closed=False, hi=1),
+                validate_scalar("max_per_class", self.max_per_class, lo=0, lo_closed=False, hi=1),
             )
 
     @property
@@ -262,14 +262,14 @@ class PoisonThreat:
         }
 
 
-def check_noise_matrix(name: str, value: Any) -> tuple[tuple[float, ...], ...]:
+def validate_noise_matrix(name: str, value: Any) -> tuple[tuple[float, ...], ...]:
     """Check a K x K column-stochastic matrix and return it as a tuple of tuples of float.
 
     ``value[i][j] = P(observed label = i | true label = j)`` (cleanlab's convention): K >= 2,
     every entry finite and >= 0, every column summing to 1 within 1e-6. Accepts nested
     sequences and anything with ``tolist()`` (numpy arrays, tensors).
 
-    >>> check_noise_matrix("m", [[0.9, 0.2], [0.1, 0.8]])
+    >>> validate_noise_matrix("m", [[0.9, 0.2], [0.1, 0.8]])
     ((0.9, 0.2), (0.1, 0.8))
     """
     rows = value.tolist() if hasattr(value, "tolist") else value
@@ -287,7 +287,7 @@ def check_noise_matrix(name: str, value: Any) -> tuple[tuple[float, ...], ...]:
                 f"{name} row {i} has {len(r)} entries: expected {k} (a square K x K matrix)"
             )
     matrix = tuple(
-        tuple(float(check_scalar(f"{name}[{i}][{j}]", v, lo=0)) for j, v in enumerate(r))
+        tuple(float(validate_scalar(f"{name}[{i}][{j}]", v, lo=0)) for j, v in enumerate(r))
         for i, r in enumerate(rows)
     )
     for j in range(k):

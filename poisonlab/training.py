@@ -23,7 +23,6 @@ from tqdm.auto import tqdm
 from ._torch import (  # noqa: F401  (the model contract's names stay importable from here)
     PROB_SUM_TOL,
     PROBE_N,
-    check_logits,
     eval_mode,
     forward,
     looks_like_probabilities,
@@ -32,16 +31,17 @@ from ._torch import (  # noqa: F401  (the model contract's names stay importable
     output_width,
     probe_model,
     probes_quiet,
+    validate_logits,
     validate_once,
 )
 from ._validation import (
-    check_bool,
-    check_bounds,
-    check_inputs,
-    check_labels,
-    check_model,
-    check_scalar,
-    check_seed,
+    validate_bool,
+    validate_bounds,
+    validate_inputs,
+    validate_labels,
+    validate_model,
+    validate_scalar,
+    validate_seed,
 )
 from .defenses import Defense, NoDefense
 from .errors import (
@@ -117,27 +117,27 @@ def train(
     defense = NoDefense() if defense is None else defense
     if not isinstance(defense, Defense):
         raise ConfigError(f"defense={defense!r} is not allowed: expected a Defense")
-    epochs = check_scalar("epochs", epochs, lo=1, integer=True)
-    batch_size = check_scalar("batch_size", batch_size, lo=1, integer=True)
-    lr = check_scalar("lr", lr, lo=0, lo_closed=False)
-    weight_decay = check_scalar("weight_decay", weight_decay, lo=0)
-    seed = check_seed("seed", seed)
-    check_bool("progress", progress)
-    check_model(model)
+    epochs = validate_scalar("epochs", epochs, lo=1, integer=True)
+    batch_size = validate_scalar("batch_size", batch_size, lo=1, integer=True)
+    lr = validate_scalar("lr", lr, lo=0, lo_closed=False)
+    weight_decay = validate_scalar("weight_decay", weight_decay, lo=0)
+    seed = validate_seed("seed", seed)
+    validate_bool("progress", progress)
+    validate_model(model)
     if not any(p.requires_grad for p in model.parameters()):
         raise ConfigError(f"model {type(model).__name__} has no trainable parameters: "
                           "train needs parameters that require grad")
-    x_t, y_t = check_inputs(x, y)
+    x_t, y_t = validate_inputs(x, y)
     x_t = match_dtype(model, x_t)
     k = probe_model(model, x_t, param_grad=True)
-    check_labels(y_t, n_classes=k, of_model=True)
+    validate_labels(y_t, n_classes=k, of_model=True)
     if defense.needs_validation and (x_val is None or y_val is None):
         raise ConfigError(
             f"x_val=None is not allowed with defense {defense.label}: it is fitted on the "
             "validation split (pass x_val=, y_val=)"
         )
     if defense.needs_validation:  # checked before training, not after
-        xv, yv = check_inputs(x_val, y_val, n_classes=k, name_x="x_val", name_y="y_val")
+        xv, yv = validate_inputs(x_val, y_val, n_classes=k, name_x="x_val", name_y="y_val")
         if xv.shape[1:] != x_t.shape[1:]:
             raise DataError(f"x_val has input shape {tuple(xv.shape[1:])}: expected "
                             f"{tuple(x_t.shape[1:])} to match x")
@@ -150,7 +150,7 @@ def train(
     if bounds is None:
         bounds = (float(x_t.min()), float(x_t.max()))
     else:
-        bounds = check_bounds("bounds", bounds)
+        bounds = validate_bounds("bounds", bounds)
         if float(x_t.min()) < bounds[0] or float(x_t.max()) > bounds[1]:
             raise DataError(
                 f"x has values in [{float(x_t.min()):g}, {float(x_t.max()):g}]: expected "

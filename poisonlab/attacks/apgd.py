@@ -41,7 +41,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from .._validation import check_choice, check_scalar
+from .._validation import validate_choice, validate_scalar
 from ..errors import ConfigError
 from ..threat import EvasionThreat, Norm
 from .base import Attack
@@ -289,13 +289,13 @@ class APGD(Attack):
     momentum: float = 0.75
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "steps", check_scalar("steps", self.steps, lo=1, integer=True))
+        object.__setattr__(self, "steps", validate_scalar("steps", self.steps, lo=1, integer=True))
         object.__setattr__(self, "restarts",
-                           check_scalar("restarts", self.restarts, lo=1, integer=True))
-        check_choice("loss", self.loss, APGD_LOSSES)
-        object.__setattr__(self, "rho", check_scalar("rho", self.rho, lo=0, hi=1,
+                           validate_scalar("restarts", self.restarts, lo=1, integer=True))
+        validate_choice("loss", self.loss, APGD_LOSSES)
+        object.__setattr__(self, "rho", validate_scalar("rho", self.rho, lo=0, hi=1,
                                                      lo_closed=False, hi_closed=False))
-        object.__setattr__(self, "momentum", check_scalar("momentum", self.momentum, lo=0,
+        object.__setattr__(self, "momentum", validate_scalar("momentum", self.momentum, lo=0,
                                                           hi=1, lo_closed=False))
 
     def _perturb(self, model, x, y, *, threat, target, rng):  # type: ignore[no-untyped-def]
@@ -331,18 +331,18 @@ class APGDT(Attack):
     momentum: float = 0.75
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "steps", check_scalar("steps", self.steps, lo=1, integer=True))
+        object.__setattr__(self, "steps", validate_scalar("steps", self.steps, lo=1, integer=True))
         object.__setattr__(self, "restarts",
-                           check_scalar("restarts", self.restarts, lo=1, integer=True))
+                           validate_scalar("restarts", self.restarts, lo=1, integer=True))
         object.__setattr__(self, "n_target_classes",
-                           check_scalar("n_target_classes", self.n_target_classes, lo=1,
+                           validate_scalar("n_target_classes", self.n_target_classes, lo=1,
                                         integer=True))
-        object.__setattr__(self, "rho", check_scalar("rho", self.rho, lo=0, hi=1,
+        object.__setattr__(self, "rho", validate_scalar("rho", self.rho, lo=0, hi=1,
                                                      lo_closed=False, hi_closed=False))
-        object.__setattr__(self, "momentum", check_scalar("momentum", self.momentum, lo=0,
+        object.__setattr__(self, "momentum", validate_scalar("momentum", self.momentum, lo=0,
                                                           hi=1, lo_closed=False))
 
-    def check_threat(self, threat: EvasionThreat) -> None:
+    def validate_threat(self, threat: EvasionThreat) -> None:
         if threat.targeted:
             raise ConfigError("attack 'apgd-t' picks its own target classes: it needs an "
                               "untargeted threat (use 'apgd' for a targeted one)")

@@ -36,7 +36,7 @@ from typing import ClassVar
 import torch
 
 from .._torch import child_seeds
-from .._validation import check_choice, check_scalar
+from .._validation import validate_choice, validate_scalar
 from .apgd import APGD, APGDT
 from .base import Attack
 from .fab import FAB
@@ -74,11 +74,11 @@ class AutoAttack(Attack):
     square_queries: int = 5000
 
     def __post_init__(self) -> None:
-        check_choice("version", self.version, VERSIONS)
-        object.__setattr__(self, "steps", check_scalar("steps", self.steps, lo=1, integer=True))
-        object.__setattr__(self, "n_target_classes", check_scalar(
+        validate_choice("version", self.version, VERSIONS)
+        object.__setattr__(self, "steps", validate_scalar("steps", self.steps, lo=1, integer=True))
+        object.__setattr__(self, "n_target_classes", validate_scalar(
             "n_target_classes", self.n_target_classes, lo=1, integer=True))
-        object.__setattr__(self, "square_queries", check_scalar(
+        object.__setattr__(self, "square_queries", validate_scalar(
             "square_queries", self.square_queries, lo=1, integer=True))
 
     def parts(self, *, image: bool, targeted: bool,

@@ -9,6 +9,7 @@ NaN, and computes per-sample success from the model's own predictions.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -17,8 +18,14 @@ import torch
 from torch import nn
 
 from .._torch import eval_mode, match_dtype, model_device, probe_model
-from .._validation import check_bool, check_inputs, check_labels, check_model, check_seed
-from ..batching import DEFAULT_BATCH_SIZE, Source, check_batch_size, iter_slices
+from .._validation import (
+    validate_bool,
+    validate_inputs,
+    validate_labels,
+    validate_model,
+    validate_seed,
+)
+from ..batching import DEFAULT_BATCH_SIZE, Source, iter_slices, validate_batch_size
 from ..errors import ConfigError, DataError
 from ..threat import EvasionThreat, Knowledge
 from .geometry import SampleRNG, project
@@ -100,11 +107,11 @@ def as_generator(seed: int | torch.Generator) -> tuple[torch.Generator, int]:
     """A CPU generator from a seed (recorded) or a generator passed in (recorded as -1)."""
     if isinstance(seed, torch.Generator):
         return seed, -1
-    s = check_seed("seed", seed)
+    s = validate_seed("seed", seed)
     return torch.Generator().manual_seed(s), s
 
 
-def check_threat(threat: Any) -> EvasionThreat:
+def validate_threat(threat: Any) -> EvasionThreat:
     if not isinstance(threat, EvasionThreat):
         raise ConfigError(f"threat={threat!r} is not allowed: expected an EvasionThreat")
     return threat
@@ -119,7 +126,7 @@ def _targets(target: Any, y: torch.Tensor) -> Any:
         return torch.full_like(y, int(target))
     if isinstance(target, torch.Tensor | np.ndarray) and target.ndim == 0:
         t = torch.as_tensor(target)
-        return t.reshape(1).expand(len(y)).clone()  # dtype kept: check_labels judges it
+        return t.reshape(1).expand(len(y)).clone()  # dtype kept: validate_labels judges it
     return target
 
 
@@ -149,14 +156,14 @@ class Prepared:
         """(x, y, target) of samples ``ix`` on the model's device, x in its dtype."""
         xb, yb = self.source.take(ix)
         if self.source.lazy:
-            check_labels(yb, n_classes=self.n_classes, of_model=True)
-            check_in_bounds(xb, self.threat)
+            validate_labels(yb, n_classes=self.n_classes, of_model=True)
+            validate_in_bounds(xb, self.threat)
         tb = None if self.target is None else self.target[ix]
         xb = match_dtype(self.model, xb).to(self.device, non_blocking=True)
         return (xb, yb.to(self.device), None if tb is None else tb.to(self.device))
 
 
-def check_in_bounds(x: torch.Tensor, threat: EvasionThreat) -> None:
+def validate_in_bounds(x: torch.Tensor, threat: EvasionThreat) -> None:
     lo, hi = threat.bounds
     if x.numel() and (x.min() < lo or x.max() > hi):
         raise DataError(
@@ -182,16 +189,16 @@ def prepare_call(
     Tensors are checked whole (finite, labels in range, inside the bounds); a torch Dataset
     is checked batch by batch as it is read.
     """
-    threat = check_threat(threat)
-    check_model(model)
+    threat = validate_threat(threat)
+    validate_model(model)
     source = Source.of(x, y)
     first, _ = source.take(slice(0, 1))
     k = probe_model(model, match_dtype(model, first), input_grad=gradients,
                     what=f"attack {name!r}")
     y_t = source.labels()
-    check_labels(y_t, n_classes=k, of_model=True)
+    validate_labels(y_t, n_classes=k, of_model=True)
     if not source.lazy:
-        check_in_bounds(source.x, threat)
+        validate_in_bounds(source.x, threat)
     t: torch.Tensor | None = None
     if threat.targeted:
         if target is None:
@@ -200,7 +207,7 @@ def prepare_call(
         # names x's real shape.
         x_like = (source.x if not source.lazy
                   else torch.zeros((1, *first.shape[1:])).expand(len(y_t), *first.shape[1:]))
-        _, t = check_inputs(x_like, _targets(target, y_t), n_classes=k, name_y="target")
+        _, t = validate_inputs(x_like, _targets(target, y_t), n_classes=k, name_y="target")
         t = t.to(y_t.device)
     elif target is not None:
         raise ConfigError("target= is not allowed: the threat is untargeted (targeted=False)")
@@ -240,12 +247,24 @@ class Attack:
         once that the model's output has a gradient path back to its input."""
         return self.knowledge is Knowledge.WHITE_BOX
 
-    def check_threat(self, threat: EvasionThreat) -> None:
+    def validate_threat(self, threat: EvasionThreat) -> None:
         """Raise ConfigError if this attack cannot honour ``threat`` (its norm, targeting).
 
         Called before any work, and by ``poisonlab validate`` for every threat of a suite,
         so that a suite asking for the impossible fails before it runs. Default: any threat.
         """
+
+    def check_threat(self, threat: EvasionThreat) -> None:
+        """Deprecated name of :meth:`validate_threat` (issue 20: input checks are
+        ``validate_*``); a subclass that overrides ``check_threat`` is still honoured."""
+        warnings.warn("Attack.check_threat is deprecated: call validate_threat",
+                      DeprecationWarning, stacklevel=2)
+        self.validate_threat(threat)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "check_threat" in vars(cls) and "validate_threat" not in vars(cls):
+            cls.validate_threat = vars(cls)["check_threat"]  # type: ignore[method-assign]
 
     def _clip(self) -> bool:
         return self.clips
@@ -307,11 +326,11 @@ class Attack:
         a number (see :mod:`poisonlab.batching`). ``keep_adv=False`` keeps only the
         per-sample outcomes (``x_adv`` is None), for long runs.
         """
-        batch_size = check_batch_size("batch_size", batch_size)
-        keep_adv = check_bool("keep_adv", keep_adv)
+        batch_size = validate_batch_size("batch_size", batch_size)
+        keep_adv = validate_bool("keep_adv", keep_adv)
         call = prepare_call(model, x, y, threat, target,
                             gradients=self.needs_gradients(), name=self.name)
-        self.check_threat(call.threat)
+        self.validate_threat(call.threat)
         root, seed_used = base_seed(seed)
         out = Gathered.empty(call.n, keep_adv)
         found: torch.Tensor | None = None

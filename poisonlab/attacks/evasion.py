@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from .._torch import child_seeds, eval_mode
-from .._validation import check_bool, check_choice, check_scalar, check_seed
-from ..batching import DEFAULT_BATCH_SIZE, check_batch_size, iter_slices
+from .._validation import validate_bool, validate_choice, validate_scalar, validate_seed
+from ..batching import DEFAULT_BATCH_SIZE, iter_slices, validate_batch_size
 from ..errors import ConfigError, DataError
 from ..threat import EvasionThreat, Knowledge
 from .base import (
@@ -189,8 +189,8 @@ class FGSM(Attack):
     clip: bool = True
 
     def __post_init__(self) -> None:
-        check_choice("loss", self.loss, _LOSS_NAMES)
-        check_bool("clip", self.clip)
+        validate_choice("loss", self.loss, _LOSS_NAMES)
+        validate_bool("clip", self.clip)
 
     def _clip(self) -> bool:
         return self.clip
@@ -239,22 +239,22 @@ class PGD(Attack):
     early_stop: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "steps", check_scalar("steps", self.steps, lo=1, integer=True))
+        object.__setattr__(self, "steps", validate_scalar("steps", self.steps, lo=1, integer=True))
         object.__setattr__(
             self, "rel_stepsize",
-            check_scalar("rel_stepsize", self.rel_stepsize, lo=0, lo_closed=False),
+            validate_scalar("rel_stepsize", self.rel_stepsize, lo=0, lo_closed=False),
         )
         if self.abs_stepsize is not None:
             object.__setattr__(
                 self, "abs_stepsize",
-                check_scalar("abs_stepsize", self.abs_stepsize, lo=0, lo_closed=False),
+                validate_scalar("abs_stepsize", self.abs_stepsize, lo=0, lo_closed=False),
             )
         object.__setattr__(
-            self, "restarts", check_scalar("restarts", self.restarts, lo=1, integer=True)
+            self, "restarts", validate_scalar("restarts", self.restarts, lo=1, integer=True)
         )
-        check_choice("loss", self.loss, _LOSS_NAMES)
-        check_bool("random_start", self.random_start)
-        check_bool("early_stop", self.early_stop)
+        validate_choice("loss", self.loss, _LOSS_NAMES)
+        validate_bool("random_start", self.random_start)
+        validate_bool("early_stop", self.early_stop)
         if self.restarts > 1 and not self.random_start:
             raise ConfigError(
                 f"restarts={self.restarts} is not allowed with random_start=False: "
@@ -326,7 +326,7 @@ class Noise(Attack):
 
     def __post_init__(self) -> None:
         object.__setattr__(
-            self, "samples", check_scalar("samples", self.samples, lo=1, integer=True)
+            self, "samples", validate_scalar("samples", self.samples, lo=1, integer=True)
         )
 
     def _perturb(self, model, x, y, *, threat, target, rng):  # type: ignore[no-untyped-def]
@@ -383,10 +383,10 @@ def security_curve(
                 f"threats mix {first.id} and {t.id}: a security curve needs one norm, "
                 "bounds and targeting, varying eps only"
             )
-    seed = check_seed("seed", seed)
-    batch_size = check_batch_size("batch_size", batch_size)
-    keep_adv = check_bool("keep_adv", keep_adv)
-    attack.check_threat(first)
+    seed = validate_seed("seed", seed)
+    batch_size = validate_batch_size("batch_size", batch_size)
+    keep_adv = validate_bool("keep_adv", keep_adv)
+    attack.validate_threat(first)
     call = prepare_call(model, x, y, first, target, gradients=attack.needs_gradients(),
                         name=attack.name)
     order = sorted(range(len(threats)), key=lambda i: threats[i].eps)

@@ -22,7 +22,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from .._validation import check_bool, check_scalar
+from .._validation import validate_bool, validate_scalar
 from ..errors import ConfigError
 from ..threat import EvasionThreat, Norm
 from .base import Attack
@@ -364,20 +364,20 @@ class FAB(Attack):
     early_stop: bool = True
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "steps", check_scalar("steps", self.steps, lo=1, integer=True))
+        object.__setattr__(self, "steps", validate_scalar("steps", self.steps, lo=1, integer=True))
         object.__setattr__(
-            self, "restarts", check_scalar("restarts", self.restarts, lo=1, integer=True))
-        check_bool("runner_ups", self.runner_ups)
-        object.__setattr__(self, "n_target_classes", check_scalar(
+            self, "restarts", validate_scalar("restarts", self.restarts, lo=1, integer=True))
+        validate_bool("runner_ups", self.runner_ups)
+        object.__setattr__(self, "n_target_classes", validate_scalar(
             "n_target_classes", self.n_target_classes, lo=1, integer=True))
         object.__setattr__(self, "alpha_max",
-                           check_scalar("alpha_max", self.alpha_max, lo=0, hi=1))
-        object.__setattr__(self, "eta", check_scalar("eta", self.eta, lo=1))
+                           validate_scalar("alpha_max", self.alpha_max, lo=0, hi=1))
+        object.__setattr__(self, "eta", validate_scalar("eta", self.eta, lo=1))
         object.__setattr__(self, "beta",
-                           check_scalar("beta", self.beta, lo=0, hi=1, lo_closed=False))
-        check_bool("early_stop", self.early_stop)
+                           validate_scalar("beta", self.beta, lo=0, hi=1, lo_closed=False))
+        validate_bool("early_stop", self.early_stop)
 
-    def check_threat(self, threat: EvasionThreat) -> None:
+    def validate_threat(self, threat: EvasionThreat) -> None:
         if threat.targeted and self.runner_ups:
             raise ConfigError(
                 f"runner_ups=True is not allowed with threat {threat.id!r}: a targeted "

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import check_inputs, check_labels, check_scalar
+from .._validation import validate_inputs, validate_labels, validate_scalar
 from ..errors import ConfigError, DataError
 from ..threat import FlipStrategy, PoisonThreat
 from .surrogates import FlipSettings, make_surrogate
@@ -47,14 +47,14 @@ class _Context:
                 f"x=None is not allowed: strategy {strategy!r} needs the training inputs "
                 "(call with x=...)"
             )
-        x_t, _ = check_inputs(self.x, self.y_t, n_classes=self.k)
+        x_t, _ = validate_inputs(self.x, self.y_t, n_classes=self.k)
         return x_t
 
     def validation(self, x_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The clean validation data, or the clean training data when none was given."""
         if self.x_val is None:
             return x_t, self.y_t.cpu()
-        xv, yv = check_inputs(self.x_val, self.y_val, n_classes=self.k,
+        xv, yv = validate_inputs(self.x_val, self.y_val, n_classes=self.k,
                               name_x="x_val", name_y="y_val")
         if xv.shape[1:] != x_t.shape[1:]:
             raise DataError(
@@ -68,8 +68,8 @@ def make_context(threat: PoisonThreat, y: Any, n_classes: int, gen: np.random.Ge
              x: Any = None, x_val: Any = None, y_val: Any = None,
              settings: FlipSettings | None = None) -> _Context:
     """The validated labels, the budget round(rate * n) and the per-class caps."""
-    k = check_scalar("n_classes", n_classes, lo=2, integer=True)
-    y_t = check_labels(y, n_classes=k)
+    k = validate_scalar("n_classes", n_classes, lo=2, integer=True)
+    y_t = validate_labels(y, n_classes=k)
     y_np = y_t.cpu().numpy().astype(np.int64)
     counts = np.bincount(y_np, minlength=k)
     cap = threat.max_per_class
@@ -79,7 +79,7 @@ def make_context(threat: PoisonThreat, y: Any, n_classes: int, gen: np.random.Ge
                     settings=settings or FlipSettings())
 
 
-def check_capacity(ctx: _Context) -> None:
+def validate_capacity(ctx: _Context) -> None:
     """Raise DataError when the per-class caps cannot hold the whole budget."""
     total = int(ctx.caps.sum())
     if ctx.n_flip > total:
@@ -113,7 +113,7 @@ def _random(ctx: _Context) -> np.ndarray:
     if ctx.threat.max_per_class is None:
         chosen = gen.choice(len(y), size=n_flip, replace=False)
     else:
-        check_capacity(ctx)
+        validate_capacity(ctx)
         chosen = _first_within_caps(gen.permutation(len(y)), y, ctx.caps, n_flip)
     new = y.copy()
     new[chosen] = (y[chosen] + gen.integers(1, k, size=n_flip)) % k
@@ -228,7 +228,7 @@ def _noise_matrix(ctx: _Context) -> np.ndarray:
 
 def _margin(ctx: _Context) -> np.ndarray:
     x_t = ctx.inputs()
-    check_capacity(ctx)
+    validate_capacity(ctx)
     new = ctx.y.copy()
     if ctx.n_flip == 0:
         return new
@@ -260,7 +260,7 @@ def margins(probs: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.T
 def _adversarial(ctx: _Context) -> np.ndarray:
     x_t = ctx.inputs()
     x_val, y_val = ctx.validation(x_t)
-    check_capacity(ctx)
+    validate_capacity(ctx)
     y_cur = ctx.y_t.cpu().clone()
     n = len(y_cur)
     if ctx.n_flip == 0:

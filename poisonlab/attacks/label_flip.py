@@ -98,11 +98,11 @@ import numpy as np
 import torch
 
 from .._validation import (
-    check_seed,
+    validate_seed,
 )
 from ..errors import ConfigError
 from ..threat import FlipStrategy, PoisonThreat
-from .flip_strategies import STRATEGIES, check_capacity, make_context
+from .flip_strategies import STRATEGIES, make_context, validate_capacity
 
 # their home until the split of issue 20: re-exported so old imports keep working
 from .flip_strategies import largest_remainder as largest_remainder
@@ -301,7 +301,7 @@ class LabelFlip:
         live on any device: the flips are computed on the CPU (see the module docstring)
         and ``y_poisoned`` comes back on the device of ``y``.
         """
-        seed = check_seed("seed", seed)
+        seed = validate_seed("seed", seed)
         return _flip(self.threat, y, n_classes=n_classes, x=x, x_val=x_val, y_val=y_val,
                      settings=self.settings, rng=seed, rng_name="seed")
 
@@ -324,7 +324,7 @@ def _flip(
     if isinstance(rng, np.random.Generator):
         gen, seed = rng, -1
     else:
-        seed = check_seed(rng_name, rng)
+        seed = validate_seed(rng_name, rng)
         gen = np.random.default_rng(seed)
     if (x_val is None) != (y_val is None):
         given, missing = ("x_val", "y_val") if y_val is None else ("y_val", "x_val")
@@ -345,7 +345,7 @@ def _flip(
 _LABELS_ONLY = (FlipStrategy.RANDOM, FlipStrategy.PAIRWISE, FlipStrategy.NOISE_MATRIX)
 
 
-def check_flip_budget(threat: PoisonThreat, y: Any, *, n_classes: int) -> None:
+def validate_flip_budget(threat: PoisonThreat, y: Any, *, n_classes: int) -> None:
     """Raise what flipping ``y`` under ``threat`` would raise about its budget, cheaply.
 
     The checks that depend on the data (class ids within ``n_classes``, more pairwise
@@ -354,7 +354,7 @@ def check_flip_budget(threat: PoisonThreat, y: Any, *, n_classes: int) -> None:
     ``noise_matrix`` are run on the labels alone (milliseconds), ``margin`` and
     ``adversarial`` have their caps checked without training their surrogate.
 
-    >>> check_flip_budget(PoisonThreat(rate=0.5, strategy="pairwise", source=0, target=1),
+    >>> validate_flip_budget(PoisonThreat(rate=0.5, strategy="pairwise", source=0, target=1),
     ...                   np.array([0, 1, 1, 1]), n_classes=2)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
@@ -365,4 +365,4 @@ def check_flip_budget(threat: PoisonThreat, y: Any, *, n_classes: int) -> None:
     if strategy in _LABELS_ONLY:
         STRATEGIES[strategy](ctx)
     elif threat.max_per_class is not None:
-        check_capacity(ctx)
+        validate_capacity(ctx)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validation import check_choice, check_scalar
+from .._validation import validate_choice, validate_scalar
 from ..errors import ConfigError
 from ..threat import EvasionThreat, Knowledge, Norm
 from .base import Attack
@@ -367,13 +367,13 @@ class Square(Attack):
 
     def __post_init__(self) -> None:
         object.__setattr__(
-            self, "n_queries", check_scalar("n_queries", self.n_queries, lo=1, integer=True))
+            self, "n_queries", validate_scalar("n_queries", self.n_queries, lo=1, integer=True))
         object.__setattr__(
             self, "p_init",
-            check_scalar("p_init", self.p_init, lo=0, hi=1, lo_closed=False, hi_closed=False))
+            validate_scalar("p_init", self.p_init, lo=0, hi=1, lo_closed=False, hi_closed=False))
         object.__setattr__(
-            self, "restarts", check_scalar("restarts", self.restarts, lo=1, integer=True))
-        check_choice("loss", self.loss, ("margin", "ce"))
+            self, "restarts", validate_scalar("restarts", self.restarts, lo=1, integer=True))
+        validate_choice("loss", self.loss, ("margin", "ce"))
 
     def _perturb(self, model, x, y, *, threat, target, rng):  # type: ignore[no-untyped-def]
         x_adv, _ = square(model, x, y, threat=threat, n_queries=self.n_queries,

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._torch import eval_mode, model_device, output_width
-from .._validation import check_choice, check_inputs, check_scalar
+from .._validation import validate_choice, validate_inputs, validate_scalar
 from ..errors import ConfigError, DataError
 from ..models import build_model, models
 from ..training import train
@@ -52,7 +52,7 @@ class FlipSettings:
     def __post_init__(self) -> None:
         s = self.surrogate
         if isinstance(s, str):
-            check_choice("surrogate", s, models.names())
+            validate_choice("surrogate", s, models.names())
         elif not isinstance(s, nn.Module) and not callable(s):
             raise ConfigError(
                 f"surrogate={s!r} is not allowed: expected a model name "
@@ -63,7 +63,7 @@ class FlipSettings:
             ("epochs", 1, True, True), ("refit_epochs", 1, True, True),
             ("lr", 0, False, False), ("cg_steps", 1, True, True),
         ):
-            value = check_scalar(name, getattr(self, name), lo=lo, integer=integer,
+            value = validate_scalar(name, getattr(self, name), lo=lo, integer=integer,
                                  lo_closed=lo_closed)
             object.__setattr__(self, name, value)
 
@@ -337,9 +337,9 @@ def fit_softmax_regression(x: Any, y: Any, *, n_classes: int, l2: float = 1e-3) 
     >>> m(x.double()).argmax(dim=1).tolist()
     [0, 1]
     """
-    k = check_scalar("n_classes", n_classes, lo=2, integer=True)
-    l2 = check_scalar("l2", l2, lo=0, lo_closed=False)
-    x_t, y_t = check_inputs(x, y, n_classes=k)
+    k = validate_scalar("n_classes", n_classes, lo=2, integer=True)
+    l2 = validate_scalar("l2", l2, lo=0, lo_closed=False)
+    x_t, y_t = validate_inputs(x, y, n_classes=k)
     model = _SoftmaxRegression(x_t, k, l2=l2, damping=0.0)
     model.fit(y_t.cpu())
     return model.module()

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 from torch import nn
 
 from .._torch import eval_mode, model_device, output_width
-from .._validation import check_params, check_seed
+from .._validation import validate_params, validate_seed
 from ..errors import ConfigError, DataError
 from ..registry import did_you_mean, split_named
 from ..threat import EvasionThreat, Knowledge
@@ -82,11 +82,11 @@ class SurrogateSpec:
 
         if self.model is not None:
             factory = models.get(self.model)
-            check_params(f"surrogate model {self.model!r}", factory,
+            validate_params(f"surrogate model {self.model!r}", factory,
                          dict(self.model_params), skip=("input_shape", "n_classes"))
         get_defense(self.defense, **dict(self.defense_params))
         if self.seed is not None:
-            object.__setattr__(self, "seed", check_seed("seed", self.seed))
+            object.__setattr__(self, "seed", validate_seed("seed", self.seed))
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None, *,
@@ -112,7 +112,7 @@ class SurrogateSpec:
         defense, defense_params = _named(config.get("defense", "none"), f"{role}.defense")
         seed = config.get("seed")
         if seed is not None:
-            seed = check_seed(f"{role}.seed", seed)
+            seed = validate_seed(f"{role}.seed", seed)
         return cls(model=model, model_params=model_params, defense=defense or "none",
                    defense_params=defense_params, seed=seed)
 
@@ -200,8 +200,8 @@ class Transfer(Attack):
     def _clip(self) -> bool:
         return bool(self.attack._clip())
 
-    def check_threat(self, threat: EvasionThreat) -> None:
-        self.attack.check_threat(threat)
+    def validate_threat(self, threat: EvasionThreat) -> None:
+        self.attack.validate_threat(threat)
 
     def _perturb(self, model, x, y, *, threat, target, rng):  # type: ignore[no-untyped-def]
         sur = self.surrogate

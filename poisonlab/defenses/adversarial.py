@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._torch import eval_mode, model_device
-from .._validation import check_scalar, coerce_enum
+from .._validation import coerce_enum, validate_scalar
 from ..attacks.evasion import fgsm, pgd
 from ..attacks.geometry import NORMS, SampleRNG, project
 from ..threat import EvasionThreat, Norm
@@ -138,7 +138,7 @@ class AdversarialTraining(Defense):
     norm: str = "linf"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "eps", check_scalar("eps", self.eps, lo=0, lo_closed=False))
+        object.__setattr__(self, "eps", validate_scalar("eps", self.eps, lo=0, lo_closed=False))
         object.__setattr__(self, "norm", coerce_enum("norm", self.norm, Norm).value)
 
     def threat(self, bounds: tuple[float, float]) -> EvasionThreat:
@@ -223,7 +223,7 @@ class FGSMTraining(AdversarialTraining):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        object.__setattr__(self, "alpha", check_scalar("alpha", self.alpha, lo=0, hi=1))
+        object.__setattr__(self, "alpha", validate_scalar("alpha", self.alpha, lo=0, hi=1))
 
     def _craft(
         self,
@@ -258,9 +258,9 @@ class FGSMTraining(AdversarialTraining):
 
 def _check_inner_steps(d: PGDTraining | TRADES) -> None:
     """Validate (and normalise) the inner attack's ``steps`` and ``rel_stepsize`` in place."""
-    object.__setattr__(d, "steps", check_scalar("steps", d.steps, lo=1, integer=True))
+    object.__setattr__(d, "steps", validate_scalar("steps", d.steps, lo=1, integer=True))
     object.__setattr__(d, "rel_stepsize",
-                       check_scalar("rel_stepsize", d.rel_stepsize, lo=0, lo_closed=False))
+                       validate_scalar("rel_stepsize", d.rel_stepsize, lo=0, lo_closed=False))
 
 
 @dataclass(frozen=True)
@@ -404,7 +404,7 @@ class TRADES(AdversarialTraining):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        object.__setattr__(self, "beta", check_scalar("beta", self.beta, lo=0))
+        object.__setattr__(self, "beta", validate_scalar("beta", self.beta, lo=0))
         _check_inner_steps(self)
 
     def _craft(

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._torch import eval_mode, model_device
-from .._validation import check_scalar
+from .._validation import validate_scalar
 from ..attacks.transfer import SurrogateSpec
 from ..errors import ConfigError
 from .base import Defense, LossFn
@@ -72,8 +72,8 @@ class Distillation(Defense):
     teacher: Any = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "T", check_scalar("T", self.T, lo=0, lo_closed=False))
-        object.__setattr__(self, "alpha", check_scalar("alpha", self.alpha, lo=0, hi=1))
+        object.__setattr__(self, "T", validate_scalar("T", self.T, lo=0, lo_closed=False))
+        object.__setattr__(self, "alpha", validate_scalar("alpha", self.alpha, lo=0, hi=1))
         t = self.teacher
         if not isinstance(t, nn.Module | SurrogateSpec):
             t = SurrogateSpec.from_config(t, role="teacher")

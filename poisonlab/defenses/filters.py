@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from .._torch import eval_mode
-from .._validation import check_choice, check_inputs, check_scalar, check_seed
+from .._validation import validate_choice, validate_inputs, validate_scalar, validate_seed
 from ..errors import ConfigError, DataError
 from ..models import build_model, models
 from ..training import train
@@ -141,10 +141,10 @@ def knn_sanitize(x: Any, y: Any, *, k: int = 10, eta: float = 0.5, n_classes: in
     >>> y_new.tolist(), changed.nonzero().flatten().tolist()
     ([0, 0, 0, 0, 1, 1, 1], [2])
     """
-    k = check_scalar("k", k, lo=1, integer=True)
-    eta = check_scalar("eta", eta, lo=0, hi=1, lo_closed=False)
-    n_classes = check_scalar("n_classes", n_classes, lo=2, integer=True)
-    x_t, y_t = check_inputs(x, y, n_classes=n_classes)
+    k = validate_scalar("k", k, lo=1, integer=True)
+    eta = validate_scalar("eta", eta, lo=0, hi=1, lo_closed=False)
+    n_classes = validate_scalar("n_classes", n_classes, lo=2, integer=True)
+    x_t, y_t = validate_inputs(x, y, n_classes=n_classes)
     n = x_t.shape[0]
     if k >= n:
         raise DataError(
@@ -235,10 +235,10 @@ class KNNSanitize(Defense):
     action: str = "relabel"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "k", check_scalar("k", self.k, lo=1, integer=True))
-        object.__setattr__(self, "eta", check_scalar("eta", self.eta, lo=0, hi=1,
+        object.__setattr__(self, "k", validate_scalar("k", self.k, lo=1, integer=True))
+        object.__setattr__(self, "eta", validate_scalar("eta", self.eta, lo=0, hi=1,
                                                      lo_closed=False))
-        object.__setattr__(self, "action", check_choice("action", self.action, KNN_ACTIONS))
+        object.__setattr__(self, "action", validate_choice("action", self.action, KNN_ACTIONS))
 
     def prepare(
         self, x: torch.Tensor, y: torch.Tensor, *, n_classes: int, generator: torch.Generator
@@ -345,10 +345,10 @@ def confident_learning_issues(
     """
     settings = _cl_settings(cv=cv, filter_by=filter_by, frac_noise=frac_noise, model=model,
                             epochs=epochs, lr=lr, weight_decay=weight_decay)
-    n_classes = check_scalar("n_classes", n_classes, lo=2, integer=True)
-    x_t, y_t = check_inputs(x, y, n_classes=n_classes)
+    n_classes = validate_scalar("n_classes", n_classes, lo=2, integer=True)
+    x_t, y_t = validate_inputs(x, y, n_classes=n_classes)
     generator = (seed if isinstance(seed, torch.Generator)
-                 else torch.Generator().manual_seed(check_seed("seed", seed)))
+                 else torch.Generator().manual_seed(validate_seed("seed", seed)))
     filter_mod = _import_cleanlab_filter()
     n, cv = x_t.shape[0], settings["cv"]
     if n < cv:
@@ -366,14 +366,14 @@ def _cl_settings(**params: Any) -> dict[str, Any]:
     """Validate the confident-learning settings (shared by the function and the class)."""
     models.get(params["model"])  # unknown names raise UnknownNameError with did-you-mean
     return {
-        "cv": check_scalar("cv", params["cv"], lo=2, integer=True),
-        "filter_by": check_choice("filter_by", params["filter_by"], CL_FILTERS),
-        "frac_noise": check_scalar("frac_noise", params["frac_noise"], lo=0, hi=1,
+        "cv": validate_scalar("cv", params["cv"], lo=2, integer=True),
+        "filter_by": validate_choice("filter_by", params["filter_by"], CL_FILTERS),
+        "frac_noise": validate_scalar("frac_noise", params["frac_noise"], lo=0, hi=1,
                                    lo_closed=False),
         "model": params["model"],
-        "epochs": check_scalar("epochs", params["epochs"], lo=1, integer=True),
-        "lr": check_scalar("lr", params["lr"], lo=0, lo_closed=False),
-        "weight_decay": check_scalar("weight_decay", params["weight_decay"], lo=0),
+        "epochs": validate_scalar("epochs", params["epochs"], lo=1, integer=True),
+        "lr": validate_scalar("lr", params["lr"], lo=0, lo_closed=False),
+        "weight_decay": validate_scalar("weight_decay", params["weight_decay"], lo=0),
     }
 
 

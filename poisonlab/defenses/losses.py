@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from .._validation import check_choice, check_scalar
+from .._validation import validate_choice, validate_scalar
 from ..errors import ConfigError
 from .base import Defense, _label_value
 
@@ -102,7 +102,7 @@ def disturb_labels(
     >>> bool(((y_new != y) == redrawn).all())
     True
     """
-    check_choice("mode", mode, FLIP_MODES)
+    validate_choice("mode", mode, FLIP_MODES)
     n = y.shape[0]
     redrawn = (torch.rand(n, generator=generator) < alpha).to(y.device)
     if mode == "any":
@@ -202,7 +202,7 @@ def bootstrap_targets(
     >>> bootstrap_targets(torch.zeros(1, 2), torch.tensor([0]), 2, beta=0.8, mode="soft")
     tensor([[0.9000, 0.1000]])
     """
-    check_choice("mode", mode, BOOTSTRAP_MODES)
+    validate_choice("mode", mode, BOOTSTRAP_MODES)
     onehot = F.one_hot(y, n_classes).to(logits.dtype)
     if mode == "soft":
         z = torch.softmax(logits, dim=1)
@@ -278,9 +278,9 @@ class FlipAugment(Defense):
     resample: str = "batch"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "alpha", check_scalar("alpha", self.alpha, lo=0, hi=1))
-        check_choice("mode", self.mode, FLIP_MODES)
-        check_choice("resample", self.resample, RESAMPLE)
+        object.__setattr__(self, "alpha", validate_scalar("alpha", self.alpha, lo=0, hi=1))
+        validate_choice("mode", self.mode, FLIP_MODES)
+        validate_choice("resample", self.resample, RESAMPLE)
 
     @property
     def label(self) -> str:
@@ -330,7 +330,7 @@ class LabelSmoothing(Defense):
     eps: float = 0.1
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "eps", check_scalar("eps", self.eps, lo=0, hi=1))
+        object.__setattr__(self, "eps", validate_scalar("eps", self.eps, lo=0, hi=1))
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor, *, n_classes: int) -> torch.Tensor:
         return soft_cross_entropy(logits, smoothed_targets(y, n_classes, self.eps))
@@ -369,10 +369,10 @@ class ConfidencePenalty(Defense):
     threshold: float | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "beta", check_scalar("beta", self.beta, lo=0))
+        object.__setattr__(self, "beta", validate_scalar("beta", self.beta, lo=0))
         if self.threshold is not None:
             object.__setattr__(
-                self, "threshold", check_scalar("threshold", self.threshold, lo=0)
+                self, "threshold", validate_scalar("threshold", self.threshold, lo=0)
             )
 
     @property
@@ -417,7 +417,7 @@ class GCE(Defense):
     q: float = 0.7
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "q", check_scalar("q", self.q, lo=0, hi=1, lo_closed=False))
+        object.__setattr__(self, "q", validate_scalar("q", self.q, lo=0, hi=1, lo_closed=False))
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor, *, n_classes: int) -> torch.Tensor:
         return generalized_cross_entropy(logits, y, self.q).mean()
@@ -461,10 +461,10 @@ class SCE(Defense):
     log_zero: float = -4.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "alpha", check_scalar("alpha", self.alpha, lo=0))
-        object.__setattr__(self, "beta", check_scalar("beta", self.beta, lo=0))
+        object.__setattr__(self, "alpha", validate_scalar("alpha", self.alpha, lo=0))
+        object.__setattr__(self, "beta", validate_scalar("beta", self.beta, lo=0))
         object.__setattr__(
-            self, "log_zero", check_scalar("log_zero", self.log_zero, hi=0, hi_closed=False)
+            self, "log_zero", validate_scalar("log_zero", self.log_zero, hi=0, hi_closed=False)
         )
         if self.alpha == 0 and self.beta == 0:
             raise ConfigError(
@@ -513,9 +513,9 @@ class Bootstrap(Defense):
     mode: str = "soft"
 
     def __post_init__(self) -> None:
-        check_choice("mode", self.mode, BOOTSTRAP_MODES)
+        validate_choice("mode", self.mode, BOOTSTRAP_MODES)
         if self.beta is not None:
-            object.__setattr__(self, "beta", check_scalar("beta", self.beta, lo=0, hi=1))
+            object.__setattr__(self, "beta", validate_scalar("beta", self.beta, lo=0, hi=1))
 
     @property
     def effective_beta(self) -> float:

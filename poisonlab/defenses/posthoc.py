@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._torch import eval_mode, model_device
-from .._validation import check_scalar
+from .._validation import validate_scalar
 from .base import Defense
 
 
@@ -110,9 +110,9 @@ class TemperatureScaling(Defense):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "t_min",
-                           check_scalar("t_min", self.t_min, lo=0, lo_closed=False))
+                           validate_scalar("t_min", self.t_min, lo=0, lo_closed=False))
         object.__setattr__(self, "t_max",
-                           check_scalar("t_max", self.t_max, lo=self.t_min, lo_closed=False))
+                           validate_scalar("t_max", self.t_max, lo=self.t_min, lo_closed=False))
 
     @property
     def needs_validation(self) -> bool:

@@ -50,7 +50,7 @@ from ..metrics import (
     weight_norm,
 )
 from ..models import build_model
-from ..sanity import SuiteAttack, run_checks
+from ..sanity import SuiteAttack, run_sanity
 from ..training import train
 from .spec import (
     Cell,
@@ -200,7 +200,7 @@ def _evaluate(suite: Suite, cell: Cell, tick: Callable[[str], None] = _no_tick,
         if _runs_checks(suite, cell):
             # After every metric of the group: the probes draw from their own seed and
             # change no number above.
-            checks = [o.to_dict() for o in run_checks(
+            checks = [o.to_dict() for o in run_sanity(
                 model, ds.x_test, ds.y_test,
                 groups=[e.threats(ds.bounds) for e in suite.evasion],
                 settings=suite.checks, seed=seeds["checks"], suite_results=runs,

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import torch
 from tqdm.auto import tqdm
 
-from .._validation import check_device, check_scalar
+from .._validation import validate_device, validate_scalar
 from ..errors import ConfigError, RunError, first_line
 from ..registry import Registry
 from .evaluate import evaluate_cell
@@ -61,14 +61,14 @@ class Executor(Protocol):
 executors: Registry[Executor] = Registry("executor")
 
 
-def check_options(executor: str, *, address: str | None) -> None:
+def validate_options(executor: str, *, address: str | None) -> None:
     """Refuse executor options that cannot work, before a run folder is touched: an
     address for ``local``; for ``ray``, Ray missing or an address nobody answers at."""
     executors.get(executor)
     if executor == "ray":
         _import_ray()
         if address is not None:
-            check_address(address)
+            validate_address(address)
     elif address is not None:
         raise ConfigError(f"--address={address!r} is not allowed with --executor "
                           f"{executor}: it names a Ray cluster (use --executor ray)")
@@ -124,9 +124,9 @@ def run_local(suite: Suite, cells: Sequence[tuple[int, Cell]], on_done: OnDone,
         ``workers`` is not an integer >= 1, ``device`` is not available, or an
         ``address`` was given.
     """
-    check_options("local", address=address)
-    workers = check_scalar("workers", 1 if workers is None else workers, lo=1, integer=True)
-    device = str(check_device("device", device))
+    validate_options("local", address=address)
+    workers = validate_scalar("workers", 1 if workers is None else workers, lo=1, integer=True)
+    device = str(validate_device("device", device))
     bar = tqdm(total=len(cells), desc=f"{suite.name}: cells", unit="cell",
                disable=None if progress else True)
     with bar:
@@ -274,7 +274,7 @@ def _import_ray() -> Any:
 def device_name(device: str, *, local: bool) -> str:
     """Validate ``device``: fully where the cells run here, by name only for a cluster."""
     if local:
-        return str(check_device("device", device))
+        return str(validate_device("device", device))
     if device == "auto":
         raise ConfigError("--device='auto' is not allowed with --address: the driver cannot "
                           "see the cluster's devices; name one ('cpu' or 'cuda')")
@@ -288,7 +288,7 @@ def device_name(device: str, *, local: bool) -> str:
     return device
 
 
-def check_address(address: str, *, timeout: float = 5.0) -> None:
+def validate_address(address: str, *, timeout: float = 5.0) -> None:
     """Refuse a Ray address that is malformed or has nothing listening, within seconds.
 
     ``ray.init`` itself retries an unreachable address for minutes; this probes the
@@ -313,7 +313,7 @@ def _ray_cell(suite: Suite, cell: Cell, device: str) -> dict[str, Any]:
     """The body of a cell's Ray task: check the device on the node, then evaluate."""
     if device.startswith("cuda"):
         device = "cuda"  # the GPU Ray assigned is the only one visible to this task
-    check_device("device", device)
+    validate_device("device", device)
     return evaluate_under_policy(suite, cell, device=device)
 
 
@@ -362,7 +362,7 @@ def run_ray(suite: Suite, cells: Sequence[tuple[int, Cell]], on_done: OnDone,
         if address is None:
             options["object_store_memory"] = RAY_OBJECT_STORE_BYTES
         else:
-            check_address(address)
+            validate_address(address)
         on_main = threading.current_thread() is threading.main_thread()
         sigterm = signal.getsignal(signal.SIGTERM) if on_main else None
         try:
@@ -378,7 +378,7 @@ def run_ray(suite: Suite, cells: Sequence[tuple[int, Cell]], on_done: OnDone,
     try:
         resources = ray.cluster_resources()
         cpus = int(resources.get("CPU", 1))
-        limit = check_scalar("workers", cpus if workers is None else workers, lo=1,
+        limit = validate_scalar("workers", cpus if workers is None else workers, lo=1,
                              integer=True)
         gpus = RAY_GPUS_PER_CELL if device.startswith("cuda") else 0
         if gpus and not resources.get("GPU"):

@@ -79,10 +79,10 @@ from .tolerance import (
     RATE_METRICS,
     REL_FLOORS,
     RULE,
-    check_number,
     default_floor,
     parse_tolerances,
     tolerance,
+    validate_number,
 )
 
 
@@ -185,8 +185,8 @@ def make_baseline(
     0
     """
     doc = validate_results(results_doc)
-    k = check_number("k", k, positive=True)
-    floor = None if floor is None else check_number("floor", floor)
+    k = validate_number("k", k, positive=True)
+    floor = None if floor is None else validate_number("floor", floor)
     aggs = doc["aggregates"]
     directions: dict[str, bool | None] = dict(HIGHER_IS_BETTER)
     for a in aggs:

@@ -31,10 +31,16 @@ from torch import nn
 
 from .._io import atomic_write
 from .._torch import child_seeds, probe_model, probes_quiet, validate_once
-from .._validation import check_device, check_distinct, check_model, check_scalar, check_seed
+from .._validation import (
+    validate_device,
+    validate_distinct,
+    validate_model,
+    validate_scalar,
+    validate_seed,
+)
 from ..attacks import get_attack
 from ..attacks.transfer import SurrogateSpec
-from ..batching import DEFAULT_BATCH_SIZE, check_batch_size
+from ..batching import DEFAULT_BATCH_SIZE, validate_batch_size
 from ..data import Dataset, load_dataset, load_npz
 from ..errors import ConfigError
 from ..metrics import (
@@ -42,7 +48,7 @@ from ..metrics import (
 )
 from ..models import build_model
 from ..registry import split_named
-from ..sanity import CheckSettings, SuiteAttack, run_checks
+from ..sanity import SanitySettings, SuiteAttack, run_sanity
 from ..threat import EvasionThreat, Norm
 from .evaluate import (
     _SEED_SLOTS,
@@ -62,7 +68,7 @@ from .spec import (
     Spec,
     Suite,
 )
-from .suite import check_n_noise, check_suite_seed, split_batch_size
+from .suite import split_batch_size, validate_n_noise, validate_suite_seed
 
 #: Order of the child seeds drawn from a cell's seed (append only: children are
 #: index-stable, so a new slot leaves the others' seeds unchanged).
@@ -162,7 +168,7 @@ def evaluate_model(
     return evaluate_model_details(model, dataset, threats=threats, attacks=attacks, seed=seed,
                                   metrics=metrics, n_noise=n_noise,
                                   information=information,
-                                  checks=CheckSettings(enabled=()),
+                                  checks=SanitySettings(enabled=()),
                                   batch_size=batch_size)["metrics"]
 
 
@@ -172,7 +178,7 @@ def evaluate_model_details(
     *,
     threats: Sequence[EvasionSpec | EvasionThreat] = (),
     attacks: Sequence[str | Mapping[str, Any] | Spec] = (),
-    checks: CheckSettings | Mapping[str, Any] | None = None,
+    checks: SanitySettings | Mapping[str, Any] | None = None,
     seed: int = 0,
     metrics: Sequence[str] = PRETRAINED_METRICS,
     n_noise: int = 1000,
@@ -182,7 +188,7 @@ def evaluate_model_details(
     """:func:`evaluate_model` with everything a cell record holds besides the metrics.
 
     Same parameters and errors as :func:`evaluate_model`, and ``checks``: the sanity
-    checks' settings (:class:`poisonlab.sanity.CheckSettings` or a suite's ``checks:``
+    checks' settings (:class:`poisonlab.sanity.SanitySettings` or a suite's ``checks:``
     mapping; default: every check). They run with the "evasion" group and threats; the
     transfer probe is skipped (nothing is trained here).
 
@@ -191,13 +197,13 @@ def evaluate_model_details(
     dict with ``"metrics"`` (the metric records :func:`evaluate_model` returns),
     ``"reliability"`` (:func:`poisonlab.metrics.reliability` of the clean test split, as in
     a cell record; None without the "calibration" group) and ``"checks"`` (the sanity
-    checks' outcomes as in a cell record, :meth:`poisonlab.sanity.CheckOutcome.to_dict`;
+    checks' outcomes as in a cell record, :meth:`poisonlab.sanity.SanityOutcome.to_dict`;
     empty without evasion threats).
     """
-    seed = check_seed("seed", seed)
-    batch_size = check_batch_size("batch_size", batch_size)
-    check_model(model)
-    check_settings, n_noise, info, specs, a_specs, a_batch, grad_attack = _settings(
+    seed = validate_seed("seed", seed)
+    batch_size = validate_batch_size("batch_size", batch_size)
+    validate_model(model)
+    sanity_settings, n_noise, info, specs, a_specs, a_batch, grad_attack = _settings(
         dataset, threats=threats, attacks=attacks, checks=checks, metrics=metrics,
         n_noise=n_noise, information=information)
     # One probe of the model here; every call below answers from it (validate_once).
@@ -234,9 +240,9 @@ def evaluate_model_details(
                 runs: list[SuiteAttack] = []
                 out += _evasion(suite, model, ds.x_test, ds.y_test, ds.n_classes, ds.bounds,
                                 seeds["attack"], no_surrogate, collect=runs)
-                checks_out = [o.to_dict() for o in run_checks(
+                checks_out = [o.to_dict() for o in run_sanity(
                     model, ds.x_test, ds.y_test, groups=[e.threats(ds.bounds) for e in specs],
-                    settings=check_settings, seed=seeds["checks"], suite_results=runs,
+                    settings=sanity_settings, seed=seeds["checks"], suite_results=runs,
                     batch_size=batch_size)]
             if "offmanifold" in suite.metrics:
                 out += _offmanifold(suite, model, ds.x_train, ds.x_test, ds.input_shape, ds.bounds,
@@ -249,9 +255,9 @@ def evaluate_model_details(
 
 def _settings(dataset: Dataset, *, threats: Sequence[EvasionSpec | EvasionThreat],
               attacks: Sequence[str | Mapping[str, Any] | Spec],
-              checks: CheckSettings | Mapping[str, Any] | None, metrics: Sequence[str],
+              checks: SanitySettings | Mapping[str, Any] | None, metrics: Sequence[str],
               n_noise: int, information: InformationSpec | Mapping[str, Any] | None
-              ) -> tuple[CheckSettings, int, InformationSpec, list[EvasionSpec], list[Spec],
+              ) -> tuple[SanitySettings, int, InformationSpec, list[EvasionSpec], list[Spec],
                          list[int | None], str]:
     """:func:`evaluate_model_details`' settings, checked: the checks, ``n_noise``, the
     information settings, the threat groups, the attack specs and batch sizes, and the
@@ -262,8 +268,8 @@ def _settings(dataset: Dataset, *, threats: Sequence[EvasionSpec | EvasionThreat
     if isinstance(metrics, str):
         raise ConfigError(f"metrics={metrics!r} is not allowed: expected a list of "
                           f"{', '.join(PRETRAINED_METRICS)}")
-    check_settings = CheckSettings.from_config(checks)
-    n_noise = check_scalar("n_noise", n_noise, lo=10, integer=True)
+    sanity_settings = SanitySettings.from_config(checks)
+    n_noise = validate_scalar("n_noise", n_noise, lo=10, integer=True)
     for m in metrics:
         if m not in PRETRAINED_METRICS:
             raise ConfigError(f"metrics={m!r} is not allowed: expected one of "
@@ -297,8 +303,8 @@ def _settings(dataset: Dataset, *, threats: Sequence[EvasionSpec | EvasionThreat
         if not grad_attack and "evasion" in metrics and specs and attack.needs_gradients():
             grad_attack = f"attack {attack.name!r}"
         for e in specs:
-            attack.check_threat(e.threats(dataset.bounds)[0])
-    return check_settings, n_noise, info, specs, a_specs, a_batch, grad_attack
+            attack.validate_threat(e.threats(dataset.bounds)[0])
+    return sanity_settings, n_noise, info, specs, a_specs, a_batch, grad_attack
 
 
 def _as_spec(a: str | Mapping[str, Any] | Spec) -> Spec:
@@ -392,15 +398,15 @@ def evaluate_pretrained(
         Bad input, before anything is written.
     """
     t0 = time.perf_counter()
-    dev = check_device("device", device)
-    batch_size = check_batch_size("batch_size", batch_size)
-    seed = check_suite_seed("seed", seed)  # the same bounds as a suite's
-    n_noise = check_n_noise("n_noise", n_noise)
+    dev = validate_device("device", device)
+    batch_size = validate_batch_size("batch_size", batch_size)
+    seed = validate_suite_seed("seed", seed)  # the same bounds as a suite's
+    n_noise = validate_n_noise("n_noise", n_noise)
     if isinstance(eps, str | bytes) or not isinstance(eps, Sequence):
         raise ConfigError(f"eps={eps!r} is not allowed: expected a list of budgets")
     if isinstance(attacks, str | bytes) or not isinstance(attacks, Sequence):
         raise ConfigError(f"attacks={attacks!r} is not allowed: expected a list of attacks")
-    check_distinct("eps", list(eps), what="budgets")
+    validate_distinct("eps", list(eps), what="budgets")
     ds, ds_spec = load_data(data, seed=seed)
     if model_params is None:
         model_params = {}
@@ -413,7 +419,7 @@ def evaluate_pretrained(
     given = [_as_spec(a) for a in attacks]
     split = [split_batch_size(a) for a in given]  # batch_size: a call argument, no setting
     a_specs = [a for a, _ in split]
-    check_distinct("attacks", [a.label for a in a_specs], what="attacks")
+    validate_distinct("attacks", [a.label for a in a_specs], what="attacks")
     knowledge = {a.label: get_attack(a.name, **a.kwargs).knowledge.value for a in a_specs}
     info = InformationSpec()
     details = evaluate_model_details(net, ds, threats=threats,

@@ -22,17 +22,17 @@ import torch
 
 from .._io import atomic_write
 from .._text import spec_label
-from .._validation import check_bool, check_scalar
+from .._validation import validate_bool, validate_scalar
 from .._version import __version__
 from ..errors import ConfigError, RunError
 from ..metrics import HIGHER_IS_BETTER, aggregate
 from .evaluate import derive_poisoning
-from .executors import CELL_THREADS, check_options, device_name, executors
+from .executors import CELL_THREADS, device_name, executors, validate_options
 from .schema import RESULTS_NAME
 from .schema import RESULTS_SCHEMA_VERSION as SCHEMA_VERSION
 from .spec import Suite
 from .store import STORE_NAME, Store
-from .suite import check_suite_data
+from .suite import validate_suite_data
 
 #: What results.json reads from the suite recorded in a store.
 SUITE_META_KEYS = frozenset({"name", "version", "description", "evasion", "poisoning",
@@ -114,16 +114,16 @@ def run_suite(
     a run folder holds cells of one device type only, so ``--resume`` on another is refused.
 
     With ``strict``, a sanity check that flagged a cell (docs/checks.md) raises
-    :class:`~poisonlab.sanity.CheckFailure` once everything is written; its ``lines`` say
+    :class:`~poisonlab.sanity.SanityFailure` once everything is written; its ``lines`` say
     which, one per flag, and its ``doc`` is the results document.
     """
     run = executors.get(executor)
-    check_options(executor, address=address)
+    validate_options(executor, address=address)
     if workers is not None:
-        workers = check_scalar("workers", workers, lo=1, integer=True)
-    check_bool("strict", strict)
+        workers = validate_scalar("workers", workers, lo=1, integer=True)
+    validate_bool("strict", strict)
     device = device_name(device, local=address is None)
-    check_suite_data(suite)  # before the run folder exists: a bad budget is bad input
+    validate_suite_data(suite)  # before the run folder exists: a bad budget is bad input
     out_dir = prepare_out(out, resume=resume)
     cells = list(enumerate(suite.cells()))
     new_store = not (out_dir / STORE_NAME).exists()
@@ -148,11 +148,11 @@ def run_suite(
             address=address)
     doc = write_results(out_dir, report=report)
     if strict:
-        from ..sanity import CheckFailure, flag_lines
+        from ..sanity import SanityFailure, flag_lines
 
         lines = flag_lines(doc)
         if lines:
-            raise CheckFailure(lines, doc)
+            raise SanityFailure(lines, doc)
     return doc
 
 

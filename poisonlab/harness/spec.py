@@ -18,7 +18,7 @@ from typing import Any
 
 from .._text import spec_label
 from .._validation import (
-    check_scalar,
+    validate_scalar,
 )
 from ..batching import DEFAULT_BATCH_SIZE
 from ..metrics import (
@@ -27,9 +27,9 @@ from ..metrics import (
     MI_CLASSES,
     MI_N_AUGMENT,
     MI_N_EXAMPLES,
-    check_information_settings,
+    validate_information_settings,
 )
-from ..sanity import CheckSettings
+from ..sanity import SanitySettings
 from ..threat import EvasionThreat, Norm, PoisonThreat
 from .expectations import Expectation
 
@@ -128,14 +128,14 @@ class InformationSpec:
     noise: float = AUGMENT_NOISE
 
     def __post_init__(self) -> None:
-        classes, n_examples, n_augment = check_information_settings(
+        classes, n_examples, n_augment = validate_information_settings(
             self.classes, self.n_examples, self.n_augment)
         object.__setattr__(self, "classes", classes)
         object.__setattr__(self, "n_examples", n_examples)
         object.__setattr__(self, "n_augment", n_augment)
-        object.__setattr__(self, "shift", check_scalar("shift", self.shift, lo=0,
+        object.__setattr__(self, "shift", validate_scalar("shift", self.shift, lo=0,
                                                        integer=True))
-        object.__setattr__(self, "noise", check_scalar("noise", self.noise, lo=0))
+        object.__setattr__(self, "noise", validate_scalar("noise", self.noise, lo=0))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"classes": list(self.classes), "n_examples": self.n_examples,
@@ -194,7 +194,7 @@ class Suite:
     n_noise: int = 1000
     information: InformationSpec = field(default_factory=InformationSpec)
     #: The sanity checks run on every clean-label cell with evasion (docs/checks.md).
-    checks: CheckSettings = field(default_factory=CheckSettings)
+    checks: SanitySettings = field(default_factory=SanitySettings)
     source: str = "<memory>"
     #: Per attack: "white-box", "transfer" or "black-box" (what the attacker needs).
     attack_knowledge: tuple[str, ...] = ()
@@ -244,7 +244,7 @@ class Suite:
                if "information" in self.metrics else {}),
             # Only when changed: suites with the default checks keep their cell keys.
             **({"checks": self.checks.to_dict()}
-               if "evasion" in self.metrics and self.checks != CheckSettings() else {}),
+               if "evasion" in self.metrics and self.checks != SanitySettings() else {}),
         }
 
     def key(self, cell: Cell) -> str:

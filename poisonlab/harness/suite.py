@@ -62,12 +62,12 @@ import torch
 
 from .._text import short_repr as _r
 from .._validation import (
-    check_bool,
-    check_distinct,
-    check_hinted_types,
-    check_params,
-    check_scalar,
-    check_seed,
+    validate_bool,
+    validate_distinct,
+    validate_hinted_types,
+    validate_params,
+    validate_scalar,
+    validate_seed,
 )
 from ..attacks import get_attack
 from ..batching import DEFAULT_BATCH_SIZE
@@ -76,7 +76,7 @@ from ..defenses import get_defense
 from ..errors import ConfigError, PoisonlabError, SuiteError, first_line
 from ..models import models, read_state_dict
 from ..registry import did_you_mean, split_named
-from ..sanity import CheckSettings
+from ..sanity import SanitySettings
 from ..threat import EvasionThreat, PoisonThreat
 from .claims import parse_expectations
 from .expectations import Expectation, measured_metrics
@@ -91,7 +91,7 @@ from .spec import (
     Suite,
     TrainSpec,
 )
-from .suite_file import check_plain, read_suite_file
+from .suite_file import read_suite_file, validate_plain
 from .tolerance import parse_tolerances
 
 _TOP_KEYS = (
@@ -106,14 +106,14 @@ _TOP_KEYS = (
 # --------------------------------------------------------------------------- loading
 
 
-def check_suite_data(suite: Suite) -> None:
+def validate_suite_data(suite: Suite) -> None:
     """The checks that need the data, run before any cell (validate, run).
 
     Loads each dataset with each of the suite's seeds (the split depends on it) and checks
     what a cell would otherwise fail on half-way: the loader's own parameters, each
     poisoning budget on the training labels (class ids within K, more pairwise flips than
     the source class has, per-class caps, the noise matrix's size;
-    :func:`~poisonlab.attacks.label_flip.check_flip_budget`), the mutual-information
+    :func:`~poisonlab.attacks.label_flip.validate_flip_budget`), the mutual-information
     classes, and declared evasion bounds that must hold the test inputs.
 
     Raises
@@ -121,7 +121,7 @@ def check_suite_data(suite: Suite) -> None:
     SuiteError
         One line naming the entry, the dataset and seed, and the problem.
     """
-    from ..attacks.label_flip import check_flip_budget
+    from ..attacks.label_flip import validate_flip_budget
     from ..data import load_dataset
 
     for i, spec in enumerate(suite.datasets):
@@ -131,7 +131,7 @@ def check_suite_data(suite: Suite) -> None:
                 ds = load_dataset(spec.name, seed=seed, **spec.kwargs)
             for j, threat in enumerate(suite.poisoning):
                 with _Ctx(f"threat_model.poisoning[{j}] on {where}"):
-                    check_flip_budget(threat, ds.y_train, n_classes=ds.n_classes)
+                    validate_flip_budget(threat, ds.y_train, n_classes=ds.n_classes)
             if "information" in suite.metrics:
                 bad = [c for c in suite.information.classes if c >= ds.n_classes]
                 if bad:
@@ -184,13 +184,13 @@ def _spec(entry: Any, where: str, field_name: str = "name") -> Spec:
                      f"'{field_name}'")
 
 
-def check_eval_batch_size(name: str, value: Any) -> int:
+def validate_eval_batch_size(name: str, value: Any) -> int:
     """An evaluation batch size of a suite or the CLI: an integer >= 1 (null is refused:
     a suite never runs a whole test set at once)."""
     if value is None:
         raise ConfigError(f"{name}=None is not allowed: expected an integer >= 1 (test "
                           "inputs per forward pass; default 256)")
-    return int(check_scalar(name, value, lo=1, integer=True))
+    return int(validate_scalar(name, value, lo=1, integer=True))
 
 
 def split_batch_size(spec: Spec) -> tuple[Spec, int | None]:
@@ -206,7 +206,7 @@ def split_batch_size(spec: Spec) -> tuple[Spec, int | None]:
     params = spec.kwargs
     if "batch_size" not in params:
         return spec, None
-    bs = check_eval_batch_size("batch_size", params.pop("batch_size"))
+    bs = validate_eval_batch_size("batch_size", params.pop("batch_size"))
     return Spec.of(spec.name, params), bs
 
 
@@ -233,18 +233,18 @@ def _mapping(raw: dict[str, Any], key: str) -> Any:
     return {} if v is None else v
 
 
-def check_suite_seed(name: str, value: Any) -> int:
+def validate_suite_seed(name: str, value: Any) -> int:
     """A seed of a suite: an integer in [0, SEED_MAX] (scikit-learn takes 32-bit seeds)."""
-    seed = check_seed(name, value)
+    seed = validate_seed(name, value)
     if seed > SEED_MAX:
         raise ConfigError(f"{name}={value!r} is not allowed: expected an integer in "
                           "[0, 2**32 - 1] (scikit-learn takes 32-bit seeds)")
     return seed
 
 
-def check_n_noise(name: str, value: Any) -> int:
+def validate_n_noise(name: str, value: Any) -> int:
     """Noise inputs for the off-manifold metrics: an integer in [10, N_NOISE_MAX]."""
-    n = int(check_scalar(name, value, lo=10, integer=True))
+    n = int(validate_scalar(name, value, lo=10, integer=True))
     if n > N_NOISE_MAX:
         raise ConfigError(f"{name}={value!r} is not allowed: expected an integer in "
                           f"[10, {N_NOISE_MAX}]")
@@ -301,7 +301,7 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<memory>") -> Suite:
         ("defenses", d_specs, lambda s: s.label), ("attacks", a_specs, lambda s: s.label),
         ("seeds", seeds, str), ("threat_model.poisoning", poisoning, lambda t: t.id),
     ):
-        check_distinct(key, [ident(x) for x in items], show=str, error=SuiteError)
+        validate_distinct(key, [ident(x) for x in items], show=str, error=SuiteError)
     eps_ids = [(e.norm, e.targeted, x) for e in evasion for x in e.eps]
     if len(set(eps_ids)) != len(eps_ids):
         raise SuiteError("threat_model.evasion lists one norm/eps twice: expected distinct "
@@ -322,7 +322,7 @@ def _parse_header(raw: Any) -> tuple[str, int, str]:
     if "include" in raw:
         raise SuiteError(f"include={_r(raw['include'])} is not allowed here: parse_suite takes "
                          "a merged mapping; load_suite(path) reads a file's includes")
-    check_plain(raw)
+    validate_plain(raw)
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip():
         raise SuiteError(f"name={_r(name)} is not allowed: expected a non-empty string")
@@ -341,8 +341,8 @@ def _parse_grid(raw: dict[str, Any]) -> tuple[list[Spec], list[Spec], list[Spec]
     for i, s in enumerate(ds_specs):
         with _Ctx(f"datasets[{i}]"):
             loader = datasets.resolve(s.name)
-            check_params(f"dataset {s.name!r}", loader, s.kwargs, skip=("seed",))
-            check_hinted_types(f"dataset {s.name!r}", loader, s.kwargs)
+            validate_params(f"dataset {s.name!r}", loader, s.kwargs, skip=("seed",))
+            validate_hinted_types(f"dataset {s.name!r}", loader, s.kwargs)
             if s.name == "npz":
                 _check_file(f"datasets[{i}]", "path", s.kwargs.get("path"))
     m_specs = [_spec(e, f"models[{i}]") for i, e in enumerate(_list(raw, "models"))]
@@ -350,9 +350,9 @@ def _parse_grid(raw: dict[str, Any]) -> tuple[list[Spec], list[Spec], list[Spec]
         with _Ctx(f"models[{i}]"):
             params = {k: v for k, v in s.kwargs.items() if k != "weights"}
             builder = models.resolve(s.name)
-            check_params(f"model {s.name!r}", builder, params,
+            validate_params(f"model {s.name!r}", builder, params,
                          skip=("input_shape", "n_classes"))
-            check_hinted_types(f"model {s.name!r}", builder, params)
+            validate_hinted_types(f"model {s.name!r}", builder, params)
             if s.name in models.names():
                 _check_builds(f"models[{i}]", s.name, builder, params)
             if "weights" in s.kwargs:
@@ -403,7 +403,7 @@ def _parse_threat_model(raw: dict[str, Any], a_specs: list[Spec], built: list[An
     for i, attack in enumerate(built):  # e.g. an untargeted-only attack, a fixed-norm class
         with _Ctx(f"attacks[{i}]"):
             for e in evasion:
-                attack.check_threat(e.threats((0.0, 1.0))[0])
+                attack.validate_threat(e.threats((0.0, 1.0))[0])
 
     return poisoning, evasion
 
@@ -413,7 +413,7 @@ def _parse_seeds(raw: dict[str, Any]) -> list[int]:
     seeds = []
     for i, s in enumerate(seeds_raw):
         with _Ctx(f"seeds[{i}]"):
-            seeds.append(check_suite_seed("seed", s))
+            seeds.append(validate_suite_seed("seed", s))
 
     return seeds
 
@@ -423,17 +423,17 @@ def _parse_training(raw: dict[str, Any]) -> TrainSpec:
     if not isinstance(tr, dict):
         raise SuiteError(f"training={_r(tr)} is not allowed: expected a mapping")
     with _Ctx("training"):
-        check_params("training", TrainSpec, tr)
+        validate_params("training", TrainSpec, tr)
         return TrainSpec(
-            epochs=check_scalar("epochs", tr.get("epochs", 30), lo=1, integer=True),
-            batch_size=check_scalar("batch_size", tr.get("batch_size", 64), lo=1, integer=True),
-            lr=check_scalar("lr", tr.get("lr", 1e-3), lo=0, lo_closed=False),
-            weight_decay=check_scalar("weight_decay", tr.get("weight_decay", 0.0), lo=0),
+            epochs=validate_scalar("epochs", tr.get("epochs", 30), lo=1, integer=True),
+            batch_size=validate_scalar("batch_size", tr.get("batch_size", 64), lo=1, integer=True),
+            lr=validate_scalar("lr", tr.get("lr", 1e-3), lo=0, lo_closed=False),
+            weight_decay=validate_scalar("weight_decay", tr.get("weight_decay", 0.0), lo=0),
         )
 
 
 def _parse_evaluation(raw: dict[str, Any]) -> tuple[list[Any], int, InformationSpec,
-                                                     CheckSettings, int | None]:
+                                                     SanitySettings, int | None]:
     """metrics, offmanifold, information, checks and batch_size."""
     metrics_raw = raw.get("metrics", list(METRIC_GROUPS))
     if not isinstance(metrics_raw, list) or not metrics_raw:
@@ -444,12 +444,12 @@ def _parse_evaluation(raw: dict[str, Any]) -> tuple[list[Any], int, InformationS
             hint = did_you_mean(str(m), list(METRIC_GROUPS))
             raise SuiteError(f"metrics[{i}]={_r(m)} is not known: expected one of "
                              f"{', '.join(METRIC_GROUPS)}{hint}")
-        check_distinct("metrics", metrics_raw[: i + 1], what="metric groups", error=SuiteError)
+        validate_distinct("metrics", metrics_raw[: i + 1], what="metric groups", error=SuiteError)
     om = _mapping(raw, "offmanifold")
     if not isinstance(om, dict) or any(k != "n_noise" for k in om):
         raise SuiteError(f"offmanifold={_r(om)} is not allowed: expected {{n_noise: int}}")
     with _Ctx("offmanifold"):
-        n_noise = check_n_noise("n_noise", om.get("n_noise", 1000))
+        n_noise = validate_n_noise("n_noise", om.get("n_noise", 1000))
     info = _mapping(raw, "information")
     info_keys = ("classes", "n_examples", "n_augment", "shift", "noise")
     if not isinstance(info, dict) or any(k not in info_keys for k in info):
@@ -462,9 +462,9 @@ def _parse_evaluation(raw: dict[str, Any]) -> tuple[list[Any], int, InformationS
         raise SuiteError(f"checks={_r(chk)} is not allowed: expected a mapping like {{n_probe: "
                          "200, enabled: [gradient_norms, ...], steps: 20, transfer: true}")
     with _Ctx("checks"):
-        checks = CheckSettings.from_config(chk)
+        checks = SanitySettings.from_config(chk)
     try:
-        batch_size = check_eval_batch_size("batch_size",
+        batch_size = validate_eval_batch_size("batch_size",
                                            raw.get("batch_size", DEFAULT_BATCH_SIZE))
     except ConfigError as e:
         raise SuiteError(str(e)) from None
@@ -515,7 +515,7 @@ def _evasion(entry: Any, where: str) -> EvasionSpec:
     with _Ctx(where):
         threats = [EvasionThreat(norm=entry.get("norm", "linf"), eps=e,
                                  bounds=(0.0, 1.0) if b is None else b,
-                                 targeted=check_bool("targeted", entry.get("targeted", False)))
+                                 targeted=validate_bool("targeted", entry.get("targeted", False)))
                    for e in eps_list]
     if not threats:
         raise SuiteError(f"{where}: eps=[] is not allowed: expected at least one eps")

@@ -1,7 +1,7 @@
 """A suite file as plain YAML: reading it, merging its includes, and the limits on it.
 
 :func:`read_suite_file` turns a file into a mapping (no key given twice, includes merged,
-each failure one :class:`~poisonlab.errors.SuiteError` line); :func:`check_plain` makes
+each failure one :class:`~poisonlab.errors.SuiteError` line); :func:`validate_plain` makes
 sure the mapping holds settings, not data or objects (plain values only, nested at most
 ``MAX_DEPTH`` deep, at most ``MAX_VALUES`` values, no recursive alias). What the keys mean
 is :func:`poisonlab.harness.suite.parse_suite`'s business.
@@ -101,7 +101,7 @@ def read_suite_file(p: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
 _PLAIN = (str, int, float, type(None))
 
 
-def check_plain(raw: dict[str, Any]) -> None:
+def validate_plain(raw: dict[str, Any]) -> None:
     """Every value is plain YAML (null, true/false, number, string, list, mapping with
     string keys), nested at most MAX_DEPTH deep, MAX_VALUES values in all, and no list or
     mapping contains itself (a recursive YAML alias)."""

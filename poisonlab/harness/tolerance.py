@@ -117,7 +117,7 @@ def default_floor(metric: str, n_test: int | None = None) -> float:
 # --------------------------------------------------------------------------- overrides
 
 
-def check_number(where: str, value: Any, *, positive: bool = False) -> float:
+def validate_number(where: str, value: Any, *, positive: bool = False) -> float:
     ok = (isinstance(value, int | float) and not isinstance(value, bool)
           and math.isfinite(value) and (value > 0 if positive else value >= 0))
     if not ok:
@@ -196,7 +196,7 @@ def parse_tolerances(
                 raise ConfigError(
                     f"{at}: unknown field {name!r}: expected one of "
                     f"{', '.join(OVERRIDE_FIELDS)}{did_you_mean(str(name), list(OVERRIDE_FIELDS))}")
-            parsed[name] = check_number(f"{at}.{name}", value, positive=name == "k")
+            parsed[name] = validate_number(f"{at}.{name}", value, positive=name == "k")
         if "tolerance" in parsed and len(parsed) > 1:
             others = ", ".join(f for f in parsed if f != "tolerance")
             raise ConfigError(f"{at}: tolerance together with {others} is not allowed: "

@@ -64,9 +64,9 @@ from .information import (
     MI_N_AUGMENT,
     MI_N_EXAMPLES,
     augment,
-    check_information_settings,
     gaussian_mi,
     mutual_information,
+    validate_information_settings,
 )
 from .offmanifold import (
     ALPHA_GRID,
@@ -124,7 +124,6 @@ __all__ = [
     "augment",
     "auroc",
     "brier",
-    "check_information_settings",
     "ece",
     "gaussian_mi",
     "gaussian_noise",
@@ -142,5 +141,6 @@ __all__ = [
     "reliability",
     "temperature",
     "uniform_noise",
+    "validate_information_settings",
     "weight_norm",
 ]

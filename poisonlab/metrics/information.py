@@ -15,12 +15,12 @@ from torch import nn
 
 from .._torch import output_width
 from .._validation import (
-    check_bounds,
-    check_inputs,
-    check_scalar,
-    check_seed,
+    validate_bounds,
+    validate_inputs,
+    validate_scalar,
+    validate_seed,
 )
-from ..batching import DEFAULT_BATCH_SIZE, check_batch_size
+from ..batching import DEFAULT_BATCH_SIZE, validate_batch_size
 from ..errors import ConfigError, DataError
 from .predict import as_model_input, predict_logits
 from .scores import _np
@@ -82,9 +82,9 @@ def augment(x: torch.Tensor, generator: torch.Generator, bounds: tuple[float, fl
     >>> augment(torch.zeros(5, 1, 8, 8), g, (0.0, 1.0)).shape
     torch.Size([5, 1, 8, 8])
     """
-    lo, hi = check_bounds("bounds", bounds)
-    shift = check_scalar("shift", shift, lo=0, integer=True)
-    noise = check_scalar("noise", noise, lo=0)
+    lo, hi = validate_bounds("bounds", bounds)
+    shift = validate_scalar("shift", shift, lo=0, integer=True)
+    noise = validate_scalar("noise", noise, lo=0)
     n = x.shape[0]
     out = x.clone()
     img = _image_shape(tuple(x.shape[1:]))
@@ -107,7 +107,7 @@ def augment(x: torch.Tensor, generator: torch.Generator, bounds: tuple[float, fl
     return out.clamp(lo, hi)
 
 
-def check_information_settings(classes: Any, n_examples: Any, n_augment: Any
+def validate_information_settings(classes: Any, n_examples: Any, n_augment: Any
                                ) -> tuple[tuple[int, int], int, int]:
     """Validate the settings of :func:`mutual_information` (shared with the suite parser).
 
@@ -116,13 +116,13 @@ def check_information_settings(classes: Any, n_examples: Any, n_augment: Any
     """
     if isinstance(classes, str) or not isinstance(classes, Sequence) or len(classes) != 2:
         raise ConfigError(f"classes={classes!r} is not allowed: expected two class ids [a, b]")
-    a = check_scalar("classes[0]", classes[0], lo=0, integer=True)
-    b = check_scalar("classes[1]", classes[1], lo=0, integer=True)
+    a = validate_scalar("classes[0]", classes[0], lo=0, integer=True)
+    b = validate_scalar("classes[1]", classes[1], lo=0, integer=True)
     if a == b:
         raise ConfigError(f"classes={list(classes)!r} is not allowed: expected two different "
                           "class ids")
-    return ((a, b), check_scalar("n_examples", n_examples, lo=4, integer=True),
-            check_scalar("n_augment", n_augment, lo=2, integer=True))
+    return ((a, b), validate_scalar("n_examples", n_examples, lo=4, integer=True),
+            validate_scalar("n_augment", n_augment, lo=2, integer=True))
 
 
 def gaussian_mi(samples: Any) -> float:
@@ -255,10 +255,10 @@ def mutual_information(
     >>> mutual_information(Constant(), x, y, n_examples=10, n_augment=4)
     0.0
     """
-    (a, b), n_examples, n_augment = check_information_settings(classes, n_examples, n_augment)
-    seed = check_seed("seed", seed)
-    batch_size = check_batch_size("batch_size", batch_size)
-    x_t, y_t = check_inputs(x, y)
+    (a, b), n_examples, n_augment = validate_information_settings(classes, n_examples, n_augment)
+    seed = validate_seed("seed", seed)
+    batch_size = validate_batch_size("batch_size", batch_size)
+    x_t, y_t = validate_inputs(x, y)
     k = output_width(model, as_model_input(model, x_t[:1]))
     for i, c in enumerate((a, b)):
         if c >= k:
@@ -267,7 +267,7 @@ def mutual_information(
     if bounds is None:
         lo, hi = float(x_t.min()), float(x_t.max())
         bounds = (lo, hi if hi > lo else lo + 1.0)
-    bounds = check_bounds("bounds", bounds)
+    bounds = validate_bounds("bounds", bounds)
     s_pick, s_aug = (int(s.generate_state(1)[0] >> 1)
                      for s in np.random.SeedSequence(seed).spawn(2))
     rng = np.random.default_rng(s_pick)

@@ -13,12 +13,12 @@ import torch
 from torch import nn
 
 from .._validation import (
-    check_bounds,
-    check_int_sequence,
-    check_label_array,
-    check_scalar,
-    check_seed,
-    check_x,
+    validate_bounds,
+    validate_int_sequence,
+    validate_label_array,
+    validate_scalar,
+    validate_seed,
+    validate_x,
 )
 from ..batching import DEFAULT_BATCH_SIZE
 from ..defenses.posthoc import fit_temperature
@@ -52,10 +52,10 @@ def uniform_noise(
     >>> bool((uniform_noise(3, (2,), (0.0, 1.0), 0, device="cpu") >= 0).all())
     True
     """
-    g = torch.Generator().manual_seed(check_seed("seed", seed))
-    n = check_scalar("n", n, lo=0, integer=True)
-    shape = check_int_sequence("input_shape", input_shape)
-    lo, hi = check_bounds("bounds", bounds)
+    g = torch.Generator().manual_seed(validate_seed("seed", seed))
+    n = validate_scalar("n", n, lo=0, integer=True)
+    shape = validate_int_sequence("input_shape", input_shape)
+    lo, hi = validate_bounds("bounds", bounds)
     out = lo + (hi - lo) * torch.rand((n, *shape), generator=g)
     return out if device is None else out.to(device)
 
@@ -69,9 +69,9 @@ def gaussian_noise(n: int, x_train: Any, seed: int, *,
     same whatever device ``x_train`` lives on. Returned on ``device`` (default: the device
     of ``x_train``).
     """
-    g = torch.Generator().manual_seed(check_seed("seed", seed))
-    n = check_scalar("n", n, lo=0, integer=True)
-    x_t = check_x(x_train, "x_train")
+    g = torch.Generator().manual_seed(validate_seed("seed", seed))
+    n = validate_scalar("n", n, lo=0, integer=True)
+    x_t = validate_x(x_train, "x_train")
     target = x_t.device if device is None else torch.device(device)
     x_cpu = x_t.detach().cpu()
     mean = x_cpu.mean(dim=0)
@@ -273,10 +273,10 @@ def temperature(model: nn.Module, x_val: torch.Tensor, y_val: Any, *,
     >>> temperature(nn.Identity(), x, torch.tensor([0, 1, 1, 0])) > 1
     True
     """
-    if not len(check_label_array("y_val", y_val)):
+    if not len(validate_label_array("y_val", y_val)):
         return math.nan
     logits = predict_logits(model, x_val, batch_size)
-    y = check_label_array("y_val", y_val, n_classes=logits.shape[1])
+    y = validate_label_array("y_val", y_val, n_classes=logits.shape[1])
     if logits.dim() != 2 or logits.shape[0] != len(y):
         raise DataError(f"y_val has shape {y.shape}: expected ({logits.shape[0]},) to match "
                         "x_val")

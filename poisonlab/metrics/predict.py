@@ -12,12 +12,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._torch import check_logits, eval_mode, forward, model_device
+from .._torch import eval_mode, forward, model_device, validate_logits
 from .._validation import (
     as_tensor,
-    check_model,
+    validate_model,
 )
-from ..batching import DEFAULT_BATCH_SIZE, check_batch_size, iter_slices
+from ..batching import DEFAULT_BATCH_SIZE, iter_slices, validate_batch_size
 from ..errors import DataError
 
 
@@ -38,7 +38,7 @@ def as_model_input(model: nn.Module, x: Any) -> torch.Tensor:
     >>> as_model_input(nn.Linear(2, 1), np.zeros((3, 2))).dtype
     torch.float32
     """
-    check_model(model)
+    validate_model(model)
     x = as_tensor("x", x)
     if x.is_complex():
         raise DataError(f"x has dtype {x.dtype}: expected real numbers")
@@ -58,8 +58,8 @@ def _batched(model: nn.Module, x: Any, batch_size: int | None,
     result is filled batch by batch, so no more than one batch of activations is alive
     at once, whatever ``n``.
     """
-    check_model(model)
-    batch_size = check_batch_size("batch_size", batch_size)
+    validate_model(model)
+    batch_size = validate_batch_size("batch_size", batch_size)
     x = as_tensor("x", x)
     if x.dim() < 2:
         raise DataError(f"x has shape {tuple(x.shape)}: expected (n, *input_shape)")
@@ -76,7 +76,7 @@ def _batched(model: nn.Module, x: Any, batch_size: int | None,
 def _logits(model: nn.Module, xb: Any) -> torch.Tensor:
     """Checked logits (m, K) of ``model`` on one batch ``xb`` (moved and cast for it)."""
     xb = as_model_input(model, xb)
-    return check_logits(forward(model, xb), xb.shape[0])
+    return validate_logits(forward(model, xb), xb.shape[0])
 
 
 def _confidence(model: nn.Module, xb: Any) -> torch.Tensor:

@@ -13,9 +13,9 @@ import torch
 
 from .._validation import (
     as_array,
-    check_finite_array,
-    check_label_array,
-    check_scalar,
+    validate_finite_array,
+    validate_label_array,
+    validate_scalar,
 )
 from ..errors import DataError
 
@@ -60,7 +60,7 @@ def _pair(name_a: str, a: Any, name_b: str, b: Any) -> tuple[np.ndarray, np.ndar
     pa, pb = as_array(name_a, a), as_array(name_b, b)
     if pa.shape != pb.shape:
         raise DataError(f"{name_a} has shape {pa.shape}: expected {pb.shape} to match {name_b}")
-    return check_label_array(name_a, pa), check_label_array(name_b, pb)
+    return validate_label_array(name_a, pa), validate_label_array(name_b, pb)
 
 
 def accuracy(pred: Any, y: Any) -> float:
@@ -108,10 +108,10 @@ ROW_SUM_TOL = 1e-2
 
 
 def _check_probs(probs: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
-    p, t = as_array("probs", probs), check_label_array("y", y)
+    p, t = as_array("probs", probs), validate_label_array("y", y)
     if p.ndim != 2 or p.shape[0] != t.shape[0] or p.shape[1] == 0:
         raise DataError(f"probs has shape {p.shape}, y {t.shape}: expected (n, K) and (n,)")
-    p = check_finite_array("probs", p)
+    p = validate_finite_array("probs", p)
     if p.size and (p.min() < -PROB_TOL or p.max() > 1 + PROB_TOL
                    or np.abs(p.sum(axis=1) - 1).max() > ROW_SUM_TOL):
         raise DataError(f"probs has values in [{p.min():g}, {p.max():g}] and row sums in "
@@ -153,7 +153,7 @@ def ece(probs: Any, y: Any, n_bins: int = 15) -> float:
     bins of :func:`reliability`).
     """
     p, t = _check_probs(probs, y)
-    n_bins = check_scalar("n_bins", n_bins, lo=1, integer=True)
+    n_bins = validate_scalar("n_bins", n_bins, lo=1, integer=True)
     count, acc, conf = _bins(p, t, n_bins)
     total = 0.0
     for b in range(n_bins):
@@ -196,7 +196,7 @@ def reliability(probs: Any, y: Any, n_bins: int = 15) -> dict[str, list[Any]]:
     {'count': [0, 2], 'accuracy': [None, 0.5], 'confidence': [None, 0.75]}
     """
     p, t = _check_probs(probs, y)
-    n_bins = check_scalar("n_bins", n_bins, lo=1, integer=True)
+    n_bins = validate_scalar("n_bins", n_bins, lo=1, integer=True)
     count, acc, conf = _bins(p, t, n_bins)
 
     def listed(v: np.ndarray) -> list[float | None]:
@@ -224,8 +224,8 @@ def auroc(pos_scores: Any, neg_scores: Any) -> float:
 
     The Mann-Whitney statistic, ties counted as one half.
     """
-    pos = check_finite_array("pos_scores", pos_scores, ndim=1)
-    neg = check_finite_array("neg_scores", neg_scores, ndim=1)
+    pos = validate_finite_array("pos_scores", pos_scores, ndim=1)
+    neg = validate_finite_array("neg_scores", neg_scores, ndim=1)
     if not len(pos) or not len(neg):
         return math.nan
     from scipy.stats import rankdata

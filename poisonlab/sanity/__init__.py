@@ -5,7 +5,7 @@ its decisions are hard to change: saturated softmax, zero or non-finite gradient
 non-differentiable layers (Athalye, Carlini & Wagner 2018, "Obfuscated Gradients Give a
 False Sense of Security"). Carlini et al. 2019 ("On Evaluating Adversarial Robustness")
 list the symptoms; each check below tests one and returns a
-:class:`CheckOutcome`: ``status`` "pass", "flag" or "skipped", a one-line ``message`` with
+:class:`SanityOutcome`: ``status`` "pass", "flag" or "skipped", a one-line ``message`` with
 the measured numbers, a documentation anchor (``docs/checks.md#<name>``) and the
 ``evidence`` (the numbers).
 
@@ -17,7 +17,7 @@ compare the suite's own attacks when it ran some. Every probe is a poisonlab att
 
 The judges (``judge_*``) are pure functions of per-sample success vectors; the registered
 checks pick the probes they need from a :class:`Probes` (lazy, each probe runs once);
-:func:`run_checks` is the thin runner.
+:func:`run_sanity` is the thin runner.
 
 >>> from poisonlab.sanity import checks, judge_iterative_vs_single_step
 >>> import numpy as np
@@ -44,7 +44,7 @@ from .judges import (
     SINGLE_STEP,
     SQUARE_ITERS,
     UNBOUNDED_MIN,
-    CheckOutcome,
+    SanityOutcome,
     Status,
     Z,
     is_multi_step,
@@ -60,8 +60,14 @@ from .judges import (
     paired_gap,
 )
 from .probes import Probes, SuiteAttack
-from .run import CheckFailure, flag_lines, run_checks
-from .settings import ALL_CHECKS, CheckSettings
+from .run import SanityFailure, flag_lines, run_sanity
+from .settings import ALL_CHECKS, SanitySettings
+
+#: The names before issue 20 ("check" names the gate only); kept as aliases.
+CheckOutcome = SanityOutcome
+CheckSettings = SanitySettings
+CheckFailure = SanityFailure
+run_checks = run_sanity
 
 __all__ = [
     "ALL_CHECKS",
@@ -81,6 +87,9 @@ __all__ = [
     "CheckOutcome",
     "CheckSettings",
     "Probes",
+    "SanityFailure",
+    "SanityOutcome",
+    "SanitySettings",
     "Status",
     "SuiteAttack",
     "Z",
@@ -98,4 +107,5 @@ __all__ = [
     "judge_whitebox_vs",
     "paired_gap",
     "run_checks",
+    "run_sanity",
 ]

@@ -15,7 +15,7 @@ from .judges import (
     CONVERGENCE_RESTARTS,
     NOISE_MIN_FEATURES,
     SINGLE_STEP,
-    CheckOutcome,
+    SanityOutcome,
     _no_points,
     _skipped,
     _worst,
@@ -34,16 +34,16 @@ from .probes import Probes
 
 # --------------------------------------------------------------------------- registry
 
-CheckFn = Callable[[Probes], CheckOutcome]
+CheckFn = Callable[[Probes], SanityOutcome]
 
-#: The sanity checks by name; ``checks.get(name)(probes)`` returns one CheckOutcome.
+#: The sanity checks by name; ``checks.get(name)(probes)`` returns one SanityOutcome.
 checks: Registry[CheckFn] = Registry("check")
 
 _NO_THREAT = "the evaluation has no untargeted evasion threat to probe"
 
 
 @checks.register("iterative_vs_single_step")
-def iterative_vs_single_step(p: Probes) -> CheckOutcome:
+def iterative_vs_single_step(p: Probes) -> SanityOutcome:
     """PGD at least as strong as FGSM at the same eps (Carlini et al. 2019)."""
     return _worst("iterative_vs_single_step",
                   [judge_iterative_vs_single_step(pgd=p.pgd(t), fgsm=p.fgsm(t), threat=t.id)
@@ -51,7 +51,7 @@ def iterative_vs_single_step(p: Probes) -> CheckOutcome:
 
 
 @checks.register("monotone_in_eps")
-def monotone_in_eps(p: Probes) -> CheckOutcome:
+def monotone_in_eps(p: Probes) -> SanityOutcome:
     """Success never decreases as eps grows (each eps attacked independently)."""
     outs = [judge_monotone_in_eps(eps=[t.eps for t in g], success=[p.pgd(t) for t in g],
                                   threats=[t.id for t in g]) for g in p.groups]
@@ -59,12 +59,12 @@ def monotone_in_eps(p: Probes) -> CheckOutcome:
 
 
 @checks.register("suite_attacks_ordered")
-def suite_attacks_ordered(p: Probes) -> CheckOutcome:
+def suite_attacks_ordered(p: Probes) -> SanityOutcome:
     """The suite's own attacks: each multi-step attack at least as strong as the suite's
     FGSM at the same threat, on every test point both count. (Their robust accuracy
     cannot rise with eps: ``security_curve`` carries every point fooled at a smaller eps;
     ``monotone_in_eps`` tests the attack at each eps independently.)"""
-    outs: list[CheckOutcome] = []
+    outs: list[SanityOutcome] = []
     by_threat = p.suite_by_threat()
     for threat, runs in by_threat.items():
         singles = [s for s in runs if s.result.attack in SINGLE_STEP]
@@ -80,7 +80,7 @@ def suite_attacks_ordered(p: Probes) -> CheckOutcome:
 
 
 @checks.register("unbounded_eps")
-def unbounded_eps(p: Probes) -> CheckOutcome:
+def unbounded_eps(p: Probes) -> SanityOutcome:
     """PGD with a linf eps covering the input range fools (nearly) every point."""
     outs = []
     for bounds in dict.fromkeys(t.bounds for t in p.threats):
@@ -90,8 +90,8 @@ def unbounded_eps(p: Probes) -> CheckOutcome:
 
 
 def _versus_whitebox(p: Probes, check: str, knowledge: Knowledge, probe: str,
-                     setting: str) -> CheckOutcome:
-    outs: list[CheckOutcome] = []
+                     setting: str) -> SanityOutcome:
+    outs: list[SanityOutcome] = []
     probe_threats = {t: t for t in p.threats}
     for threat, runs in p.suite_by_threat().items():
         white = [s for s in runs if s.knowledge is Knowledge.WHITE_BOX]
@@ -128,21 +128,21 @@ def _versus_whitebox(p: Probes, check: str, knowledge: Knowledge, probe: str,
 
 
 @checks.register("transfer_vs_whitebox")
-def transfer_vs_whitebox(p: Probes) -> CheckOutcome:
+def transfer_vs_whitebox(p: Probes) -> SanityOutcome:
     """White-box success at least that of transfer from a surrogate (Athalye et al. 2018)."""
     return _versus_whitebox(p, "transfer_vs_whitebox", Knowledge.TRANSFER, "transfer",
                             "transfer")
 
 
 @checks.register("blackbox_vs_whitebox")
-def blackbox_vs_whitebox(p: Probes) -> CheckOutcome:
+def blackbox_vs_whitebox(p: Probes) -> SanityOutcome:
     """White-box success at least that of gradient-free attacks (Square, noise)."""
     return _versus_whitebox(p, "blackbox_vs_whitebox", Knowledge.BLACK_BOX, "square",
                             "square")
 
 
 @checks.register("convergence")
-def convergence(p: Probes) -> CheckOutcome:
+def convergence(p: Probes) -> SanityOutcome:
     """Twice the PGD steps plus restarts add little success (the attack converged)."""
     return _worst("convergence",
                   [judge_convergence(base=p.pgd(t), stronger=p.stronger(t), threat=t.id,
@@ -151,7 +151,7 @@ def convergence(p: Probes) -> CheckOutcome:
 
 
 @checks.register("margin_vs_ce")
-def margin_vs_ce(p: Probes) -> CheckOutcome:
+def margin_vs_ce(p: Probes) -> SanityOutcome:
     """PGD with the margin loss not far stronger than PGD-CE (no saturated softmax)."""
     return _worst("margin_vs_ce",
                   [judge_margin_vs_ce(ce=p.pgd(t), margin=p.margin(t), threat=t.id)
@@ -159,7 +159,7 @@ def margin_vs_ce(p: Probes) -> CheckOutcome:
 
 
 @checks.register("noise_vs_attack")
-def noise_vs_attack(p: Probes) -> CheckOutcome:
+def noise_vs_attack(p: Probes) -> SanityOutcome:
     """Random noise of the same eps far weaker than the white-box attacks."""
     low = p.n_features < NOISE_MIN_FEATURES  # skipped: spare the probes
     none = np.zeros(0, dtype=bool)
@@ -171,7 +171,7 @@ def noise_vs_attack(p: Probes) -> CheckOutcome:
 
 
 @checks.register("gradient_norms")
-def gradient_norms(p: Probes) -> CheckOutcome:
+def gradient_norms(p: Probes) -> SanityOutcome:
     """The loss's input gradient does not vanish on most probe points."""
     if not p.n:
         return _no_points("gradient_norms", None)

@@ -1,7 +1,7 @@
 """The judges of the sanity checks: pure functions of per-sample success vectors.
 
 Each ``judge_*`` takes the outcomes of the probes (numpy bool arrays, one entry per probe
-point) and returns one :class:`CheckOutcome`; the thresholds they use are the module's
+point) and returns one :class:`SanityOutcome`; the thresholds they use are the module's
 constants, documented in docs/checks.md.
 """
 
@@ -56,7 +56,7 @@ class Status(StrEnum):
 
 
 @dataclass(frozen=True)
-class CheckOutcome:
+class SanityOutcome:
     """What one check concluded about one model.
 
     Attributes
@@ -113,11 +113,11 @@ def paired_gap(a: np.ndarray, b: np.ndarray, *, scale: float = 1.0) -> tuple[flo
     return float(d.mean()), se
 
 
-def _skipped(check: str, why: str, threat: str | None = None) -> CheckOutcome:
-    return CheckOutcome(check, Status.SKIPPED, why, threat, {})
+def _skipped(check: str, why: str, threat: str | None = None) -> SanityOutcome:
+    return SanityOutcome(check, Status.SKIPPED, why, threat, {})
 
 
-def _no_points(check: str, threat: str | None) -> CheckOutcome:
+def _no_points(check: str, threat: str | None) -> SanityOutcome:
     return _skipped(check, "no probe point is classified correctly: nothing to attack",
                     threat)
 
@@ -137,7 +137,7 @@ def _ordered(check: str, *, strong: np.ndarray, weak: np.ndarray, threshold: flo
 
 
 def judge_iterative_vs_single_step(*, pgd: np.ndarray, fgsm: np.ndarray,
-                                   threat: str) -> CheckOutcome:
+                                   threat: str) -> SanityOutcome:
     """PGD must fool at least as many points as FGSM (up to ORDER_SLACK plus noise)."""
     check = "iterative_vs_single_step"
     if pgd.size == 0:
@@ -150,11 +150,11 @@ def judge_iterative_vs_single_step(*, pgd: np.ndarray, fgsm: np.ndarray,
                "weaker than single-step, a sign of masked gradients")
     else:
         msg = f"PGD-CE success {s_p:.2f} vs FGSM {s_f:.2f} at {threat} (n={pgd.size})"
-    return CheckOutcome(check, Status.FLAG if flag else Status.PASS, msg, threat, ev)
+    return SanityOutcome(check, Status.FLAG if flag else Status.PASS, msg, threat, ev)
 
 
 def judge_monotone_in_eps(*, eps: Sequence[float], success: Sequence[np.ndarray],
-                          threats: Sequence[str]) -> CheckOutcome:
+                          threats: Sequence[str]) -> SanityOutcome:
     """Success at a larger eps must not fall below success at a smaller one.
 
     ``success[i]`` holds the per-point outcome of an attack run independently at
@@ -185,7 +185,7 @@ def judge_monotone_in_eps(*, eps: Sequence[float], success: Sequence[np.ndarray]
         curve = ", ".join(f"{_rate(success[k]):.2f}" for k in order)
         msg = (f"PGD-CE success {curve} at {family} eps="
                + ", ".join(f"{eps[k]:g}" for k in order) + f" (n={success[i].size})")
-    return CheckOutcome(check, Status.FLAG if flag else Status.PASS, msg, threats[j], ev)
+    return SanityOutcome(check, Status.FLAG if flag else Status.PASS, msg, threats[j], ev)
 
 
 #: Attack names counted as single-step (the suite's FGSM) and as multi-step by
@@ -210,7 +210,7 @@ def is_multi_step(attack: str) -> bool:
 
 
 def judge_suite_order(*, multi: np.ndarray, fgsm: np.ndarray, multi_label: str,
-                      fgsm_label: str, threat: str) -> CheckOutcome:
+                      fgsm_label: str, threat: str) -> SanityOutcome:
     """The suite's multi-step attack must fool at least as many points as its FGSM at the
     same threat (up to ORDER_SLACK plus noise), on the points both count."""
     check = "suite_attacks_ordered"
@@ -226,10 +226,10 @@ def judge_suite_order(*, multi: np.ndarray, fgsm: np.ndarray, multi_label: str,
     else:
         msg = (f"the suite's {multi_label} success {s_m:.2f} vs {fgsm_label} {s_f:.2f} at "
                f"{threat} (n={multi.size})")
-    return CheckOutcome(check, Status.FLAG if flag else Status.PASS, msg, threat, ev)
+    return SanityOutcome(check, Status.FLAG if flag else Status.PASS, msg, threat, ev)
 
 
-def judge_unbounded_eps(*, success: np.ndarray, threat: str) -> CheckOutcome:
+def judge_unbounded_eps(*, success: np.ndarray, threat: str) -> SanityOutcome:
     """An attack whose linf eps covers the whole input range must fool (nearly) all."""
     check = "unbounded_eps"
     if success.size == 0:
@@ -241,14 +241,14 @@ def judge_unbounded_eps(*, success: np.ndarray, threat: str) -> CheckOutcome:
         msg = (f"PGD-CE success {s:.2f} < {UNBOUNDED_MIN:g} at {threat} (the whole input "
                "range): an unbounded attack must fool every point, so its gradients do not "
                "lead to the decision boundary")
-        return CheckOutcome(check, Status.FLAG, msg, threat, ev)
-    return CheckOutcome(check, Status.PASS,
+        return SanityOutcome(check, Status.FLAG, msg, threat, ev)
+    return SanityOutcome(check, Status.PASS,
                         f"PGD-CE success {s:.2f} at {threat} (the whole input range, "
                         f"n={success.size})", threat, ev)
 
 
 def judge_whitebox_vs(check: str, *, white: np.ndarray, other: np.ndarray, other_name: str,
-                      threat: str) -> CheckOutcome:
+                      threat: str) -> SanityOutcome:
     """White-box attacks (per point, any of them) must beat a transfer or black-box one."""
     if white.size == 0:
         return _no_points(check, threat)
@@ -264,11 +264,11 @@ def judge_whitebox_vs(check: str, *, white: np.ndarray, other: np.ndarray, other
     else:
         msg = (f"white-box success {s_w:.2f} vs {other_name} {s_o:.2f} at {threat} "
                f"(n={white.size})")
-    return CheckOutcome(check, Status.FLAG if flag else Status.PASS, msg, threat, ev)
+    return SanityOutcome(check, Status.FLAG if flag else Status.PASS, msg, threat, ev)
 
 
 def judge_convergence(*, base: np.ndarray, stronger: np.ndarray, threat: str, steps: int,
-                      restarts: int) -> CheckOutcome:
+                      restarts: int) -> SanityOutcome:
     """``stronger`` (per point: fooled by the base attack or by the stronger run) may add
     at most CONVERGENCE_GAIN success; every point it adds is one the base run missed."""
     check = "convergence"
@@ -285,10 +285,10 @@ def judge_convergence(*, base: np.ndarray, stronger: np.ndarray, threat: str, st
                "robust accuracy from such attacks is overstated")
     else:
         msg = f"{what}: success {s_b:.2f} -> {s_s:.2f} at {threat} (n={base.size})"
-    return CheckOutcome(check, Status.FLAG if flag else Status.PASS, msg, threat, ev)
+    return SanityOutcome(check, Status.FLAG if flag else Status.PASS, msg, threat, ev)
 
 
-def judge_margin_vs_ce(*, ce: np.ndarray, margin: np.ndarray, threat: str) -> CheckOutcome:
+def judge_margin_vs_ce(*, ce: np.ndarray, margin: np.ndarray, threat: str) -> SanityOutcome:
     """PGD with the logit-margin loss may beat PGD-CE by at most MARGIN_GAP plus noise."""
     check = "margin_vs_ce"
     if ce.size == 0:
@@ -302,11 +302,11 @@ def judge_margin_vs_ce(*, ce: np.ndarray, margin: np.ndarray, threat: str) -> Ch
                "CE-based attacks understate the attacker")
     else:
         msg = f"PGD-margin success {s_m:.2f} vs PGD-CE {s_c:.2f} at {threat} (n={ce.size})"
-    return CheckOutcome(check, Status.FLAG if flag else Status.PASS, msg, threat, ev)
+    return SanityOutcome(check, Status.FLAG if flag else Status.PASS, msg, threat, ev)
 
 
 def judge_noise_vs_attack(*, noise: np.ndarray, attack: np.ndarray, threat: str,
-                          n_features: int = NOISE_MIN_FEATURES) -> CheckOutcome:
+                          n_features: int = NOISE_MIN_FEATURES) -> SanityOutcome:
     """Random noise of the same eps must stay below NOISE_RATIO of the attack's success
     (on inputs of at least NOISE_MIN_FEATURES features; skipped below)."""
     check = "noise_vs_attack"
@@ -326,11 +326,11 @@ def judge_noise_vs_attack(*, noise: np.ndarray, attack: np.ndarray, threat: str,
     else:
         msg = (f"random noise success {s_n:.2f} vs best white-box attack {s_a:.2f} at "
                f"{threat} (n={attack.size})")
-    return CheckOutcome(check, Status.FLAG if flag else Status.PASS, msg, threat, ev)
+    return SanityOutcome(check, Status.FLAG if flag else Status.PASS, msg, threat, ev)
 
 
 def judge_gradient_norms(*, ce_norms: np.ndarray,
-                         margin_norms: np.ndarray | None = None) -> CheckOutcome:
+                         margin_norms: np.ndarray | None = None) -> SanityOutcome:
     """The CE loss's input gradient must not vanish (or be non-finite) on most points."""
     check = "gradient_norms"
     if ce_norms.size == 0:
@@ -351,22 +351,22 @@ def judge_gradient_norms(*, ce_norms: np.ndarray,
         msg = (f"the CE loss's input gradient vanishes (norm < {GRAD_FLOOR:g} or non-finite) "
                f"on {frac:.0%} of {ce_norms.size} probe points: gradient attacks cannot move "
                "them, so their robustness is not measured")
-        return CheckOutcome(check, Status.FLAG, msg, None, ev)
+        return SanityOutcome(check, Status.FLAG, msg, None, ev)
     med = ev["median_norm"]
     med_txt = f"{med:.3g}" if med is not None else "n/a"
-    return CheckOutcome(check, Status.PASS,
+    return SanityOutcome(check, Status.PASS,
                         f"CE input gradient vanishes on {frac:.0%} of {ce_norms.size} probe "
                         f"points (median norm {med_txt})", None, ev)
 
 
-def _worst(check: str, outcomes: list[CheckOutcome], none_why: str) -> CheckOutcome:
+def _worst(check: str, outcomes: list[SanityOutcome], none_why: str) -> SanityOutcome:
     """The deciding outcome of several (one per threat): a flag first, then the largest
     excess over the allowance; non-skipped before skipped."""
     if not outcomes:
         return _skipped(check, none_why)
     ranked = [o for o in outcomes if o.status is not Status.SKIPPED] or outcomes
 
-    def key(o: CheckOutcome) -> tuple[bool, float]:
+    def key(o: SanityOutcome) -> tuple[bool, float]:
         ex = o.evidence.get("excess")
         return o.flagged, float(ex) if ex is not None else -math.inf
 

@@ -13,15 +13,15 @@ import torch
 from torch import nn
 
 from .._torch import child_seeds, eval_mode, model_device
-from .._validation import check_inputs
+from .._validation import validate_inputs
 from ..attacks import FGSM, PGD, AttackResult, Noise, get_attack
 from ..attacks.losses import LOSSES
-from ..batching import DEFAULT_BATCH_SIZE, check_batch_size, iter_slices
+from ..batching import DEFAULT_BATCH_SIZE, iter_slices, validate_batch_size
 from ..errors import ConfigError
 from ..metrics import predict_logits
 from ..threat import EvasionThreat, Knowledge, Norm
 from .judges import CONVERGENCE_RESTARTS, NOISE_SAMPLES, SQUARE_ITERS
-from .settings import CheckSettings
+from .settings import SanitySettings
 
 # --------------------------------------------------------------------------- probes
 
@@ -55,13 +55,13 @@ class Probes:
     """
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-                 groups: Sequence[Sequence[EvasionThreat]], settings: CheckSettings,
+                 groups: Sequence[Sequence[EvasionThreat]], settings: SanitySettings,
                  seed: int, suite_results: Sequence[SuiteAttack] = (),
                  surrogate: Callable[[], nn.Module] | None = None,
                  batch_size: int | None = DEFAULT_BATCH_SIZE) -> None:
         self.model = model
         self.settings = settings
-        self.batch_size = check_batch_size("batch_size", batch_size)
+        self.batch_size = validate_batch_size("batch_size", batch_size)
         self.suite_results = tuple(suite_results)
         self._surrogate = surrogate
         self.groups = [tuple(sorted(g, key=lambda t: t.eps)) for g in groups
@@ -72,7 +72,7 @@ class Probes:
         self._group_seeds = {
             slot: child_seeds(self._seeds[slot], max(1, len(self.groups)))
             for slot in _PROBE_SLOTS}
-        x, y = check_inputs(x, y)
+        x, y = validate_inputs(x, y)
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
         if dtype is not None and x.dtype != dtype:  # float64 data, a float32 model
             x = x.to(dtype)

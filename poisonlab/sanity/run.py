@@ -12,14 +12,14 @@ from torch import nn
 
 from .._text import spec_label
 from .._torch import probes_quiet
-from .._validation import check_seed
-from ..batching import DEFAULT_BATCH_SIZE, check_batch_size
+from .._validation import validate_seed
+from ..batching import DEFAULT_BATCH_SIZE, validate_batch_size
 from ..errors import PoisonlabError
 from ..threat import EvasionThreat
 from .catalogue import checks
-from .judges import CheckOutcome, Status, _skipped
+from .judges import SanityOutcome, Status, _skipped
 from .probes import Probes, SuiteAttack
-from .settings import CheckSettings
+from .settings import SanitySettings
 
 logger = logging.getLogger(__name__)
 
@@ -27,18 +27,18 @@ logger = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- runner
 
 
-def run_checks(
+def run_sanity(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
     *,
     groups: Sequence[Sequence[EvasionThreat]],
-    settings: CheckSettings | Mapping[str, Any] | None = None,
+    settings: SanitySettings | Mapping[str, Any] | None = None,
     seed: int = 0,
     suite_results: Sequence[SuiteAttack] = (),
     surrogate: Callable[[], nn.Module] | None = None,
     batch_size: int | None = DEFAULT_BATCH_SIZE,
-) -> list[CheckOutcome]:
+) -> list[SanityOutcome]:
     """Run the enabled checks on ``model`` and return one outcome per check.
 
     Parameters
@@ -53,7 +53,7 @@ def run_checks(
         The evaluation's threats, one group per norm/targeting (several eps). The probes
         run at the middle eps of each untargeted group, and at every eps of it for
         ``monotone_in_eps``.
-    settings : CheckSettings or mapping (a suite's ``checks:`` block), optional
+    settings : SanitySettings or mapping (a suite's ``checks:`` block), optional
     seed : int >= 0
         Root of the probes' seeds (subset, random starts, noise).
     suite_results : sequence of SuiteAttack
@@ -67,11 +67,11 @@ def run_checks(
 
     Returns
     -------
-    list of CheckOutcome, in ``settings.enabled`` order. Flags are also logged at INFO.
+    list of SanityOutcome, in ``settings.enabled`` order. Flags are also logged at INFO.
     """
-    settings = CheckSettings.from_config(settings)
-    seed = check_seed("seed", seed)
-    batch_size = check_batch_size("batch_size", batch_size)
+    settings = SanitySettings.from_config(settings)
+    seed = validate_seed("seed", seed)
+    batch_size = validate_batch_size("batch_size", batch_size)
     if not settings.enabled:
         return []
     cached: list[nn.Module] = []
@@ -102,7 +102,7 @@ def run_checks(
 # --------------------------------------------------------------------------- results
 
 
-class CheckFailure(PoisonlabError):
+class SanityFailure(PoisonlabError):
     """``run_suite(strict=True)``: a sanity check flagged. Results are written already.
 
     ``lines`` holds one line per flag (see :func:`flag_lines`); ``doc`` the results.

@@ -1,4 +1,4 @@
-"""A suite's ``checks:`` block (:class:`CheckSettings`) and the names of every check.
+"""A suite's ``checks:`` block (:class:`SanitySettings`) and the names of every check.
 """
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .._validation import check_bool, check_distinct, check_scalar
+from .._validation import validate_bool, validate_distinct, validate_scalar
 from ..errors import ConfigError, UnknownNameError
 from ..registry import did_you_mean
 
@@ -23,7 +23,7 @@ ALL_CHECKS: tuple[str, ...] = (
 
 
 @dataclass(frozen=True)
-class CheckSettings:
+class SanitySettings:
     """A suite's ``checks:`` block.
 
     Parameters
@@ -52,12 +52,12 @@ class CheckSettings:
     square: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "n_probe", check_scalar("n_probe", self.n_probe, lo=1,
+        object.__setattr__(self, "n_probe", validate_scalar("n_probe", self.n_probe, lo=1,
                                                          integer=True))
-        object.__setattr__(self, "steps", check_scalar("steps", self.steps, lo=1,
+        object.__setattr__(self, "steps", validate_scalar("steps", self.steps, lo=1,
                                                        integer=True))
-        check_bool("transfer", self.transfer)
-        check_bool("square", self.square)
+        validate_bool("transfer", self.transfer)
+        validate_bool("square", self.square)
         if isinstance(self.enabled, str) or not isinstance(self.enabled, Sequence):
             raise ConfigError(f"enabled={self.enabled!r} is not allowed: expected a list of "
                               f"check names ({', '.join(ALL_CHECKS)})")
@@ -67,16 +67,16 @@ class CheckSettings:
                 raise UnknownNameError(
                     f"enabled[{i}]={name!r} is not known: expected one of "
                     f"{', '.join(ALL_CHECKS)}{did_you_mean(str(name), list(ALL_CHECKS))}")
-            check_distinct("enabled", names[: i + 1], what="checks")
+            validate_distinct("enabled", names[: i + 1], what="checks")
         object.__setattr__(self, "enabled", names)
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any] | CheckSettings | None) -> CheckSettings:
+    def from_config(cls, config: Mapping[str, Any] | SanitySettings | None) -> SanitySettings:
         """From a suite's ``checks:`` mapping (keys: n_probe, enabled, steps, transfer,
         square); None gives the defaults."""
         if config is None:
             return cls()
-        if isinstance(config, CheckSettings):
+        if isinstance(config, SanitySettings):
             return config
         keys = ("n_probe", "enabled", "steps", "transfer", "square")
         if not isinstance(config, Mapping):

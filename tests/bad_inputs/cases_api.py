@@ -396,7 +396,7 @@ CASES = [
          lambda tmp: metrics.gaussian_noise(3, torch.full((3, 4), float("nan")), 0), DataError,
          r"x_train contains 12 NaN or Inf values"),
     Case("api", "mutual information classes=[0, 0]",
-         lambda tmp: metrics.check_information_settings([0, 0], 10, 2), ConfigError,
+         lambda tmp: metrics.validate_information_settings([0, 0], 10, 2), ConfigError,
          r"classes=\[0, 0\] is not allowed: expected two different class ids"),
     # ---------------------------------------------------------------- models
     Case("api", "build_model input_shape=4 (an int, not a tuple)",

@@ -1,7 +1,7 @@
 """Suites whose mistakes show only with the data loaded: refused before any cell runs.
 
 ``poisonlab validate`` and ``poisonlab run`` load each dataset with each seed and check
-the budgets and class ids against it (harness.suite.check_suite_data); without that, these
+the budgets and class ids against it (harness.suite.validate_suite_data); without that, these
 cells would fail half-way through a run.
 """
 

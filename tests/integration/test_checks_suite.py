@@ -22,7 +22,7 @@ from poisonlab.cli import EXIT_OK, EXIT_REGRESSION, main
 from poisonlab.harness.evaluate import evaluate_cell
 from poisonlab.harness.runner import run_suite
 from poisonlab.harness.suite import parse_suite
-from poisonlab.sanity import ALL_CHECKS, CheckFailure
+from poisonlab.sanity import ALL_CHECKS, SanityFailure
 
 from .conftest import write_suite
 
@@ -92,7 +92,7 @@ def test_a_masked_model_is_flagged_in_results_and_report(tmp_path: Path) -> None
 def test_strict_raises_after_writing_everything(tmp_path: Path) -> None:
     suite = parse_suite(_suite(MASKED, checks={"n_probe": 50,
                                                "enabled": ["gradient_norms"]}))
-    with pytest.raises(CheckFailure) as e:
+    with pytest.raises(SanityFailure) as e:
         run_suite(suite, tmp_path / "run", strict=True)
     assert e.value.lines == [
         f"none (digits, {MASKED}) seed 0: gradient_norms flagged: "
@@ -140,7 +140,7 @@ def test_a_suite_pgd_weaker_than_its_fgsm_is_flagged_and_strict_fails(tmp_path: 
     assert "pgd(rel_stepsize=0.01, steps=2)" in check["message"]
     report = (tmp_path / "run" / "report.md").read_text()
     assert "`suite_attacks_ordered` flagged" in report
-    with pytest.raises(CheckFailure) as e:
+    with pytest.raises(SanityFailure) as e:
         run_suite(parse_suite(_ordered_suite(weak)), tmp_path / "strict", strict=True)
     assert "suite_attacks_ordered flagged" in e.value.lines[0]
 

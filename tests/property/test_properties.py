@@ -1,4 +1,4 @@
-"""Hypothesis properties: flip budgets, ECE range, norm projections, check_scalar's errors.
+"""Hypothesis properties: flip budgets, ECE range, norm projections, validate_scalar's errors.
 
 Runs are derandomized (a fixed example sequence every time) and kept small.
 """
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from poisonlab import ConfigError, Norm, flip_labels
-from poisonlab._validation import check_scalar
+from poisonlab._validation import validate_scalar
 from poisonlab.attacks import NORMS
 from poisonlab.metrics import ece
 
@@ -172,7 +172,7 @@ def test_projection_is_idempotent(delta: np.ndarray, eps: float, norm: Norm) -> 
     torch.testing.assert_close(twice, once, rtol=1e-5, atol=1e-6)
 
 
-# --------------------------------------------------------------------------- check_scalar
+# --------------------------------------------------------------------------- validate_scalar
 
 ANY_VALUE = st.one_of(
     st.none(),
@@ -200,7 +200,7 @@ def test_check_scalar_raises_nothing_but_config_error(
     integer: bool,
 ) -> None:
     try:
-        out = check_scalar("x", value, lo=lo, hi=hi, lo_closed=lo_closed, hi_closed=hi_closed,
+        out = validate_scalar("x", value, lo=lo, hi=hi, lo_closed=lo_closed, hi_closed=hi_closed,
                            integer=integer)
     except ConfigError as err:
         assert str(err).startswith(f"x={value!r} is not allowed")

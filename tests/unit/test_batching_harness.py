@@ -29,7 +29,7 @@ from poisonlab.harness import evaluate as evaluate_mod
 from poisonlab.harness.evaluate import evaluate_cell
 from poisonlab.harness.pretrained import evaluate_model_details
 from poisonlab.harness.suite import parse_suite
-from poisonlab.sanity import CheckSettings, run_checks
+from poisonlab.sanity import SanitySettings, run_sanity
 
 SIZES = (1, 7, 64, None)
 TOL = 1e-5
@@ -136,8 +136,8 @@ def test_no_metric_forward_pass_exceeds_the_batch_size(n: int, digits_mlp: nn.Mo
 
 def _check_outcomes(model: nn.Module, digits: Dataset, bs: int | None) -> list[dict[str, Any]]:
     threats = [EvasionThreat(eps=e, bounds=digits.bounds) for e in (0.05, 0.1, 0.2)]
-    settings = CheckSettings(n_probe=60, steps=4)
-    return [o.to_dict() for o in run_checks(model, digits.x_test, digits.y_test,
+    settings = SanitySettings(n_probe=60, steps=4)
+    return [o.to_dict() for o in run_sanity(model, digits.x_test, digits.y_test,
                                             groups=[threats], settings=settings, seed=3,
                                             batch_size=bs)]
 

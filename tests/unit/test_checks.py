@@ -38,8 +38,8 @@ from poisonlab.sanity import (
     MARGIN_GAP,
     NOISE_MIN_FEATURES,
     UNBOUNDED_MIN,
-    CheckOutcome,
-    CheckSettings,
+    SanityOutcome,
+    SanitySettings,
     Status,
     SuiteAttack,
     checks,
@@ -55,7 +55,7 @@ from poisonlab.sanity import (
     judge_unbounded_eps,
     judge_whitebox_vs,
     paired_gap,
-    run_checks,
+    run_sanity,
 )
 
 EPS = (0.05, 0.1, 0.2)
@@ -71,7 +71,7 @@ def _groups(ds: Dataset) -> list[list[EvasionThreat]]:
     return [[EvasionThreat("linf", e, ds.bounds) for e in EPS]]
 
 
-def _by_name(outcomes: list[CheckOutcome]) -> dict[str, CheckOutcome]:
+def _by_name(outcomes: list[SanityOutcome]) -> dict[str, SanityOutcome]:
     return {o.check: o for o in outcomes}
 
 
@@ -103,26 +103,26 @@ class SoftmaxOfSoftmax(nn.Module):
 
 @pytest.fixture(scope="module")
 def plain(digits: Dataset, digits_mlp: nn.Module, digits_surrogate: nn.Module
-          ) -> dict[str, CheckOutcome]:
-    return _by_name(run_checks(digits_mlp, digits.x_test, digits.y_test, groups=_groups(digits),
+          ) -> dict[str, SanityOutcome]:
+    return _by_name(run_sanity(digits_mlp, digits.x_test, digits.y_test, groups=_groups(digits),
                                seed=0, surrogate=lambda: digits_surrogate))
 
 
 @pytest.fixture(scope="module")
-def rounded(digits: Dataset, digits_mlp: nn.Module) -> dict[str, CheckOutcome]:
+def rounded(digits: Dataset, digits_mlp: nn.Module) -> dict[str, SanityOutcome]:
     # The surrogate is the unmasked model itself: a transfer attack from it sees the
     # gradients the masked model hides.
-    return _by_name(run_checks(Rounded(digits_mlp), digits.x_test, digits.y_test,
+    return _by_name(run_sanity(Rounded(digits_mlp), digits.x_test, digits.y_test,
                                groups=_groups(digits), seed=0, surrogate=lambda: digits_mlp))
 
 
 @pytest.fixture(scope="module")
-def saturated(digits: Dataset, digits_mlp: nn.Module) -> dict[str, CheckOutcome]:
-    return _by_name(run_checks(SoftmaxOfSoftmax(digits_mlp), digits.x_test, digits.y_test,
+def saturated(digits: Dataset, digits_mlp: nn.Module) -> dict[str, SanityOutcome]:
+    return _by_name(run_sanity(SoftmaxOfSoftmax(digits_mlp), digits.x_test, digits.y_test,
                                groups=_groups(digits), seed=0))
 
 
-def test_a_plain_mlp_raises_no_flag(plain: dict[str, CheckOutcome]) -> None:
+def test_a_plain_mlp_raises_no_flag(plain: dict[str, SanityOutcome]) -> None:
     assert list(plain) == list(ALL_CHECKS)
     assert not [o.message for o in plain.values() if o.flagged]
     ran = {name for name, o in plain.items() if o.status is Status.PASS}
@@ -135,7 +135,7 @@ def test_a_plain_mlp_raises_no_flag(plain: dict[str, CheckOutcome]) -> None:
 
 @pytest.mark.parametrize("model", ["rounded", "saturated"])
 def test_masked_gradients_are_flagged(model: str, request: pytest.FixtureRequest) -> None:
-    out: dict[str, CheckOutcome] = request.getfixturevalue(model)
+    out: dict[str, SanityOutcome] = request.getfixturevalue(model)
     for name in ("gradient_norms", "unbounded_eps"):
         assert out[name].flagged, out[name].message
     assert out["gradient_norms"].evidence["vanishing_fraction"] > 0.9
@@ -144,7 +144,7 @@ def test_masked_gradients_are_flagged(model: str, request: pytest.FixtureRequest
 
 
 def test_a_rounding_layer_is_beaten_by_noise_and_by_transfer(
-        rounded: dict[str, CheckOutcome]) -> None:
+        rounded: dict[str, SanityOutcome]) -> None:
     noise, transfer = rounded["noise_vs_attack"], rounded["transfer_vs_whitebox"]
     assert noise.flagged, noise.message
     assert noise.evidence["noise"] > noise.evidence["attack"]
@@ -154,8 +154,8 @@ def test_a_rounding_layer_is_beaten_by_noise_and_by_transfer(
 
 
 def test_checks_are_reproducible(digits: Dataset, digits_mlp: nn.Module,
-                                 rounded: dict[str, CheckOutcome]) -> None:
-    again = run_checks(Rounded(digits_mlp), digits.x_test, digits.y_test,
+                                 rounded: dict[str, SanityOutcome]) -> None:
+    again = run_sanity(Rounded(digits_mlp), digits.x_test, digits.y_test,
                        groups=_groups(digits), seed=0, surrogate=lambda: digits_mlp)
     assert [o.to_dict() for o in again] == [o.to_dict() for o in rounded.values()]
 
@@ -164,7 +164,7 @@ def test_the_checks_leave_the_model_and_its_mode_alone(digits: Dataset) -> None:
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     model.train()
     before = [p.detach().clone() for p in model.parameters()]
-    run_checks(model, digits.x_test, digits.y_test, groups=_groups(digits), seed=0,
+    run_sanity(model, digits.x_test, digits.y_test, groups=_groups(digits), seed=0,
                settings={"n_probe": 20, "steps": 2})
     assert model.training
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
@@ -184,7 +184,7 @@ def test_the_suites_own_transfer_and_black_box_attacks_are_compared(
         SuiteAttack("noise", Knowledge.BLACK_BOX,
                     get_attack("noise", samples=10)(masked, x, y, threat=t, seed=0)),
     ]
-    out = _by_name(run_checks(
+    out = _by_name(run_sanity(
         masked, x, y, groups=[[t]], seed=0, suite_results=runs,
         settings={"enabled": ["transfer_vs_whitebox", "blackbox_vs_whitebox"],
                   "transfer": False}))
@@ -199,7 +199,7 @@ def test_the_suites_own_transfer_and_black_box_attacks_are_compared(
 
 def test_a_pretrained_model_has_no_surrogate_to_probe(digits: Dataset,
                                                       digits_mlp: nn.Module) -> None:
-    (out,) = run_checks(digits_mlp, digits.x_test, digits.y_test, groups=_groups(digits),
+    (out,) = run_sanity(digits_mlp, digits.x_test, digits.y_test, groups=_groups(digits),
                         settings={"enabled": ["transfer_vs_whitebox"]})
     assert out.status is Status.SKIPPED
     assert "no surrogate" in out.message
@@ -218,7 +218,7 @@ def test_a_pretrained_model_gets_the_checks_and_the_same_metrics(
 def test_without_untargeted_threats_the_probes_are_skipped(digits: Dataset,
                                                             digits_mlp: nn.Module) -> None:
     targeted = [[EvasionThreat("linf", 0.1, digits.bounds, targeted=True)]]
-    out = run_checks(digits_mlp, digits.x_test, digits.y_test, groups=targeted, seed=0)
+    out = run_sanity(digits_mlp, digits.x_test, digits.y_test, groups=targeted, seed=0)
     assert {o.status for o in out if o.check != "gradient_norms"} == {Status.SKIPPED}
     assert "no untargeted evasion threat" in _by_name(out)["iterative_vs_single_step"].message
 
@@ -227,7 +227,7 @@ def test_a_check_that_cannot_run_is_skipped_not_fatal(digits: Dataset) -> None:
     """Square needs image batches: on flat inputs its probe is skipped with the reason."""
     model = nn.Sequential(nn.Linear(64, 10))
     x = digits.x_test.flatten(1)
-    (out,) = run_checks(model, x, digits.y_test,
+    (out,) = run_sanity(model, x, digits.y_test,
                         groups=[[EvasionThreat("linf", 0.1, digits.bounds)]],
                         settings={"enabled": ["blackbox_vs_whitebox"], "square": True,
                                   "n_probe": 10})
@@ -238,7 +238,7 @@ def test_a_check_that_cannot_run_is_skipped_not_fatal(digits: Dataset) -> None:
 def test_few_features_skip_the_noise_check(digits: Dataset) -> None:
     x = digits.x_test[:, 0, 0, :2]  # 2 features
     model = nn.Linear(2, 10)
-    (out,) = run_checks(model, x, digits.y_test,
+    (out,) = run_sanity(model, x, digits.y_test,
                         groups=[[EvasionThreat("linf", 0.1, digits.bounds)]],
                         settings={"enabled": ["noise_vs_attack"]})
     assert out.status is Status.SKIPPED
@@ -370,7 +370,7 @@ def test_an_outcome_serialises_with_its_doc_anchor() -> None:
 
 def test_every_check_is_registered_in_the_documented_order() -> None:
     assert sorted(ALL_CHECKS) == checks.names()
-    assert CheckSettings().enabled == ALL_CHECKS
+    assert SanitySettings().enabled == ALL_CHECKS
     for name in ALL_CHECKS:
         assert checks.help(name)
 
@@ -382,7 +382,7 @@ def test_an_unknown_check_name_gets_a_did_you_mean() -> None:
     with pytest.raises(UnknownNameError, match=r"enabled\[1\]='convergense' is not known: "
                                                r"expected one of .*did you mean "
                                                r"'convergence'"):
-        CheckSettings(enabled=("margin_vs_ce", "convergense"))
+        SanitySettings(enabled=("margin_vs_ce", "convergense"))
 
 
 @pytest.mark.parametrize(("kw", "match"), [
@@ -396,11 +396,11 @@ def test_an_unknown_check_name_gets_a_did_you_mean() -> None:
 ])
 def test_bad_settings_name_the_field(kw: dict[str, Any], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
-        CheckSettings(**kw)
+        SanitySettings(**kw)
 
 
 def test_no_enabled_check_runs_nothing(digits: Dataset, digits_mlp: nn.Module) -> None:
-    assert run_checks(digits_mlp, digits.x_test, digits.y_test, groups=_groups(digits),
+    assert run_sanity(digits_mlp, digits.x_test, digits.y_test, groups=_groups(digits),
                       settings={"enabled": []}) == []
 
 
@@ -428,7 +428,7 @@ def test_default_check_settings_keep_the_cell_keys() -> None:
     plain = parse_suite(dict(BASE))
     cell = next(iter(plain.cells()))
     same = parse_suite({**BASE, "checks": {"n_probe": 200}})
-    assert same.checks == CheckSettings()
+    assert same.checks == SanitySettings()
     assert same.key(cell) == plain.key(cell)
     assert "checks" not in plain.to_dict()
     changed = parse_suite({**BASE, "checks": {"n_probe": 50, "enabled": ["gradient_norms"]}})

@@ -61,7 +61,7 @@ from poisonlab.metrics import (
     weight_norm,
 )
 from poisonlab.models import init_parameters
-from poisonlab.sanity import CheckSettings, Probes, Status, SuiteAttack, run_checks
+from poisonlab.sanity import Probes, SanitySettings, Status, SuiteAttack, run_sanity
 from poisonlab.training import model_device
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -171,8 +171,8 @@ def test_temperature_scaled_keeps_its_buffer_with_the_model() -> None:
 def test_run_checks_accepts_float64_numpy(small: nn.Module, digits: Dataset) -> None:
     groups = [[EvasionThreat(eps=0.1, bounds=digits.bounds)]]
     settings = {"enabled": ["gradient_norms"], "n_probe": 40}
-    ref = run_checks(small, digits.x_test, digits.y_test, groups=groups, settings=settings)
-    got = run_checks(small, digits.x_test.double().numpy(), digits.y_test.numpy(),
+    ref = run_sanity(small, digits.x_test, digits.y_test, groups=groups, settings=settings)
+    got = run_sanity(small, digits.x_test.double().numpy(), digits.y_test.numpy(),
                      groups=groups, settings=settings)
     assert [o.to_dict() for o in got] == [o.to_dict() for o in ref]
 
@@ -479,7 +479,7 @@ def test_library_adapters_attack_a_cuda_model(small: nn.Module, digits: Dataset,
 def test_run_checks_on_a_cuda_model(small: nn.Module, other: nn.Module, digits: Dataset,
                                     data_device: str) -> None:
     threats = [EvasionThreat(eps=e, bounds=digits.bounds) for e in (0.05, 0.1, 0.2)]
-    settings = CheckSettings(n_probe=60, steps=5)
+    settings = SanitySettings(n_probe=60, steps=5)
     x_cpu, y_cpu = digits.x_test[:200], digits.y_test[:200]
     x, y = x_cpu.to(data_device), y_cpu.to(data_device)
     gpu = _on(small, CUDA)
@@ -493,7 +493,7 @@ def test_run_checks_on_a_cuda_model(small: nn.Module, other: nn.Module, digits: 
         return out
 
     def checks(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor) -> list[Any]:
-        return run_checks(model, xs, ys, groups=[threats], settings=settings, seed=4,
+        return run_sanity(model, xs, ys, groups=[threats], settings=settings, seed=4,
                           suite_results=suite_runs(model, xs, ys), surrogate=lambda: other)
 
     ref, got = checks(small, x_cpu, y_cpu), checks(gpu, x, y)

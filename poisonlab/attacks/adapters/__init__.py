@@ -145,7 +145,7 @@ def constructor_parameters(cls: type) -> dict[str, inspect.Parameter]:
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
-def check_settings(qualname: str, cls: type, settings: Any) -> dict[str, Any]:
+def validate_settings(qualname: str, cls: type, settings: Any) -> dict[str, Any]:
     """Check ``settings`` against the constructor of the library class ``cls``.
 
     Returns a deep copy as a plain dict. Raises :class:`ConfigError` for a non-mapping, a
@@ -238,7 +238,7 @@ class LibraryAttack(Attack):
                 f"attack='{self.library}:{self.attack}' is not known: expected an evasion "
                 f"attack class of {self.library}, one of {', '.join(options)}{hint}"
             )
-        checked = check_settings(self.name, self.library_class(self.attack), self.settings)
+        checked = validate_settings(self.name, self.library_class(self.attack), self.settings)
         object.__setattr__(self, "settings", checked)
 
     @property  # type: ignore[misc]
@@ -306,10 +306,10 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "THREAT_OWNED",
     "LibraryAttack",
-    "check_settings",
     "derive_seed",
     "effective_settings",
     "jsonable",
     "library_boundary",
     "seeded_global_rngs",
+    "validate_settings",
 ]

@@ -33,7 +33,7 @@ from art.exceptions import EstimatorError
 from torch import nn
 
 from ..._torch import model_device, output_width
-from ..._validation import check_scalar
+from ..._validation import validate_scalar
 from ...errors import AttackError, ConfigError, PoisonlabError, first_line
 from ...threat import EvasionThreat, Knowledge, Norm
 from ..base import Attack
@@ -186,7 +186,7 @@ def _gradients(name: str, settings: Mapping[str, Any], n: int) -> int:
     return 0
 
 
-def check_art_threat(name: str, threat: EvasionThreat) -> None:
+def validate_art_threat(name: str, threat: EvasionThreat) -> None:
     """Refuse a threat the ART class cannot honour (targeting, a fixed other norm)."""
     params = inspect.signature(_art_class(name)).parameters
     if threat.targeted and "targeted" not in params:
@@ -243,7 +243,7 @@ def art_attack(
     ConfigError
         If the class cannot honour the threat or ART refuses the settings.
     """
-    check_art_threat(attack, threat)
+    validate_art_threat(attack, threat)
     cls = _art_class(attack)
     params = inspect.signature(cls).parameters
     if attack in _IMAGES_ONLY and x.dim() != 4:
@@ -362,7 +362,7 @@ class ARTAttack(LibraryAttack):
                 raise ConfigError(
                     f"art:{self.attack} got unknown parameter 'rel_stepsize': the class "
                     "has no eps_step to set")
-            rel = check_scalar("rel_stepsize", rel, lo=0, lo_closed=False)
+            rel = validate_scalar("rel_stepsize", rel, lo=0, lo_closed=False)
             object.__setattr__(self, "settings", {**self.settings, "rel_stepsize": rel})
 
     def defaults(self) -> Mapping[str, Any]:
@@ -401,8 +401,8 @@ class ARTAttack(LibraryAttack):
         """White-box when the class needs the estimator's gradients, else black-box."""
         return Knowledge.WHITE_BOX if _needs_gradients(self.attack) else Knowledge.BLACK_BOX
 
-    def check_threat(self, threat: EvasionThreat) -> None:
-        check_art_threat(self.attack, threat)
+    def validate_threat(self, threat: EvasionThreat) -> None:
+        validate_art_threat(self.attack, threat)
 
     def _perturb(self, model, x, y, *, threat, target, rng):  # type: ignore[no-untyped-def]
         passed = {k: v for k, v in self.effective().items()
@@ -452,14 +452,14 @@ class Square(Attack):
 
     def __post_init__(self) -> None:
         object.__setattr__(
-            self, "max_iter", check_scalar("max_iter", self.max_iter, lo=1, integer=True))
+            self, "max_iter", validate_scalar("max_iter", self.max_iter, lo=1, integer=True))
         object.__setattr__(
             self, "p_init",
-            check_scalar("p_init", self.p_init, lo=0, hi=1, lo_closed=False, hi_closed=False))
+            validate_scalar("p_init", self.p_init, lo=0, hi=1, lo_closed=False, hi_closed=False))
         object.__setattr__(
-            self, "restarts", check_scalar("restarts", self.restarts, lo=1, integer=True))
+            self, "restarts", validate_scalar("restarts", self.restarts, lo=1, integer=True))
         object.__setattr__(
-            self, "batch_size", check_scalar("batch_size", self.batch_size, lo=1, integer=True))
+            self, "batch_size", validate_scalar("batch_size", self.batch_size, lo=1, integer=True))
 
     def art_settings(self) -> dict[str, Any]:
         """The ``SquareAttack`` constructor parameters these settings stand for."""
@@ -471,7 +471,7 @@ class Square(Attack):
         return {**super().params(), "library": "art", "version": str(art.__version__),
                 "class": "SquareAttack"}
 
-    def check_threat(self, threat: EvasionThreat) -> None:
+    def validate_threat(self, threat: EvasionThreat) -> None:
         if threat.targeted:
             raise ConfigError(
                 f"threat={threat.id!r} is not allowed for square: ART's SquareAttack is "

@@ -120,7 +120,7 @@ def _counterpart(name: str) -> str | None:
     return None
 
 
-def check_foolbox_threat(name: str, instance: AttackWithDistance, threat: EvasionThreat) -> None:
+def validate_foolbox_threat(name: str, instance: AttackWithDistance, threat: EvasionThreat) -> None:
     """Refuse a class whose norm (its ``distance``) is not the threat's."""
     try:
         distance = instance.distance
@@ -183,7 +183,7 @@ def foolbox_attack(
         refuses.
     """
     instance = build_foolbox_attack(attack, settings, Norm(threat.norm))
-    check_foolbox_threat(attack, instance, threat)
+    validate_foolbox_threat(attack, instance, threat)
     if threat.targeted and attack in _UNTARGETED_ONLY:
         raise _untargeted_only(attack, threat)
     if threat.eps == 0:  # the ball is the point x
@@ -278,9 +278,9 @@ class FoolboxAttack(LibraryAttack):
         gradient_free = any(part in self.attack for part in _GRADIENT_FREE_PARTS)
         return Knowledge.BLACK_BOX if gradient_free else Knowledge.WHITE_BOX
 
-    def check_threat(self, threat: EvasionThreat) -> None:
+    def validate_threat(self, threat: EvasionThreat) -> None:
         instance = build_foolbox_attack(self.attack, self.passed(), Norm(threat.norm))
-        check_foolbox_threat(self.attack, instance, threat)
+        validate_foolbox_threat(self.attack, instance, threat)
         if threat.targeted and self.attack in _UNTARGETED_ONLY:
             raise _untargeted_only(self.attack, threat)
 
