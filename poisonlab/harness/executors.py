@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from .._validation import validate_device, validate_scalar
 from ..errors import ConfigError, RunError, first_line
 from ..registry import Registry
-from .evaluate import evaluate_cell
+from .measure import cell_stages, measure_cell
 from .spec import Cell, Suite
 
 OnDone = Callable[[int, dict[str, Any]], None]
@@ -83,6 +83,25 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def evaluate_cell(suite: Suite, cell: Cell, *, progress: bool = False,
+                  device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Measure one cell (:func:`~poisonlab.harness.measure.measure_cell`); its record.
+
+    ``progress`` shows a bar over the cell's stages (training, each attack at each eps,
+    the sanity checks, the off-manifold and information metrics) once the cell has run
+    for a second, silent when stderr is not a terminal; it changes no number.
+    """
+    bar = tqdm(total=cell_stages(suite, cell), desc="  cell", unit="stage", leave=False,
+               delay=1.0, position=1, disable=None if progress else True)
+
+    def tick(what: str) -> None:
+        bar.set_postfix_str(what, refresh=False)
+        bar.update(1)
+
+    with bar:
+        return measure_cell(suite, cell, device=device, tick=tick).to_record()
 
 
 def evaluate_under_policy(suite: Suite, cell: Cell, *, progress: bool = False,

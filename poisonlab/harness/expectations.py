@@ -84,7 +84,7 @@ NO_POISONING = "none"
 EVASION_METRICS = frozenset({"robust_accuracy", "attack_success_rate"})
 #: Metrics measured under a poisoning; their threat is the poisoning's id.
 POISONING_METRICS = frozenset({"accuracy_drop", "poisoning_success_rate", "n_flipped"})
-#: Metrics measured on one fixed kind of noise (the threat id evaluate.py records).
+#: Metrics measured on one fixed kind of noise (the threat id measure.py records).
 FIXED_THREATS: dict[str, str] = {
     "offmanifold_confidence": "uniform", "alpha_star": "uniform",
     "offmanifold_auroc": "uniform", "gaussian_confidence": "gaussian",

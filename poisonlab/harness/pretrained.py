@@ -50,7 +50,7 @@ from ..models import build_model
 from ..registry import split_named
 from ..sanity import SanitySettings, SuiteAttack, run_sanity
 from ..threat import EvasionThreat, Norm
-from .evaluate import (
+from .measure import (
     _SEED_SLOTS,
     _clean_metrics,
     _evasion,

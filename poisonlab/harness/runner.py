@@ -26,8 +26,8 @@ from .._validation import validate_bool, validate_scalar
 from .._version import __version__
 from ..errors import ConfigError, RunError
 from ..metrics import HIGHER_IS_BETTER, aggregate
-from .evaluate import derive_poisoning
 from .executors import CELL_THREADS, device_name, executors, validate_options
+from .measure import derive_poisoning
 from .schema import RESULTS_NAME
 from .schema import RESULTS_SCHEMA_VERSION as SCHEMA_VERSION
 from .spec import Suite

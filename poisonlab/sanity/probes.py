@@ -32,7 +32,7 @@ _PROBE_SLOTS = ("subset", "pgd", "margin", "convergence", "noise", "unbounded", 
 
 @dataclass(frozen=True, eq=False)
 class SuiteAttack:
-    """One of the suite's own attacks under one threat, as evaluate.py measured it."""
+    """One of the suite's own attacks under one threat, as measure.py measured it."""
 
     label: str
     knowledge: Knowledge

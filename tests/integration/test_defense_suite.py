@@ -9,7 +9,7 @@ from typing import Any
 
 import jsonschema
 
-from poisonlab.harness import evaluate
+from poisonlab.harness import measure as evaluate
 
 from .conftest import TINY, write_suite
 from .test_cli import run, schema, stable

@@ -1,7 +1,7 @@
 """A suite with a transfer attack and a DLR-loss PGD, end to end through the CLI.
 
 The harness trains a transfer attack's surrogate once per (dataset, seed, ...) and keeps it
-in ``poisonlab.harness.evaluate._SURROGATES``; training is deterministic, so the cache may
+in ``poisonlab.harness.measure._SURROGATES``; training is deterministic, so the cache may
 change the time of a run but never a number.
 """
 
@@ -18,7 +18,7 @@ import pytest
 
 from poisonlab import load_dataset
 from poisonlab._text import spec_label
-from poisonlab.harness import evaluate
+from poisonlab.harness import measure as evaluate
 
 from .conftest import TINY, write_suite
 from .test_cli import run, schema, stable

@@ -130,3 +130,44 @@ def test_every_lazy_import_names_something_that_exists() -> None:
                 missing.append(f"{path.relative_to(ROOT.parent)}:{line}: {target}.{name}")
     assert n > 200
     assert not missing, "imports of names that do not exist:\n" + "\n".join(missing)
+
+
+def reach(edges: dict[str, set[str]], start: str) -> set[str]:
+    """Every module ``start`` imports, directly or through others."""
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for nxt in edges.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+H = "poisonlab.harness."
+#: The pipe's one direction (issue 20): measuring knows nothing of storing, reporting or
+#: gating; the report and the gate read results and stats, never measure, each other or
+#: the machinery that runs cells. (The spec declares the suite's expectations, so measure
+#: reaches their dataclass through it; judging them is the gate's and the report's.)
+FORBIDDEN = {
+    H + "measure": {H + m for m in ("report", "gate", "store", "results", "runner",
+                                    "executors", "schema")},
+    H + "report": {H + m for m in ("measure", "gate", "executors", "runner", "pretrained")},
+    H + "gate": {H + m for m in ("measure", "report", "executors", "runner", "pretrained")},
+    H + "stats": {H + m for m in ("measure", "report", "gate", "executors", "runner")},
+}
+
+
+def test_reach_follows_imports_through_other_modules() -> None:
+    assert reach({"a": {"b"}, "b": {"c"}, "c": set()}, "a") == {"b", "c"}
+
+
+@pytest.mark.parametrize("mod", sorted(FORBIDDEN))
+def test_the_pipe_flows_one_way(mod: str) -> None:
+    mods = module_names()
+    edges = {m: imported(m, p, mods) for m, p in mods.items()}
+    assert mod in mods
+    reached = reach(edges, mod)
+    bad = sorted(t for t in reached if any(t == f or t.startswith(f + ".")
+                                           for f in FORBIDDEN[mod]))
+    assert not bad, f"{mod} reaches {bad}"

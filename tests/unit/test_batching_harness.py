@@ -25,7 +25,7 @@ from torch import nn
 from poisonlab import Dataset, EvasionThreat, build_model, load_dataset, metrics, train
 from poisonlab.batching import DEFAULT_BATCH_SIZE
 from poisonlab.cli import main
-from poisonlab.harness import evaluate as evaluate_mod
+from poisonlab.harness import measure as evaluate_mod
 from poisonlab.harness.evaluate import evaluate_cell
 from poisonlab.harness.pretrained import evaluate_model_details
 from poisonlab.harness.suite import parse_suite

@@ -475,7 +475,7 @@ def test_a_distilled_cell_records_its_teachers_accuracy(monkeypatch: pytest.Monk
                                                         digits: Dataset) -> None:
     import importlib
 
-    evaluate = importlib.import_module("poisonlab.harness.evaluate")
+    evaluate = importlib.import_module("poisonlab.harness.measure")
     trained: list[nn.Module] = []
     original = evaluate._auxiliary
 

@@ -783,7 +783,7 @@ def test_suite_cells_with_the_new_strategies_run(monkeypatch: pytest.MonkeyPatch
 
     from poisonlab.harness.suite import parse_suite
 
-    evaluate = importlib.import_module("poisonlab.harness.evaluate")
+    evaluate = importlib.import_module("poisonlab.harness.measure")
     got_val: list[bool] = []
 
     class Spy(LabelFlip):
@@ -802,7 +802,7 @@ def test_suite_cells_with_the_new_strategies_run(monkeypatch: pytest.MonkeyPatch
     for cell in suite.cells():
         if cell.poisoning is None:
             continue
-        rec = evaluate.evaluate_cell(suite, cell)
+        rec = evaluate.measure_cell(suite, cell).to_record()
         assert rec["status"] == "ok", rec["error"]
         info = rec["poisoning_info"]
         assert info["n_flipped"] == round(cell.poisoning.rate * info["n_train"])

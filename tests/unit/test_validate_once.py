@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 import poisonlab._torch as model_contract
-import poisonlab.harness.evaluate as evaluate_mod
+import poisonlab.harness.measure as evaluate_mod
 from poisonlab._torch import probe_model, validate_once
 from poisonlab.harness.evaluate import evaluate_cell
 from poisonlab.harness.suite import parse_suite
