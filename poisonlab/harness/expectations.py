@@ -55,7 +55,7 @@ from typing import Any
 
 from .._text import fmt_number
 from ..errors import DataError
-from ..metrics import RAY_ALPHAS
+from ..metrics import GROUP_METRICS, METRICS, RAY_ALPHAS
 from .stats import Z_SE
 
 __all__ = [
@@ -81,28 +81,14 @@ WORST_CASE = "worst-case"
 NO_POISONING = "none"
 
 #: Metrics measured under an evasion threat and one attack.
-EVASION_METRICS = frozenset({"robust_accuracy", "attack_success_rate"})
+EVASION_METRICS = frozenset(m.name for m in METRICS if m.scope == "evasion")
 #: Metrics measured under a poisoning; their threat is the poisoning's id.
-POISONING_METRICS = frozenset({"accuracy_drop", "poisoning_success_rate", "n_flipped"})
+POISONING_METRICS = frozenset(m.name for m in METRICS if m.scope == "poisoning")
 #: Metrics measured on one fixed kind of noise (the threat id measure.py records).
-FIXED_THREATS: dict[str, str] = {
-    "offmanifold_confidence": "uniform", "alpha_star": "uniform",
-    "offmanifold_auroc": "uniform", "gaussian_confidence": "gaussian",
-}
+FIXED_THREATS: dict[str, str] = {m.name: m.threat for m in METRICS
+                                 if m.scope == "noise" and m.threat is not None}
 #: ray_confidence is recorded once per ray multiplier, as threat ``alpha=A``.
 RAY_THREATS: tuple[str, ...] = tuple(f"alpha={a:g}" for a in RAY_ALPHAS)
-
-#: The metrics each of a suite's metric groups records (poisoning metrics are recorded
-#: whenever the suite declares a poisoning).
-GROUP_METRICS: dict[str, tuple[str, ...]] = {
-    "accuracy": ("clean_accuracy", "teacher_accuracy"),
-    "evasion": ("robust_accuracy", "attack_success_rate", "fooled_first_by"),
-    "poisoning": ("accuracy_drop", "poisoning_success_rate", "n_flipped"),
-    "offmanifold": ("offmanifold_confidence", "gaussian_confidence", "alpha_star",
-                    "offmanifold_auroc", "ray_confidence"),
-    "calibration": ("ece", "nll", "brier", "temperature", "mean_entropy"),
-    "information": ("mutual_information", "logit_norm", "weight_norm"),
-}
 
 _STRUCTURED_KEYS = ("metric", "defense", "below", "above", "poisoning", "threat", "attack",
                     "dataset", "model", "margin", "required", "claim")

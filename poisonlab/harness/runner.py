@@ -11,7 +11,6 @@ import json
 import os
 import platform
 import subprocess
-from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
@@ -21,16 +20,15 @@ from typing import Any
 import torch
 
 from .._io import atomic_write
-from .._text import spec_label
 from .._validation import validate_bool, validate_scalar
 from .._version import __version__
 from ..errors import ConfigError, RunError
-from ..metrics import HIGHER_IS_BETTER, aggregate
 from .executors import CELL_THREADS, device_name, executors, validate_options
 from .measure import derive_poisoning
 from .schema import RESULTS_NAME
 from .schema import RESULTS_SCHEMA_VERSION as SCHEMA_VERSION
 from .spec import Suite
+from .stats import aggregate_cells
 from .store import STORE_NAME, Store
 from .suite import validate_suite_data
 
@@ -262,36 +260,6 @@ def build_results(suite: dict[str, Any], source: str | None,
         doc["expectations"] = _clean_json(
             expectations_to_doc(evaluate_expectations(doc, expectations)))
     return doc
-
-
-def aggregate_cells(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean, std and n over seeds for each (dataset, model, defense, poisoning, metric,
-    threat, attack); failed cells are left out and counted in ``n_failed``."""
-    groups: dict[tuple[str, ...], list[float]] = defaultdict(list)
-    failed: dict[tuple[str, ...], int] = defaultdict(int)
-    labels: dict[tuple[str, ...], dict[str, Any]] = {}
-    for c in cells:
-        coords = {
-            "dataset": spec_label(c["dataset"]), "model": spec_label(c["model"]),
-            "defense": spec_label(c["defense"]),
-            "poisoning": "none" if c["poisoning"] is None else c["poisoning"]["id"],
-        }
-        base = tuple(coords.values())
-        if c["status"] != "ok":
-            failed[base] += 1
-            continue
-        for m in c["metrics"]:
-            key = (*base, m["metric"], str(m["threat"]), str(m["attack"]))
-            groups[key].append(m["value"])
-            labels[key] = {**coords, "metric": m["metric"], "threat": m["threat"],
-                           "attack": m["attack"]}
-    out = []
-    for key, values in groups.items():
-        out.append({**labels[key], **aggregate(values),
-                    "n_failed": failed.get(key[:4], 0),
-                    "higher_is_better": HIGHER_IS_BETTER[labels[key]["metric"]]})
-    return out
-
 
 
 def _clean_json(v: Any) -> Any:

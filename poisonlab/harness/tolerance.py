@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ConfigError, UnknownNameError
-from ..metrics import ALPHA_GRID, HIGHER_IS_BETTER
+from ..metrics import HIGHER_IS_BETTER, METRICS
 from ..registry import did_you_mean
 
 #: Standard errors of the difference a number may move before it counts as changed.
@@ -24,28 +24,16 @@ DEFAULT_FLOOR = 0.01
 #: A rate metric's floor is never below this many test points (``MIN_POINTS / n_test``).
 MIN_POINTS = 2
 #: Fractions of test points: their floor is ``max(0.01, MIN_POINTS / n_test)``.
-RATE_METRICS = frozenset({"clean_accuracy", "robust_accuracy", "attack_success_rate",
-                          "accuracy_drop", "poisoning_success_rate"})
-#: Absolute floor of the tolerance per metric (the smallest change that counts as real).
-FLOORS: dict[str, float] = {
-    # fractions of test points: one percentage point (4.5 of digits' 450 test points)
-    "clean_accuracy": 0.01, "robust_accuracy": 0.01, "attack_success_rate": 0.01,
-    "accuracy_drop": 0.01, "poisoning_success_rate": 0.01,
-    # calibration: ECE and Brier are on the scale of a probability; NLL in nats
-    "ece": 0.01, "brier": 0.01, "nll": 0.02,
-    # mean max-softmax and AUROC are probabilities as well
-    "offmanifold_confidence": 0.01, "gaussian_confidence": 0.01, "ray_confidence": 0.01,
-    "offmanifold_auroc": 0.01,
-    # alpha_star lives on a geometric grid: its floor is relative (REL_FLOORS)
-    "alpha_star": 0.0,
-    # a count of labels that is exact given the seed: any whole label is a change
-    "n_flipped": 0.5,
-}
+RATE_METRICS = frozenset(m.name for m in METRICS if m.rate and m.floor is not None)
+#: Absolute floor of the tolerance per metric (the smallest change that counts as real),
+#: from the metric catalogue (:data:`poisonlab.metrics.METRICS`): one percentage point of
+#: test points for rates, 0.01 for probabilities (ECE, Brier, confidences, AUROC), 0.02
+#: nats of NLL, half a label of ``n_flipped`` (any whole label is a change) and 0 for
+#: alpha_star, whose floor is relative (:data:`REL_FLOORS`).
+FLOORS: dict[str, float] = {m.name: m.floor for m in METRICS if m.floor is not None}
 #: Relative floor (a fraction of ``|baseline|``) per metric; 0 for metrics not listed.
 #: alpha_star moves in steps of the grid (8 points per decade, a factor 1.334).
-REL_FLOORS: dict[str, float] = {
-    "alpha_star": float(ALPHA_GRID[1] / ALPHA_GRID[0]) - 1.0,
-}
+REL_FLOORS: dict[str, float] = {m.name: m.rel_floor for m in METRICS if m.rel_floor}
 #: Fields of a per-metric override (a suite's ``tolerances:`` or ``overrides=``).
 OVERRIDE_FIELDS = ("tolerance", "floor", "rel_floor", "k")
 

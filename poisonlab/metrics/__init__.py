@@ -57,6 +57,14 @@ any batching, so no number depends on it beyond float rounding (docs/batching.md
 
 from __future__ import annotations
 
+from .catalogue import (
+    GROUP_METRICS,
+    HIGHER_IS_BETTER,
+    METRICS,
+    MetricInfo,
+    metric_info,
+    metric_registry,
+)
 from .information import (
     AUGMENT_NOISE,
     AUGMENT_SHIFT,
@@ -90,7 +98,6 @@ from .predict import (
     predict_proba,
 )
 from .scores import (
-    HIGHER_IS_BETTER,
     PROB_TOL,
     ROW_SUM_TOL,
     accuracy,
@@ -109,13 +116,16 @@ __all__ = [
     "ALPHA_STAR_LEVEL",
     "AUGMENT_NOISE",
     "AUGMENT_SHIFT",
+    "GROUP_METRICS",
     "HIGHER_IS_BETTER",
+    "METRICS",
     "MI_CLASSES",
     "MI_N_AUGMENT",
     "MI_N_EXAMPLES",
     "PROB_TOL",
     "RAY_ALPHAS",
     "ROW_SUM_TOL",
+    "MetricInfo",
     "accuracy",
     "aggregate",
     "alpha_star",
@@ -130,6 +140,8 @@ __all__ = [
     "logit_norm",
     "max_softmax",
     "mean_entropy",
+    "metric_info",
+    "metric_registry",
     "mutual_information",
     "nll",
     "offmanifold_auroc",

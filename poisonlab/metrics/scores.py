@@ -19,35 +19,6 @@ from .._validation import (
 )
 from ..errors import DataError
 
-#: Direction of every metric: True if higher is better for the defender, False if lower
-#: is, None if the metric is descriptive (no better or worse; never gated or given a
-#: verdict).
-HIGHER_IS_BETTER: dict[str, bool | None] = {
-    "clean_accuracy": True,
-    "robust_accuracy": True,
-    "attack_success_rate": False,
-    "accuracy_drop": False,
-    "poisoning_success_rate": False,
-    "offmanifold_confidence": False,
-    "gaussian_confidence": False,
-    "ray_confidence": False,
-    "alpha_star": True,
-    "offmanifold_auroc": True,
-    "ece": False,
-    "nll": False,
-    "brier": False,
-    "n_flipped": False,
-    "teacher_accuracy": True,
-    "temperature": None,
-    "mean_entropy": None,
-    "mutual_information": None,
-    "logit_norm": None,
-    "weight_norm": None,
-    # an ensemble's (autoattack's) breakdown: the fraction of the test points that each
-    # component fooled first (attack "<label>: <component>")
-    "fooled_first_by": None,
-}
-
 
 def _np(a: Any) -> np.ndarray:
     if isinstance(a, torch.Tensor):

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from ...metrics import metric_info
 from ..expectations import evaluate_expectations, expectation_table
 from ..spec import PRETRAINED
 from ..stats import Z_SE, compare, rank_with_ties
@@ -15,6 +16,9 @@ from .view import BASELINE, Results, Table, _robust_note, fmt
 # --------------------------------------------------------------------------- verdicts
 
 
+def _label(metric: str) -> str:
+    """How the report names ``metric`` (its catalogue label)."""
+    return metric_info(metric).label
 
 
 def findings(r: Results) -> list[str]:
@@ -33,21 +37,21 @@ def findings(r: Results) -> list[str]:
             if d == BASELINE:
                 continue
             checks: list[tuple[str, dict[str, Any] | None, dict[str, Any] | None]] = [
-                ("clean accuracy", r.get(scope, d, "clean_accuracy"),
+                (_label("clean_accuracy"), r.get(scope, d, "clean_accuracy"),
                  r.get(scope, BASELINE, "clean_accuracy")),
             ]
             for t in r.evasion_threats():
-                checks.append((f"robust accuracy ({head}) at {t['id']}",
+                checks.append((f"{_label('robust_accuracy')} ({head}) at {t['id']}",
                                r.get(scope, d, "robust_accuracy", threat=t["id"], attack=head),
                                r.get(scope, BASELINE, "robust_accuracy", threat=t["id"],
                                      attack=head)))
             for p in r.poisonings:
-                checks.append((f"accuracy drop under {p}",
+                checks.append((f"{_label('accuracy_drop')} under {p}",
                                r.get(scope, d, "accuracy_drop", poisoning=p, threat=p),
                                r.get(scope, BASELINE, "accuracy_drop", poisoning=p, threat=p)))
             checks += [
-                ("ECE", r.get(scope, d, "ece"), r.get(scope, BASELINE, "ece")),
-                ("off-manifold confidence (uniform noise)",
+                (_label("ece"), r.get(scope, d, "ece"), r.get(scope, BASELINE, "ece")),
+                (_label("offmanifold_confidence"),
                  r.get(scope, d, "offmanifold_confidence", threat="uniform"),
                  r.get(scope, BASELINE, "offmanifold_confidence", threat="uniform")),
             ]
