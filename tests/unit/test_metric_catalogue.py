@@ -40,11 +40,11 @@ def test_the_old_tables_are_views_of_the_catalogue() -> None:
     assert {m for ms in GROUP_METRICS.values() for m in ms} == set(HIGHER_IS_BETTER)
     assert tolerance.FLOORS["nll"] == 0.02 and tolerance.FLOORS["n_flipped"] == 0.5
     assert set(tolerance.FLOORS) == {m.name for m in METRICS if m.floor is not None}
-    assert tolerance.REL_FLOORS == {"alpha_star": pytest.approx(10 ** (1 / 8) - 1)}
-    assert tolerance.RATE_METRICS == {"clean_accuracy", "robust_accuracy",
+    assert {"alpha_star": pytest.approx(10 ** (1 / 8) - 1)} == tolerance.REL_FLOORS
+    assert {"clean_accuracy", "robust_accuracy",
                                       "attack_success_rate", "accuracy_drop",
-                                      "poisoning_success_rate"}
-    assert expectations.EVASION_METRICS == {"robust_accuracy", "attack_success_rate"}
+                                      "poisoning_success_rate"} == tolerance.RATE_METRICS
+    assert {"robust_accuracy", "attack_success_rate"} == expectations.EVASION_METRICS
     assert expectations.FIXED_THREATS["gaussian_confidence"] == "gaussian"
 
 
