@@ -53,21 +53,29 @@ import torch
 from sklearn.model_selection import train_test_split
 
 from ._validation import (
-    as_array,
     validate_bounds,
     validate_inputs,
-    validate_labels,
     validate_params,
     validate_scalar,
     validate_seed,
 )
-from .data_sources import materialise
 from .errors import ConfigError, DataError, PoisonlabError, first_line
 from .registry import Registry
-
-#: Fractions of the data held out for testing and for validation (calibration, tuning).
-TEST_FRACTION = 0.25
-VAL_FRACTION = 0.10
+from .splits import (  # noqa: F401  (the split constants stay importable from here)
+    OPTIONAL_ARRAYS,
+    SPLIT_ARRAYS,
+    SPLIT_DATASETS,
+    TEST_FRACTION,
+    VAL_FRACTION,
+    bounds_of,
+    classes,
+    known_keys,
+    read_parts,
+    read_split_datasets,
+    required_keys,
+    split_array,
+    split_validation,
+)
 
 
 @dataclass(frozen=True)
@@ -84,11 +92,6 @@ class RawData:
 #: A loader returns RawData (split here), a finished Dataset, or a mapping of split arrays.
 datasets: Registry[Callable[..., Any]] = Registry("dataset")
 
-#: The arrays a mapping of splits (an .npz file) must and may hold.
-SPLIT_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
-OPTIONAL_ARRAYS = ("x_val", "y_val", "bounds")
-#: Keys of a mapping whose value is a map-style torch Dataset of (x_i, y_i) for that split.
-SPLIT_DATASETS = ("train", "test", "val")
 
 
 @dataclass(frozen=True, eq=False)
@@ -244,90 +247,18 @@ class Dataset:
         """
         seed = validate_seed("seed", seed)
         where = source or f"dataset {name!r}"
-        expected = (f"expected {', '.join(SPLIT_ARRAYS)} (and optionally "
-                    f"{', '.join(OPTIONAL_ARRAYS)})")
-        for key in arrays:
-            if key not in SPLIT_ARRAYS + OPTIONAL_ARRAYS + SPLIT_DATASETS:
-                from .registry import did_you_mean
-
-                hint = did_you_mean(str(key), list(SPLIT_ARRAYS + OPTIONAL_ARRAYS))
-                raise DataError(f"{where} has an unknown array {key!r}: {expected}, or torch "
-                                f"Datasets under train, test, val{hint}")
-        arrays, ds_bounds = _read_split_datasets(arrays, where)
+        arrays, ds_bounds = read_split_datasets(known_keys(arrays, where), where)
         if bounds is None and "bounds" not in arrays:
             bounds = ds_bounds
-        for key in SPLIT_ARRAYS:
-            if key not in arrays:
-                raise DataError(f"{where} has no array {key!r}: {expected}")
-        if ("x_val" in arrays) != ("y_val" in arrays):
-            missing = "y_val" if "x_val" in arrays else "x_val"
-            raise DataError(f"{where} has no array {missing!r}: expected x_val and y_val "
-                            "together, or neither")
-
-        def arr(key: str) -> Any:
-            v = arrays[key]
-            if isinstance(v, torch.Tensor):
-                return v
-            try:
-                return as_array(key, v)
-            except DataError as e:
-                raise DataError(f"{where}: {e}") from None
-
+        required_keys(arrays, where)
         names = ["train", "test", "val"] if "x_val" in arrays else ["train", "test"]
-        xs: dict[str, torch.Tensor] = {}
-        ys: dict[str, torch.Tensor] = {}
-        for part in names:
-            x_t, y_t = validate_inputs(arr(f"x_{part}"), arr(f"y_{part}"), name_x=f"x_{part}",
-                                    name_y=f"y_{part}")
-            if not len(y_t):
-                raise DataError(f"y_{part} is empty: expected at least one example")
-            xs[part], ys[part] = x_t.float().contiguous(), y_t
-        shape = tuple(xs["train"].shape[1:])
-        for part in names[1:]:
-            if tuple(xs[part].shape[1:]) != shape:
-                raise DataError(f"x_{part} has shape {tuple(xs[part].shape)}: expected "
-                                f"(n, {', '.join(map(str, shape))}) like x_train")
-        k = int(max(int(y.max()) for y in ys.values())) + 1
-        for part in names:
-            validate_labels(ys[part], n_classes=k, name=f"y_{part}")
-        if int(ys["train"].unique().numel()) < 2:
-            raise DataError(f"y_train has one class ({int(ys['train'][0])}): expected at "
-                            "least 2 classes")
-        counts = torch.bincount(ys["train"], minlength=k)
-        if k < 2 or int(counts.min()) == 0:
-            missing_class = int(counts.argmin()) if k >= 2 else 1
-            raise DataError(f"y_train has no example of class {missing_class}: expected labels "
-                            f"0 .. K-1 (K={max(k, 2)}) with every class in the training set")
+        xs, ys, shape = read_parts(arrays, names, where)
+        k, counts = classes(ys, names)
         if bounds is None and "bounds" in arrays:
-            bounds = tuple(arr("bounds").astype(float).ravel().tolist())
-        if bounds is None:
-            lo = min(float(x.min()) for x in xs.values())
-            hi = max(float(x.max()) for x in xs.values())
-            b = validate_bounds("bounds", (lo, hi))
-        else:
-            b = validate_bounds("bounds", tuple(bounds))
-        for part in names:
-            x = xs[part]
-            if x.min() < b[0] or x.max() > b[1]:
-                raise DataError(f"x_{part} has values in [{float(x.min()):g}, "
-                                f"{float(x.max()):g}]: expected values inside bounds "
-                                f"[{b[0]:g}, {b[1]:g}]")
+            bounds = tuple(split_array(arrays, "bounds", where).astype(float).ravel().tolist())
+        b = bounds_of(xs, names, bounds)
         if "val" not in xs:
-            y_np = ys["train"].numpy()
-            if int(counts.min()) < 2:
-                raise DataError(f"y_train has {int(counts.min())} example of class "
-                                f"{int(counts.argmin())}: splitting off a stratified validation "
-                                "set needs at least 2 per class (or give x_val, y_val)")
-            n_val = max(k, round(len(y_np) * VAL_FRACTION / (1 - TEST_FRACTION)))
-            if len(y_np) - n_val < k:
-                raise DataError(f"y_train has {len(y_np)} examples: too few to split off a "
-                                f"stratified validation set for {k} classes (give x_val, y_val)")
-            train, val = train_test_split(np.arange(len(y_np)), test_size=n_val,
-                                          stratify=y_np, random_state=seed)
-            train, val = torch.from_numpy(np.sort(train)), torch.from_numpy(np.sort(val))
-            xs["val"], ys["val"] = xs["train"][val].contiguous(), ys["train"][val].contiguous()
-            xs["train"] = xs["train"][train].contiguous()
-            ys["train"] = ys["train"][train].contiguous()
+            split_validation(xs, ys, counts, k, seed)
         info = {"val_split": "given" if "x_val" in arrays else "split",
                 "bounds_from": "param" if bounds is not None else "data"}
         return cls(
@@ -480,34 +411,6 @@ datasets.add("npy", "poisonlab.data_folders:npy_dataset",
              help="your own arrays, memory-mapped: path=DIR (or a file-name prefix) with "
                   "x_train.npy, y_train.npy, x_test.npy, y_test.npy; scale, bounds, "
                   "channels_last")
-
-
-def _read_split_datasets(arrays: Mapping[str, Any], where: str
-                         ) -> tuple[Mapping[str, Any], tuple[float, float] | None]:
-    """Replace ``train``/``test``/``val`` torch Datasets by ``x_*``/``y_*`` tensors.
-
-    Returns the mapping and the bounds every such Dataset declares (``bounds`` attribute),
-    or None when they declare none or differ.
-    """
-    given = [k for k in SPLIT_DATASETS if k in arrays]
-    if not given:
-        return arrays, None
-    from torch.utils.data import Dataset as TorchDataset
-
-    out = {k: v for k, v in arrays.items() if k not in SPLIT_DATASETS}
-    declared = set()
-    for key in given:
-        v = arrays[key]
-        if not isinstance(v, TorchDataset) or isinstance(v, torch.Tensor):
-            raise DataError(f"{where}: {key} is a {type(v).__name__}: expected a map-style "
-                            f"torch Dataset of (x, y) pairs (or arrays x_{key}, y_{key})")
-        if f"x_{key}" in arrays or f"y_{key}" in arrays:
-            raise DataError(f"{where} has both {key} and x_{key}/y_{key}: expected one of them")
-        out[f"x_{key}"], out[f"y_{key}"] = materialise(v, name=f"x_{key}")
-        b = getattr(v, "bounds", None)
-        declared.add(tuple(float(e) for e in b) if isinstance(b, tuple | list) else None)
-    one = declared.pop() if len(declared) == 1 else None
-    return out, one  # type: ignore[return-value]
 
 
 def _takes(fn: Callable[..., Any], param: str) -> bool:

@@ -131,32 +131,57 @@ def train(
     x_t = match_dtype(model, x_t)
     k = probe_model(model, x_t, param_grad=True)
     validate_labels(y_t, n_classes=k, of_model=True)
-    if defense.needs_validation and (x_val is None or y_val is None):
-        raise ConfigError(
-            f"x_val=None is not allowed with defense {defense.label}: it is fitted on the "
-            "validation split (pass x_val=, y_val=)"
-        )
-    if defense.needs_validation:  # checked before training, not after
-        xv, yv = validate_inputs(x_val, y_val, n_classes=k, name_x="x_val", name_y="y_val")
-        if xv.shape[1:] != x_t.shape[1:]:
-            raise DataError(f"x_val has input shape {tuple(xv.shape[1:])}: expected "
-                            f"{tuple(x_t.shape[1:])} to match x")
-        xv = match_dtype(model, xv)
+    val = _validation_split(model, defense, x_val, y_val, x_t, k)  # before training
     device = model_device(model)
     generator = torch.Generator().manual_seed(seed)
     x_t, y_t = defense.prepare(x_t, y_t, n_classes=k, generator=generator)
     if x_t.shape[0] == 0:
         raise DataError(f"defense {defense.label} left no training data")
+    bounds = _train_bounds(x_t, bounds)
+    _fit(model, x_t.to(device), y_t.to(device), defense, k, generator, bounds=bounds,
+         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+         progress=progress)
+    if val is not None:
+        return defense.post_hoc(model, val[0].to(device), val[1].to(device))
+    return model
+
+
+def _validation_split(model: nn.Module, defense: Defense, x_val: Any, y_val: Any,
+                      x_t: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The checked validation split a post-hoc defense is fitted on (None if it needs none)."""
+    if not defense.needs_validation:
+        return None
+    if x_val is None or y_val is None:
+        raise ConfigError(
+            f"x_val=None is not allowed with defense {defense.label}: it is fitted on the "
+            "validation split (pass x_val=, y_val=)"
+        )
+    xv, yv = validate_inputs(x_val, y_val, n_classes=k, name_x="x_val", name_y="y_val")
+    if xv.shape[1:] != x_t.shape[1:]:
+        raise DataError(f"x_val has input shape {tuple(xv.shape[1:])}: expected "
+                        f"{tuple(x_t.shape[1:])} to match x")
+    return match_dtype(model, xv), yv
+
+
+def _train_bounds(x_t: torch.Tensor, bounds: Any) -> tuple[float, float]:
+    """``bounds`` checked to hold the training inputs; default their range."""
     if bounds is None:
-        bounds = (float(x_t.min()), float(x_t.max()))
-    else:
-        bounds = validate_bounds("bounds", bounds)
-        if float(x_t.min()) < bounds[0] or float(x_t.max()) > bounds[1]:
-            raise DataError(
-                f"x has values in [{float(x_t.min()):g}, {float(x_t.max()):g}]: expected "
-                f"values inside bounds [{bounds[0]:g}, {bounds[1]:g}]"
-            )
-    x_t, y_t = x_t.to(device), y_t.to(device)
+        return (float(x_t.min()), float(x_t.max()))
+    bounds = validate_bounds("bounds", bounds)
+    if float(x_t.min()) < bounds[0] or float(x_t.max()) > bounds[1]:
+        raise DataError(
+            f"x has values in [{float(x_t.min()):g}, {float(x_t.max()):g}]: expected "
+            f"values inside bounds [{bounds[0]:g}, {bounds[1]:g}]"
+        )
+    return bounds
+
+
+def _fit(model: nn.Module, x_t: torch.Tensor, y_t: torch.Tensor, defense: Defense, k: int,
+         generator: torch.Generator, *, bounds: tuple[float, float], epochs: int,
+         batch_size: int, lr: float, weight_decay: float, progress: bool) -> None:
+    """The training loop: Adam over shuffled minibatches, the defense's hooks per epoch and
+    batch; leaves ``model`` in eval mode."""
+    device = x_t.device
     # On CUDA, Adam's fused kernel: one launch per step instead of a dozen per parameter
     # tensor. On the CPU the reference implementation, whose numbers the committed
     # baselines hold (the fused CPU kernel rounds differently).
@@ -193,6 +218,3 @@ def train(
                 _check_finite(losses, epoch, defense, lr)
     finally:
         model.eval()
-    if defense.needs_validation:
-        return defense.post_hoc(model, xv.to(device), yv.to(device))
-    return model

@@ -34,6 +34,7 @@ classes ranked highest after the true one on the clean input (runner-up first), 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -112,7 +113,6 @@ def apgd_run(
     out = x_init.detach().clone()
     fooled = torch.zeros(n, dtype=torch.bool, device=dev)
     best_loss_out = torch.full((n,), -torch.inf, device=dev)
-    gradients = 0
 
     def project(v: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         return (x0 + ops.project(v - x0, eps)).clamp(lo, hi)
@@ -125,71 +125,102 @@ def apgd_run(
         (grad,) = torch.autograd.grad(losses.sum(), xa)
         return grad.detach(), losses.detach(), success_fn(logits.detach(), rows)
 
-    # The state of the samples still attacked; ``rows`` maps it back into the batch.
-    rows = torch.arange(n, device=dev)
-    x0 = x
     x_cur = x_init.detach()
+    rows = torch.arange(n, device=dev)
     grad, loss_cur, succ = evaluate(x_cur, rows)
-    gradients += n
-    x_best, grad_best, loss_best = x_cur.clone(), grad.clone(), loss_cur.clone()
-    step = torch.full((n,), 2.0 * eps, device=dev, dtype=x.dtype)
-    x_prev = x_cur.clone()
-    history = [loss_cur]  # losses of the period so far, the period's start included
-    best_at_check = loss_best.clone()
-    reduced = torch.ones(n, dtype=torch.bool, device=dev)
-    periods = iter(checkpoint_periods(steps))
-    period, in_period = next(periods), 0
-
-    def drop(keep: torch.Tensor) -> None:
-        nonlocal rows, x0, x_cur, grad, x_best, grad_best, loss_best, step, x_prev, history
-        nonlocal best_at_check, reduced, loss_cur
-        rows, x0, x_cur, grad = rows[keep], x0[keep], x_cur[keep], grad[keep]
-        loss_cur = loss_cur[keep]
-        x_best, grad_best, loss_best = x_best[keep], grad_best[keep], loss_best[keep]
-        step, x_prev, best_at_check = step[keep], x_prev[keep], best_at_check[keep]
-        reduced, history = reduced[keep], [h[keep] for h in history]
+    s = _State.start(x, x_cur, grad, loss_cur, eps, rows)
+    gradients = n
 
     def record(succ: torch.Tensor) -> None:
         if bool(succ.any()):
-            hit = rows[succ]
-            out[hit] = x_cur[succ]
+            hit = s.rows[succ]
+            out[hit] = s.x_cur[succ]
             fooled[hit] = True
-            best_loss_out[hit] = loss_cur[succ]
-            drop(~succ)
+            best_loss_out[hit] = s.loss_cur[succ]
+            s.drop(~succ)
 
     record(succ)
+    periods = iter(checkpoint_periods(steps))
+    period, in_period = next(periods), 0
     for i in range(steps):
-        if rows.numel() == 0:
+        if s.rows.numel() == 0:
             break
         with torch.no_grad():
             a = momentum if i > 0 else 1.0
-            z = project(x_cur + _bcast(step, x_cur) * ops.normalize(grad), x0)
-            x_next = project(x_cur + a * (z - x_cur) + (1 - a) * (x_cur - x_prev), x0)
-            x_prev, x_cur = x_cur, x_next
-        grad, loss_cur, succ = evaluate(x_cur, rows)
-        gradients += int(rows.numel())
-        with torch.no_grad():
-            better = loss_cur > loss_best
-            x_best[better], grad_best[better] = x_cur[better], grad[better]
-            loss_best = torch.where(better, loss_cur, loss_best)
-        history.append(loss_cur)
+            z = project(s.x_cur + _bcast(s.step, s.x_cur) * ops.normalize(s.grad), s.x0)
+            x_next = project(s.x_cur + a * (z - s.x_cur) + (1 - a) * (s.x_cur - s.x_prev),
+                             s.x0)
+            s.x_prev, s.x_cur = s.x_cur, x_next
+        s.grad, s.loss_cur, succ = evaluate(s.x_cur, s.rows)
+        gradients += int(s.rows.numel())
+        s.keep_best()
         record(succ)  # before a checkpoint may move x_cur back to the best point
         in_period += 1
-        if in_period == period and rows.numel():
-            with torch.no_grad():
-                h = torch.stack(history)
-                rises = (h[1:] > h[:-1]).sum(0)
-                halve = (rises <= period * rho) | (~reduced & (best_at_check >= loss_best))
-                reduced, best_at_check = halve, loss_best.clone()
-                step = torch.where(halve, step / 2, step)
-                x_cur = torch.where(_bcast(halve, x_cur), x_best, x_cur)
-                grad = torch.where(_bcast(halve, grad), grad_best, grad)
-            history = [loss_cur]
+        if in_period == period and s.rows.numel():
+            s.checkpoint(period, rho)
             period, in_period = next(periods, period), 0
     with torch.no_grad():  # the samples never fooled: their highest-loss point
-        out[rows] = x_best
-        best_loss_out[rows] = loss_best
+        out[s.rows] = s.x_best
+        best_loss_out[s.rows] = s.loss_best
     return out, fooled, best_loss_out, gradients
+
+
+@dataclass
+class _State:
+    """What APGD keeps per sample still attacked; ``rows`` maps it back into the batch."""
+
+    rows: torch.Tensor
+    x0: torch.Tensor
+    x_cur: torch.Tensor
+    grad: torch.Tensor
+    loss_cur: torch.Tensor
+    x_best: torch.Tensor
+    grad_best: torch.Tensor
+    loss_best: torch.Tensor
+    step: torch.Tensor
+    x_prev: torch.Tensor
+    history: list[torch.Tensor]  # losses of the period so far, the period's start included
+    best_at_check: torch.Tensor
+    reduced: torch.Tensor
+
+    @classmethod
+    def start(cls, x: torch.Tensor, x_cur: torch.Tensor, grad: torch.Tensor,
+              loss_cur: torch.Tensor, eps: float, rows: torch.Tensor) -> _State:
+        n = x.shape[0]
+        return cls(rows=rows, x0=x, x_cur=x_cur, grad=grad, loss_cur=loss_cur,
+                   x_best=x_cur.clone(), grad_best=grad.clone(), loss_best=loss_cur.clone(),
+                   step=torch.full((n,), 2.0 * eps, device=x.device, dtype=x.dtype),
+                   x_prev=x_cur.clone(), history=[loss_cur],
+                   best_at_check=loss_cur.clone(),
+                   reduced=torch.ones(n, dtype=torch.bool, device=x.device))
+
+    def drop(self, keep: torch.Tensor) -> None:
+        """Keep only the samples ``keep`` (the others are fooled and done)."""
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            setattr(self, f.name, [h[keep] for h in v] if f.name == "history" else v[keep])
+
+    @torch.no_grad()
+    def keep_best(self) -> None:
+        """Remember each sample's highest-loss iterate (and its gradient)."""
+        better = self.loss_cur > self.loss_best
+        self.x_best[better], self.grad_best[better] = self.x_cur[better], self.grad[better]
+        self.loss_best = torch.where(better, self.loss_cur, self.loss_best)
+        self.history.append(self.loss_cur)
+
+    @torch.no_grad()
+    def checkpoint(self, period: int, rho: float) -> None:
+        """Halve the step of the samples whose loss rose too rarely over the period (or did
+        not improve since the last halving) and send them back to their best point."""
+        h = torch.stack(self.history)
+        rises = (h[1:] > h[:-1]).sum(0)
+        stalled = ~self.reduced & (self.best_at_check >= self.loss_best)
+        halve = (rises <= period * rho) | stalled
+        self.reduced, self.best_at_check = halve, self.loss_best.clone()
+        self.step = torch.where(halve, self.step / 2, self.step)
+        self.x_cur = torch.where(_bcast(halve, self.x_cur), self.x_best, self.x_cur)
+        self.grad = torch.where(_bcast(halve, self.grad), self.grad_best, self.grad)
+        self.history = [self.loss_cur]
 
 
 def apgd(

@@ -171,3 +171,31 @@ def test_the_pipe_flows_one_way(mod: str) -> None:
     bad = sorted(t for t in reached if any(t == f or t.startswith(f + ".")
                                            for f in FORBIDDEN[mod]))
     assert not bad, f"{mod} reaches {bad}"
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def code_lines(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines of a function's body after its docstring (comments and blank lines inside
+    count: they are what a reader reads)."""
+    body = fn.body
+    if (isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)):
+        body = body[1:]
+    return body[-1].end_lineno - body[0].lineno + 1 if body else 0  # type: ignore[operator]
+
+
+def test_code_lines_skip_the_docstring() -> None:
+    fn = ast.parse('def f():\n    """Doc.\n\n    More."""\n    a = 1\n\n    return a\n').body[0]
+    assert isinstance(fn, ast.FunctionDef) and code_lines(fn) == 3
+
+
+@pytest.mark.parametrize("path", sorted(ROOT.rglob("*.py")), ids=lambda p: p.name)
+def test_no_function_grows_past_the_limit(path: Path) -> None:
+    long = [f"{fn.name} ({code_lines(fn)} lines from line {fn.lineno})"
+            for fn in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef)
+            and code_lines(fn) > MAX_FUNCTION_LINES]
+    assert not long, (f"{path.name}: {', '.join(long)}: at most {MAX_FUNCTION_LINES} lines of "
+                      "code per function (split it along its steps)")
