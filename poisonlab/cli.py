@@ -1,7 +1,8 @@
 """The ``poisonlab`` command: a thin shell over the Python API.
 
-Exit codes: 0 ok, 1 a regression or failed expectation, 2 bad input (one line on stderr,
-no traceback).
+Exit codes (:mod:`poisonlab.commands`): 0 all good, 1 a regression or a failed
+expectation (or, with ``--strict``, a warning), 2 bad input (one line on stderr, no
+traceback), 3 a cell of the run failed.
 """
 
 from __future__ import annotations
@@ -12,12 +13,19 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
-from .errors import ConfigError, PoisonlabError
-
-EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT = 0, 1, 2
+from .commands import (  # noqa: F401  (the exit codes are importable from here too)
+    EXIT_BAD_INPUT,
+    EXIT_CELLS_FAILED,
+    EXIT_OK,
+    EXIT_REGRESSION,
+    _kinds,
+    dispatch,
+)
+from .errors import PoisonlabError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,16 +44,10 @@ def _text(value: str) -> str:
     return value
 
 
-def _kinds() -> dict[str, object]:
-    from .attacks import attacks
-    from .data import datasets
-    from .defenses import defenses
-    from .harness.executors import executors
-    from .models import models
-    from .sanity import checks
-
-    return {"attacks": attacks, "defenses": defenses, "datasets": datasets,
-            "models": models, "executors": executors, "checks": checks}
+def _add_format(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--format", choices=("text", "json"), default="text",
+                        help=f"what stdout gets: text (a summary table, default) or json "
+                             f"({what}, nothing else on stdout)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,8 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default 1), tasks in flight with ray (default: the cluster's "
                           "CPUs); the numbers do not depend on it")
     run.add_argument("--strict", action="store_true",
-                     help="exit 1 when a sanity check flagged a model (docs/checks.md), one "
-                          "line per flag; results and reports are written first")
+                     help="exit 1 when a sanity check flagged a model (docs/checks.md) or "
+                          "poisonlab warned (an eps out of scale with the data...), one line "
+                          "each; results and reports are written first")
+    _add_format(run, "the results document (as results.json)")
     run.add_argument("--batch-size", type=int, default=None, metavar="N",
                      help="test inputs per forward pass of the evaluation, >= 1: overrides "
                           "the suite's batch_size: (default: the suite's, 256 when absent), "
@@ -95,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("list", help="list registered names")
     lst.add_argument("kind", nargs="?", choices=sorted(_kinds()),
                      help="which registry (default: all)")
+    lst.add_argument("name", nargs="?", type=_text,
+                     help="one entry: its parameters with defaults, one line each")
     _add_evaluate(sub)
     _add_gate(sub)
     return p
@@ -127,6 +133,7 @@ def _add_gate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
                          "appended to $GITHUB_STEP_SUMMARY when that is set)")
     ck.add_argument("--all", action="store_true",
                     help="list the numbers within tolerance too")
+    _add_format(ck, "the verdicts: status, counts, causes, every row and expectation")
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -169,6 +176,11 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     ev.add_argument("--out", required=True, type=_text,
                     help="output folder (created if missing)")
     ev.add_argument("--quiet", action="store_true", help="no summary")
+    ev.add_argument("--strict", action="store_true",
+                    help="exit 1 when poisonlab warned (an eps out of scale with the data, "
+                         "bounds in other units, a model in train mode...); the results "
+                         "are written first")
+    _add_format(ev, "the results document (as results.json)")
 
 
 class Interrupted(KeyboardInterrupt):
@@ -228,12 +240,43 @@ def _interrupted_line(args: argparse.Namespace | None, signum: int) -> str:
             f"results.json and reports with: {again}")
 
 
+def _one_line_warnings() -> None:
+    """Show poisonlab's warnings as ``poisonlab: warning: ...`` lines (others as Python
+    shows them)."""
+    from .errors import PoisonlabWarning
+
+    plain = warnings.formatwarning
+    if getattr(plain, "poisonlab", False):  # main() called again in one process
+        return
+
+    def fmt(message: Any, category: type[Warning], filename: str, lineno: int,
+            line: str | None = None) -> str:
+        if issubclass(category, PoisonlabWarning):
+            return f"poisonlab: warning: {message}\n"
+        return plain(message, category, filename, lineno, line)
+
+    fmt.poisonlab = True  # type: ignore[attr-defined]
+    warnings.formatwarning = fmt  # type: ignore[assignment]
+
+
+def _cwd_importable() -> None:
+    """Make ``module:factory`` names find modules in the current folder, as ``python -m``
+    would (a console script does not put it on sys.path). Appended, not prepended: an
+    installed package of the same name still wins, and a stray ``torch.py`` in the folder
+    shadows nothing."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args: argparse.Namespace | None = None
+    _one_line_warnings()
+    _cwd_importable()
     with _stop_cleanly_on_signals() as got:
         try:
             args = build_parser().parse_args(argv)
-            return _dispatch(args)
+            return dispatch(args)
         except PoisonlabError as e:
             print(f"poisonlab: error: {e}", file=sys.stderr)
             return EXIT_BAD_INPUT
@@ -247,186 +290,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Python from reporting the failed flush of stdout at exit.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return EXIT_OK
-
-
-def _clip(text: str, width: int) -> str:
-    """``text`` cut to ``width`` characters, with an ellipsis where it was cut."""
-    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
-
-
-def _dispatch(args: argparse.Namespace) -> int:
-    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
-        "list": _list, "evaluate": _evaluate, "baseline": _gate, "check": _gate,
-        "validate": _validate, "report": _report, "run": _run}
-    return handlers[args.command](args)
-
-
-def _list(args: argparse.Namespace) -> int:
-    kinds = _kinds()
-    for kind in [args.kind] if args.kind else sorted(kinds):
-        reg = kinds[kind]
-        print(f"{kind}:")
-        rows = [(name, reg.help(name)) for name in reg.names()]  # type: ignore[attr-defined]
-        for ns, text in reg.namespaces().items():  # type: ignore[attr-defined]
-            rows.append((ns, text))
-            # the members of a listed namespace, indented under it (first docstring line)
-            rows += [(f"  {m}", _clip(h, 70)) for m, h in
-                     reg.members(ns.partition(":")[0])]  # type: ignore[attr-defined]
-        width = max([20, *(len(name) for name, _ in rows)])
-        for name, text in rows:
-            print(f"  {name:<{width}} {text}".rstrip())
-    return EXIT_OK
-
-
-def _validate(args: argparse.Namespace) -> int:
-    from .harness import load_suite
-    from .harness.suite import validate_suite_data
-
-    suite = load_suite(args.suite)
-    validate_suite_data(suite)
-    n = sum(1 for _ in suite.cells())
-    print(f"{args.suite}: ok ({n} cells: {len(suite.datasets)} datasets x "
-          f"{len(suite.models)} models x {len(suite.defenses)} defenses x "
-          f"{len(suite.poisoning) + 1} poisoning settings x {len(suite.seeds)} seeds)")
-    return EXIT_OK
-
-
-def _report(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .errors import ConfigError
-    from .harness.runner import write_results
-    from .harness.store import STORE_NAME
-
-    if not (Path(args.run_dir) / STORE_NAME).is_file():
-        raise ConfigError(f"run_dir={args.run_dir!r} holds no {STORE_NAME}: expected a "
-                          "folder written by 'poisonlab run'")
-    write_results(args.run_dir)
-    print(f"report: {Path(args.run_dir) / 'report.html'}")
-    return EXIT_OK
-
-
-def _run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from ._text import text_table
-    from .harness import load_suite
-    from .harness.report import summary_rows
-    from .harness.runner import run_suite
-    from .sanity import SanityFailure
-
-    suite = load_suite(args.suite)
-    if args.batch_size is not None:
-        import dataclasses
-
-        from .harness.suite import validate_eval_batch_size
-
-        suite = dataclasses.replace(
-            suite, batch_size=validate_eval_batch_size("--batch-size", args.batch_size))
-    flags: list[str] = []
-    try:
-        doc = run_suite(suite, args.out, executor=args.executor, resume=args.resume,
-                        progress=not args.quiet, workers=args.workers, strict=args.strict,
-                        device=args.device, address=args.address)
-    except SanityFailure as e:
-        doc, flags = dict(e.doc), e.lines
-    if not args.quiet:
-        headers, rows = summary_rows(doc)
-        print(text_table(headers, rows))
-        print(f"\n{doc['n_cells']} cells ({doc['n_failed']} failed); mean ± std over seeds")
-        out = Path(args.out)
-        print(f"results: {out / 'results.json'}\nreport:  {out / 'report.md'}\n"
-              f"         {out / 'report.html'}")
-    if doc["n_failed"]:  # said even with --quiet: those numbers are missing
-        print(f"poisonlab: {doc['n_failed']} of {doc['n_cells']} cells failed; their numbers "
-              f"are missing (why: 'Failed cells' in {Path(args.out) / 'report.md'})",
-              file=sys.stderr)
-    for line in flags:
-        print(f"poisonlab: sanity check: {line}", file=sys.stderr)
-    return EXIT_REGRESSION if flags else EXIT_OK
-
-def _key_values(flag: str, items: list[str]) -> dict[str, Any]:
-    """``["mean=[0.5, 0.5]", "depth=28"]`` -> ``{"mean": [0.5, 0.5], "depth": 28}`` (values
-    read as YAML); a malformed item or a key given twice is a ConfigError naming it."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key.isidentifier():
-            raise ConfigError(f"{flag} {item!r} is not allowed: expected KEY=VALUE with a "
-                              "parameter name as KEY (e.g. 'mean=[0.5, 0.5, 0.5]')")
-        if key in out:
-            raise ConfigError(f"{flag} {key!r} is given twice: expected each parameter once")
-        try:
-            out[key] = yaml.safe_load(raw)
-        except yaml.YAMLError as e:
-            reason = str(e).splitlines()[0]
-            raise ConfigError(f"{flag} {item!r}: VALUE is not YAML ({reason}): expected "
-                              "e.g. 0.5, [0.5, 0.5] or true") from None
-    return out
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from ._text import text_table
-    from .harness.pretrained import evaluate_pretrained
-    from .harness.report import summary_rows
-    from .harness.suite import validate_eval_batch_size, validate_n_noise, validate_suite_seed
-
-    # The bounds a suite has too (32-bit seeds for scikit-learn, a noise set that fits in
-    # memory), checked before the data and the model are loaded.
-    validate_suite_seed("--seed", args.seed)
-    validate_n_noise("--n-noise", args.n_noise)
-    validate_eval_batch_size("--batch-size", args.batch_size)
-    model_params = _key_values("--model-param", args.model_params)
-    doc = evaluate_pretrained(args.model, args.weights, args.data, args.out, eps=args.eps,
-                              norm=args.norm, attacks=args.attacks, seed=args.seed,
-                              n_noise=args.n_noise, device=args.device,
-                              batch_size=args.batch_size, model_params=model_params)
-    if not args.quiet:
-        headers, rows = summary_rows(doc)
-        print(text_table(headers, rows))
-        out = Path(args.out)
-        print(f"\nresults: {out / 'results.json'}\nreport:  {out / 'report.md'}")
-    return EXIT_OK
-
-
-def _gate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .errors import ConfigError
-    from .harness.gate import check, load_baseline, load_results_doc, make_baseline, write_baseline
-
-    if args.command == "baseline":
-        base = make_baseline(load_results_doc(args.results), k=args.k, floor=args.floor)
-        out = write_baseline(base, args.out)
-        entries = base["entries"]
-        by = {b: sum(e["basis"] == b for e in entries) for b in ("spread", "floor",
-                                                                  "floor-only", "fixed")}
-        print(f"baseline: {len(entries)} numbers of suite {base['suite']['name']!r} "
-              f"(tolerance set by the seed spread: {by['spread']}, the floor: {by['floor']}, "
-              f"the floor alone, n=1: {by['floor-only']}, fixed: {by['fixed']}); "
-              f"{len(base['descriptive'])} descriptive metrics and {len(base['skipped'])} "
-              f"numbers without a value not gated\n-> {out}")
-        return EXIT_OK
-
-    result = check(load_results_doc(args.results), load_baseline(args.baseline),
-                   fail_on_improvement=args.fail_on_improvement)
-    print(result.text(show_within=args.all))
-    md = result.markdown(show_within=args.all)
-    targets = [(args.summary, "w", "--summary")] if args.summary else []
-    if os.environ.get("GITHUB_STEP_SUMMARY"):
-        targets.append((os.environ["GITHUB_STEP_SUMMARY"], "a", "GITHUB_STEP_SUMMARY"))
-    for path, mode, what in targets:
-        try:
-            with Path(path).open(mode, encoding="utf-8") as f:
-                f.write(md + "\n")
-        except OSError as e:
-            raise ConfigError(f"{what}={path!r} cannot be written: {e.strerror or e}") from None
-    return EXIT_OK if result.ok else EXIT_REGRESSION
 
 
 if __name__ == "__main__":  # pragma: no cover

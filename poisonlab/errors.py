@@ -57,6 +57,11 @@ class EvaluationWarning(PoisonlabWarning):
     """An evaluation is likely to be misleading (see docs/checks.md)."""
 
 
+class InputWarning(PoisonlabWarning):
+    """An input that is allowed but likely wrong: an eps out of scale with the data, bounds
+    in other units than the data (:mod:`poisonlab.input_sanity`)."""
+
+
 def first_line(e: BaseException) -> str:
     """The first line of an exception's message, or its type's name when it has none:
     how a one-line error quotes an error it wraps."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -43,6 +44,7 @@ from ..attacks.transfer import SurrogateSpec
 from ..batching import DEFAULT_BATCH_SIZE, validate_batch_size
 from ..data import Dataset, load_dataset, load_npz
 from ..errors import ConfigError
+from ..input_sanity import warn_threat_scale
 from ..metrics import (
     predict_proba,
 )
@@ -304,6 +306,13 @@ def _settings(dataset: Dataset, *, threats: Sequence[EvasionSpec | EvasionThreat
             grad_attack = f"attack {attack.name!r}"
         for e in specs:
             attack.validate_threat(e.threats(dataset.bounds)[0])
+    if "evasion" in metrics and specs:  # an eps out of scale with the data: a warning
+        x = dataset.x_test
+        data_range = (float(x.min()), float(x.max()))
+        for j, e in enumerate(specs):
+            warn_threat_scale(f"threats[{j}]", e.eps, e.norm.value,
+                              bounds=e.bounds or dataset.bounds, data_range=data_range,
+                              n_features=math.prod(dataset.input_shape))
     return sanity_settings, n_noise, info, specs, a_specs, a_batch, grad_attack
 
 

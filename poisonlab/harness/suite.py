@@ -54,6 +54,7 @@ each cell records the batch sizes it ran with. Not to be confused with ``trainin
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -139,12 +140,24 @@ def validate_suite_data(suite: Suite) -> None:
                                      f"is not allowed on {where}: expected class ids in "
                                      f"[0, {ds.n_classes - 1}]")
             lo, hi = float(ds.x_test.min()), float(ds.x_test.max())
+            if seed == suite.seeds[0]:  # the scale does not depend on the split
+                _warn_scale(suite, spec.label, ds, (lo, hi))
             for j, ev in enumerate(suite.evasion):
                 if ev.bounds is not None and (lo < ev.bounds[0] or hi > ev.bounds[1]):
                     raise SuiteError(
                         f"threat_model.evasion[{j}].bounds={list(ev.bounds)} is not allowed "
                         f"on {where}: its test inputs lie in [{lo:g}, {hi:g}]; expected "
                         "bounds that hold them (or no bounds: the dataset's)")
+
+
+def _warn_scale(suite: Suite, label: str, ds: Any, data_range: tuple[float, float]) -> None:
+    """An InputWarning per evasion eps (or bounds) out of scale with dataset ``label``."""
+    from ..input_sanity import warn_threat_scale
+
+    for j, ev in enumerate(suite.evasion):
+        warn_threat_scale(f"threat_model.evasion[{j}] on dataset {label}", ev.eps,
+                          ev.norm.value, bounds=ev.bounds or ds.bounds,
+                          data_range=data_range, n_features=math.prod(ds.input_shape))
 
 
 def load_suite(path: str | Path) -> Suite:

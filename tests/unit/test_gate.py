@@ -182,7 +182,8 @@ def test_baseline_records_environment_suite_rule_and_version(doc):
     base = make_baseline(doc, k=3.0)
     assert base["kind"] == "poisonlab-baseline" and base["schema_version"] == 1
     assert base["environment"] == ENV
-    assert base["suite"] == {"name": "gate-test", "version": 1}
+    assert base["suite"] == {"name": "gate-test", "version": 1,
+                             "config": doc["suite"].get("config")}
     assert base["rule"]["k"] == 3.0 and base["rule"]["n_test"] == {"digits": 450}
     assert "sqrt(1/n + 1/n_new)" in base["rule"]["formula"]
     e = entry(base, ROBUST)
