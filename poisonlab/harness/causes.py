@@ -8,9 +8,9 @@ label) and "new" (the run's): listed row by row that is dozens of lines for one 
 gathers the missing and new rows by the dataset, model, defense or poisoning that only one
 side has.
 
->>> config_changes({"defenses": [{"name": "ls", "eps": 0.1}], "seeds": [0, 1]},
-...                {"defenses": [{"name": "ls", "eps": 0.2}], "seeds": [0, 1]})
-['defenses[0].eps: 0.1 -> 0.2']
+>>> config_changes({"defenses": [{"name": "ls", "params": {"eps": 0.1}}], "seeds": [0]},
+...                {"defenses": [{"name": "ls", "params": {"eps": 0.2}}], "seeds": [0, 1]})
+['defenses[0] (ls).params.eps: 0.1 -> 0.2', 'seeds: [0] -> [0, 1]']
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ def _diff(old: Any, new: Any, path: str) -> Iterable[str]:
             yield from _diff(old.get(key, _MISSING), new.get(key, _MISSING), sub)
     elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
         for i, (a, b) in enumerate(zip(old, new, strict=True)):
-            yield from _diff(a, b, f"{path}[{i}]")
+            named = (isinstance(a, Mapping) and isinstance(b, Mapping)
+                     and a.get("name") == b.get("name") and isinstance(a.get("name"), str))
+            yield from _diff(a, b, f"{path}[{i}]" + (f" ({a['name']})" if named else ""))
     elif old is _MISSING:
         yield f"{path}: added ({short_repr(new)})"
     elif new is _MISSING:

@@ -199,10 +199,13 @@ def test_cells_whose_loss_goes_nan_or_whose_model_raises_fail_and_the_run_goes_o
     out = tmp_path / "run"
     proc = poisonlab("run", suite, "--out", out, "--quiet",
                      cwd=Path(__file__).resolve().parents[2])
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 3, proc.stderr  # a failed cell: exit 3, each one named
     doc = json.loads((out / "results.json").read_text())
     failed = {c["key"]: c for c in doc["cells"] if c["status"] != "ok"}
     assert doc["n_cells"] == 12 and doc["n_failed"] == len(failed) == 8
+    named = [line for line in proc.stderr.splitlines() if line.startswith(
+        "poisonlab: cell failed: ")]
+    assert sorted(line.split(": ")[2] for line in named) == sorted(failed)
     why = {f"{HELPERS}:diverging_net": "training loss became nan at epoch 1, batch 1",
            f"{HELPERS}:failing_net": "unexpected ValueError at byo_helpers.py:"}
     for c in failed.values():
