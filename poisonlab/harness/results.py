@@ -12,6 +12,8 @@ pandas is imported when they are called, not with poisonlab.
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,14 +25,19 @@ from .schema import RESULTS_SCHEMA_VERSION as SCHEMA_VERSION
 if TYPE_CHECKING:
     import pandas as pd
 
+#: The threat as numbers, for filtering and plotting: the evasion threat's ``norm``,
+#: ``eps`` (float; NaN where the number has no evasion threat) and ``targeted``, the
+#: poisoning's ``strategy`` and ``budget`` (its flip rate; 0.0 for clean cells).
+THREAT_COLUMNS = ("norm", "eps", "targeted", "strategy", "budget")
 #: Columns of :func:`load_results`, in order.
 RESULT_COLUMNS = ("suite", "suite_version", "key", "dataset", "model", "defense", "poisoning",
                   "seed", "status", "error", "metric", "threat", "attack", "value",
-                  "higher_is_better")
+                  "higher_is_better", *THREAT_COLUMNS)
 #: Columns of :func:`load_aggregates`, in order.
 AGGREGATE_COLUMNS = ("suite", "suite_version", "dataset", "model", "defense", "poisoning",
                      "metric", "threat", "attack", "mean", "std", "n", "n_failed",
-                     "higher_is_better")
+                     "higher_is_better", *THREAT_COLUMNS)
+_EVASION_ID = re.compile(r"^(linf|l2) eps=(\S+)( targeted)?( \S+)?$")
 
 
 def read_results(path: str | Path) -> dict[str, Any]:
@@ -84,13 +91,45 @@ def _malformed(path: str | Path, where: str, e: Exception) -> DataError:
                      "writes it (poisonlab/schemas/results.schema.json)".replace("\n", " "))
 
 
-def _rows_of(head: tuple[Any, ...], c: Any) -> list[tuple[Any, ...]]:
+def _threats(doc: dict[str, Any]) -> tuple[dict[str, tuple[str, float, bool]],
+                                          dict[str, tuple[str, float]]]:
+    """Evasion threat id -> (norm, eps, targeted) with the exact eps of the threat model
+    (an id shows eps to 6 digits), and poisoning id -> (strategy, rate)."""
+    tm = doc.get("threat_model") or {}
+    evasion = {}
+    for group in tm.get("evasion") or []:
+        for eps in group.get("eps") or []:
+            tid = f"{group['norm']} eps={eps:g}" + (" targeted" if group.get("targeted") else "")
+            evasion[tid] = (group["norm"], float(eps), bool(group.get("targeted")))
+    poisoning = {p["id"]: (p.get("strategy"), float(p["rate"]))
+                 for p in tm.get("poisoning") or [] if "id" in p and "rate" in p}
+    return evasion, poisoning
+
+
+def _threat_values(threat: Any, poisoning: str, threats: tuple[dict[str, Any], dict[str, Any]]
+                   ) -> tuple[Any, ...]:
+    """The THREAT_COLUMNS of one number: from the threat model, else read off the id."""
+    evasion, flips = threats
+    norm, eps, targeted = None, math.nan, None
+    if isinstance(threat, str):
+        if threat in evasion:
+            norm, eps, targeted = evasion[threat]
+        elif (m := _EVASION_ID.match(threat)) is not None:
+            norm, eps, targeted = m.group(1), float(m.group(2)), bool(m.group(3))
+    strategy, budget = flips.get(poisoning, (None, math.nan if poisoning != "none" else 0.0))
+    return norm, eps, targeted, strategy, budget
+
+
+def _rows_of(head: tuple[Any, ...], c: Any,
+             threats: tuple[dict[str, Any], dict[str, Any]]) -> list[tuple[Any, ...]]:
+    poisoning = "none" if c["poisoning"] is None else c["poisoning"]["id"]
     cell = (*head, c["key"], spec_label(c["dataset"]), spec_label(c["model"]),
-            spec_label(c["defense"]), "none" if c["poisoning"] is None else c["poisoning"]["id"],
-            c["seed"], c["status"], c.get("error"))
+            spec_label(c["defense"]), poisoning, c["seed"], c["status"], c.get("error"))
     if not c["metrics"]:
-        return [(*cell, None, None, None, None, None)]
-    return [(*cell, m["metric"], m["threat"], m["attack"], m["value"], m["higher_is_better"])
+        return [(*cell, None, None, None, None, None,
+                 *_threat_values(None, poisoning, threats))]
+    return [(*cell, m["metric"], m["threat"], m["attack"], m["value"], m["higher_is_better"],
+             *_threat_values(m["threat"], poisoning, threats))
             for m in c["metrics"]]
 
 
@@ -119,8 +158,11 @@ def load_results(path: str | Path) -> pd.DataFrame:
         reports, e.g. ``"label_smoothing(eps=0.1)"``), ``poisoning`` (threat id or
         ``"none"``), ``seed`` (int64), ``status`` (``"ok"`` or ``"failed"``) and ``error``;
         the record's ``metric``, ``threat``, ``attack``, ``value`` (float64, NaN where
-        results.json holds null) and ``higher_is_better`` (nullable boolean). Rows in
-        cell (grid) order, then in the cell's metric order.
+        results.json holds null) and ``higher_is_better`` (nullable boolean); then the
+        threat as numbers (:data:`THREAT_COLUMNS`): ``norm``, ``eps`` (float64, NaN for a
+        number measured without an evasion threat) and ``targeted`` of the evasion
+        threat, ``strategy`` and ``budget`` (float64 flip rate, 0.0 for clean cells) of
+        the cell's poisoning. Rows in cell (grid) order, then in the cell's metric order.
 
     Raises
     ------
@@ -138,20 +180,23 @@ def load_results(path: str | Path) -> pd.DataFrame:
     >>> df = load_results("runs/quickstart")  # doctest: +SKIP
     >>> ra = df[(df.metric == "robust_accuracy") & (df.attack == "worst-case")]  # doctest: +SKIP
     >>> ra.groupby(["defense", "threat"]).value.mean()  # doctest: +SKIP
+    >>> ra[(ra.norm == "linf") & (ra.eps <= 0.1)].pivot_table(  # doctest: +SKIP
+    ...     index="defense", columns="eps", values="value")
     """
     import pandas as pd
 
     doc = read_results(path)
     suite, version = doc["suite"]["name"], doc["suite"]["version"]
     rows: list[tuple[Any, ...]] = []
+    threats = _threats(doc)
     for i, c in enumerate(doc["cells"]):
         try:
-            rows += _rows_of((suite, version), c)
+            rows += _rows_of((suite, version), c, threats)
         except (KeyError, TypeError, AttributeError) as e:
             raise _malformed(path, f"cells[{i}]", e) from None
     df = pd.DataFrame.from_records(rows, columns=list(RESULT_COLUMNS))
     return _typed(df, {"suite_version": "int64", "seed": "int64", "value": "float64",
-                       "higher_is_better": "boolean"}, path)
+                       "higher_is_better": "boolean", **_THREAT_DTYPES}, path)
 
 
 def load_aggregates(path: str | Path) -> pd.DataFrame:
@@ -167,7 +212,8 @@ def load_aggregates(path: str | Path) -> pd.DataFrame:
     ``model``, ``defense`` and ``poisoning`` labels (as in :func:`load_results`),
     ``metric``, ``threat``, ``attack``, ``mean`` and ``std`` (float64, sample std with
     ddof=1, 0 for n=1, NaN where results.json holds null), ``n`` and ``n_failed`` (int64),
-    ``higher_is_better`` (nullable boolean).
+    ``higher_is_better`` (nullable boolean), and the threat as numbers like
+    :func:`load_results` (:data:`THREAT_COLUMNS`).
 
     Raises
     ------
@@ -190,11 +236,17 @@ def load_aggregates(path: str | Path) -> pd.DataFrame:
     doc = read_results(path)
     suite, version = doc["suite"]["name"], doc["suite"]["version"]
     rows = []
+    threats = _threats(doc)
     for i, a in enumerate(doc["aggregates"]):
         try:
-            rows.append((suite, version, *(a[k] for k in AGGREGATE_COLUMNS[2:])))
+            rows.append((suite, version, *(a[k] for k in AGGREGATE_COLUMNS[2:-5]),
+                         *_threat_values(a["threat"], a["poisoning"], threats)))
         except KeyError as e:
             raise _malformed(path, f"aggregates[{i}]", e) from None
     df = pd.DataFrame.from_records(rows, columns=list(AGGREGATE_COLUMNS))
     return _typed(df, {"suite_version": "int64", "mean": "float64", "std": "float64",
-                       "n": "int64", "n_failed": "int64", "higher_is_better": "boolean"}, path)
+                       "n": "int64", "n_failed": "int64", "higher_is_better": "boolean",
+                       **_THREAT_DTYPES}, path)
+
+
+_THREAT_DTYPES = {"eps": "float64", "targeted": "boolean", "budget": "float64"}

@@ -14,7 +14,7 @@ import pytest
 import poisonlab
 from poisonlab import DataError, load_aggregates, load_results
 from poisonlab.cli import main
-from poisonlab.harness.results import AGGREGATE_COLUMNS, RESULT_COLUMNS
+from poisonlab.harness.results import AGGREGATE_COLUMNS, RESULT_COLUMNS, THREAT_COLUMNS
 
 from .conftest import TINY, write_suite
 
@@ -77,6 +77,24 @@ def test_every_metric_record_round_trips_once(run_dir: Path):
     assert str(df.higher_is_better.dtype) == "boolean"
 
 
+def test_the_threat_is_in_numeric_columns(run_dir: Path):
+    df = load_results(run_dir)
+    assert tuple(df.columns[-len(THREAT_COLUMNS):]) == THREAT_COLUMNS
+    assert str(df.eps.dtype) == "float64" and str(df.budget.dtype) == "float64"
+    ra = df[df.metric == "robust_accuracy"]
+    assert set(ra.eps) == {0.05, 0.2} and set(ra.norm) == {"linf"}
+    assert not ra.targeted.any()
+    assert set(zip(ra.poisoning, ra.budget, strict=True)) == {("none", 0.0), ("random 0.3", 0.3)}
+    assert set(df[df.poisoning == "random 0.3"].strategy) == {"random"}
+    assert df[df.metric == "clean_accuracy"].eps.isna().all()  # no evasion threat
+    # filter numerically: the robust accuracy under the larger eps is the lower one
+    by_eps = ra.groupby("eps").value.mean()
+    assert by_eps[0.2] <= by_eps[0.05]
+    agg = load_aggregates(run_dir)
+    assert set(agg[agg.metric == "robust_accuracy"].eps) == {0.05, 0.2}
+    assert set(agg.budget) == {0.0, 0.3}
+
+
 def test_folder_and_file_give_the_same_tables(run_dir: Path):
     pd.testing.assert_frame_equal(load_results(run_dir), load_results(run_dir / "results.json"))
     pd.testing.assert_frame_equal(load_aggregates(str(run_dir)),
@@ -89,7 +107,7 @@ def test_aggregates_are_those_of_results_json(run_dir: Path):
     assert tuple(agg.columns) == AGGREGATE_COLUMNS
     assert len(agg) == len(doc["aggregates"])
     for a, r in zip(doc["aggregates"], agg.to_dict("records"), strict=True):
-        for col in AGGREGATE_COLUMNS[2:]:
+        for col in AGGREGATE_COLUMNS[2:-len(THREAT_COLUMNS)]:
             assert same(a[col], r[col]), (col, a)
         assert (r["suite"], r["suite_version"]) == (doc["suite"]["name"], doc["suite"]["version"])
 
