@@ -11,9 +11,9 @@ from typing import Any
 
 from ..._io import atomic_write
 from ..._text import spec_label
-from ..stats import Z_SE
 from .figures import _png, figures
 from .tables import _expectations_table, _ranking_table, findings, tables
+from .threats import verdicts
 from .view import BASELINE, Results, flip_description, fmt
 
 # --------------------------------------------------------------------------- documents
@@ -122,6 +122,11 @@ def _failed_cell(c: dict[str, Any]) -> str:
             f"{spec_label(c['defense'])}, {poison}, seed {c['seed']}: {c['error']}")
 
 
+VERDICT_NOTE = ("Per threat model, the defenses ranked by what the attacker leaves them, "
+                "best first, with the 95% interval over seeds and the clean-accuracy cost of "
+                "each against `none`. A tie is a tie in every table of this report.")
+
+
 def write_reports(doc: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     """Write report.md (+ figures/) and a self-contained report.html; return their paths."""
     out = Path(out_dir)
@@ -145,13 +150,17 @@ def write_reports(doc: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
             f"{env['platform']}, {env['torch_threads']} threads, git {env.get('git') or 'n/a'};"
             f" {doc['n_cells']} cells, {doc['n_failed']} failed; created {doc['created']}")
     verdict_note = (f"Each defense against `{BASELINE}` with the same data, model and seeds. "
-                    f"A difference counts only when it exceeds {Z_SE:g} standard errors of the "
-                    "seed-to-seed spread; otherwise it is reported as no clear difference.")
+                    "A difference counts only when the two 95% intervals over seeds do not "
+                    "overlap; otherwise it is reported as no clear difference.")
 
     warn = (f"{len(failed)} of {doc['n_cells']} cells failed (listed under Failed cells): "
             "their numbers are missing from every table and figure below.") if failed else ""
     md = [f"# {title}", "", suite["description"] or "", "", f"_{prov}_", ""]
     md += [f"**{warn}**", ""] if warn else []
+    said = verdicts(r)
+    md += ["## Verdicts by threat model", "", VERDICT_NOTE, ""]
+    for table, sentence in said:
+        md += [table.markdown(), sentence, ""]
     md += ["## Threat model", ""]
     md += [f"- {line}" for line in threat_summary(doc)] + [""]
     sanity = sanity_summary(doc)
@@ -178,6 +187,10 @@ def write_reports(doc: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
          f"<p>{html.escape(suite['description'] or '')}</p>",
          f"<p class='prov'>{html.escape(prov)}</p>"]
     h += [f"<p><strong>{html.escape(warn)}</strong></p>"] if warn else []
+    h += ["<h2 id='verdicts'>Verdicts by threat model</h2>",
+          f"<p class='note'>{_inline(VERDICT_NOTE)}</p>"]
+    for table, sentence in said:
+        h += [table.html(), f"<p class='verdict-sentence'>{_inline(sentence)}</p>"]
     h += ["<h2>Threat model</h2><ul>"]
     h += [f"<li>{html.escape(x)}</li>" for x in threat_summary(doc)] + ["</ul>"]
     h += ["<h2>Evaluation sanity checks</h2><ul>"]

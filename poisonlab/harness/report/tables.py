@@ -97,7 +97,8 @@ def ranking(r: Results, scope: tuple[str, str]) -> list[tuple[str, float, dict[s
     Each declared threat is one column: an evasion threat scores a defense by its robust
     accuracy under the per-sample worst case over every attack run, a poisoning threat by
     its test accuracy after training on the flipped labels. Within a column defenses are
-    ranked by mean accuracy, sharing a rank when within ``Z_SE`` standard errors; the order
+    ranked by mean accuracy in tiers (defenses whose 95% interval overlaps the tier leader's
+    share its rank: :func:`~poisonlab.harness.stats.rank_with_ties`); the order
     is by the mean of those ranks, then by mean accuracy over the columns.
 
     Returns ``(defense, mean rank, {column: rank})`` per defense, best first.
@@ -139,8 +140,9 @@ def _ranking_table(r: Results, scope: tuple[str, str]) -> Table | None:
         ["defense", "mean rank", *cols], rows,
         "one column per declared threat: accuracy under it (evasion: robust accuracy, "
         f"{head or 'the attack'} per sample; poisoning: test accuracy after training on the "
-        "flipped labels) and the defense's rank in that column; defenses within "
-        f"{Z_SE:g} standard errors share a rank; rows are ordered by mean rank")
+        "flipped labels) and the defense's rank in that column; defenses whose 95% "
+        "interval over seeds overlaps the leader's share its rank; rows are ordered by "
+        "mean rank")
 
 
 def _expectations_table(doc: dict[str, Any]) -> Table | None:

@@ -19,6 +19,7 @@ class Table:
     headers: list[str]
     rows: list[list[str]]
     note: str = ""
+    css_class: str = ""
 
     def markdown(self) -> str:
         out = [f"### {self.title}", ""]
@@ -36,8 +37,9 @@ class Table:
             for r in self.rows
         )
         note = f"<p class='note'>{html.escape(self.note)}</p>" if self.note else ""
+        cls = f" class='{html.escape(self.css_class)}'" if self.css_class else ""
         return (f"<h3>{html.escape(self.title)}</h3>{note}"
-                f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+                f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
 
 class Results:
@@ -78,8 +80,11 @@ class Results:
 
 
 def fmt(a: dict[str, Any] | None, digits: int = 3) -> str:
+    """``mean ± std``; ``mean (n=1)`` for a single seed (no spread to show)."""
     if a is None or a["mean"] is None or a["n"] == 0:
         return "n/a"
+    if a["n"] == 1:
+        return f"{a['mean']:.{digits}f} (n=1)"
     return f"{a['mean']:.{digits}f} ± {a['std']:.{digits}f}"
 
 
