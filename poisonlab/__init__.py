@@ -46,7 +46,15 @@ from .errors import (
 from .harness.results import load_aggregates, load_results
 from .models import build_model
 from .registry import Registry
-from .threat import EvasionThreat, FlipStrategy, Knowledge, Norm, PoisonThreat, ThreatModel
+from .threat import (
+    EvasionThreat,
+    FlipStrategy,
+    Knowledge,
+    NamedThreat,
+    Norm,
+    PoisonThreat,
+    ThreatModel,
+)
 from .training import train
 
 __all__ = [
@@ -65,6 +73,7 @@ __all__ = [
     "FlipStrategy",
     "Knowledge",
     "LabelFlip",
+    "NamedThreat",
     "Norm",
     "PoisonThreat",
     "PoisonlabError",

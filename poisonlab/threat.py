@@ -306,15 +306,83 @@ def _short(value: Any, limit: int = 60) -> str:
 
 
 @dataclass(frozen=True)
+class NamedThreat:
+    """One attacker the report compares defenses against: a poisoning, an evasion threat,
+    or both (the combined attacker: poisons the training labels, then perturbs test
+    inputs).
+
+    ``poisoning`` and ``evasion`` are threat ids (``PoisonThreat.id`` such as
+    ``"random 0.2"``, ``EvasionThreat.id`` such as ``"linf eps=0.1"``) of the threats a
+    suite measures; ``attack`` an attack label of the suite (default: the worst case over
+    its attacks); ``knowledge`` restricts the attacks to those of one knowledge (the
+    strongest of them per defense stands for the threat).
+
+    >>> NamedThreat("poison then evade", poisoning="random 0.2", evasion="linf eps=0.1").kind
+    'combined'
+    """
+
+    name: str
+    poisoning: str | None = None
+    evasion: str | None = None
+    attack: str | None = None
+    knowledge: Knowledge | str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ConfigError(f"name={self.name!r} is not allowed: expected a non-empty name")
+        for f in ("poisoning", "evasion", "attack"):
+            v = getattr(self, f)
+            if v is not None and (not isinstance(v, str) or not v):
+                raise ConfigError(f"{f}={v!r} is not allowed: expected a threat id (a string)")
+        if self.poisoning is None and self.evasion is None:
+            raise ConfigError(f"threat {self.name!r} has neither poisoning nor evasion: "
+                              "expected one of them, or both")
+        if self.evasion is None and (self.attack is not None or self.knowledge is not None):
+            raise ConfigError(f"threat {self.name!r}: attack and knowledge need an evasion "
+                              "threat")
+        if self.knowledge is not None:
+            object.__setattr__(self, "knowledge",
+                               coerce_enum("knowledge", self.knowledge, Knowledge))
+
+    @property
+    def kind(self) -> str:
+        """``"poisoning"``, ``"evasion"`` or ``"combined"``."""
+        if self.poisoning is None:
+            return "evasion"
+        return "poisoning" if self.evasion is None else "combined"
+
+    def to_dict(self) -> dict[str, Any]:
+        k = self.knowledge
+        return {"name": self.name, "poisoning": self.poisoning, "evasion": self.evasion,
+                "attack": self.attack, "knowledge": None if k is None else Knowledge(k).value}
+
+
+@dataclass(frozen=True)
 class ThreatModel:
-    """Every threat a suite measures: evasion budgets and poisoning budgets."""
+    """Every threat a suite measures: evasion budgets and poisoning budgets, and the named
+    attackers (:class:`NamedThreat`) the report compares defenses against.
+
+    Accepted by :func:`poisonlab.harness.parse_suite` as ``threat_model:`` and by
+    ``evaluate_model`` / ``evaluate_pretrained`` (evasion only: a trained model cannot be
+    poisoned any more).
+
+    >>> tm = ThreatModel(evasion=[EvasionThreat(eps=0.1)],
+    ...                  poisoning=[PoisonThreat(rate=0.2)])
+    >>> [t.id for t in tm.evasion], [t.id for t in tm.poisoning]
+    (['linf eps=0.1'], ['random 0.2'])
+    """
 
     evasion: tuple[EvasionThreat, ...] = ()
     poisoning: tuple[PoisonThreat, ...] = ()
+    threats: tuple[NamedThreat, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "evasion", tuple(self.evasion))
         object.__setattr__(self, "poisoning", tuple(self.poisoning))
+        object.__setattr__(self, "threats", tuple(self.threats))
+        for i, t in enumerate(self.threats):
+            if not isinstance(t, NamedThreat):
+                raise ConfigError(f"threats[{i}]={t!r} is not allowed: expected a NamedThreat")
         for name, items, cls in (
             ("evasion", self.evasion, EvasionThreat),
             ("poisoning", self.poisoning, PoisonThreat),
@@ -333,4 +401,5 @@ class ThreatModel:
         return {
             "evasion": [t.to_dict() for t in self.evasion],
             "poisoning": [t.to_dict() for t in self.poisoning],
+            **({"threats": [t.to_dict() for t in self.threats]} if self.threats else {}),
         }

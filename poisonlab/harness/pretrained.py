@@ -18,7 +18,6 @@ The output folder gets a schema-valid ``results.json`` holding one cell whose de
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -51,7 +50,7 @@ from ..metrics import (
 from ..models import build_model
 from ..registry import split_named
 from ..sanity import SanitySettings, SuiteAttack, run_sanity
-from ..threat import EvasionThreat, Norm
+from ..threat import EvasionThreat, Norm, ThreatModel
 from .measure import (
     _SEED_SLOTS,
     _clean_metrics,
@@ -69,6 +68,7 @@ from .spec import (
     InformationSpec,
     Spec,
     Suite,
+    group_threats,
 )
 from .suite import split_batch_size, validate_n_noise, validate_suite_seed
 
@@ -112,7 +112,7 @@ def evaluate_model(
     model: nn.Module,
     dataset: Dataset,
     *,
-    threats: Sequence[EvasionSpec | EvasionThreat] = (),
+    threats: Sequence[EvasionSpec | EvasionThreat] | ThreatModel = (),
     attacks: Sequence[str | Mapping[str, Any] | Spec] = (),
     seed: int = 0,
     metrics: Sequence[str] = PRETRAINED_METRICS,
@@ -133,10 +133,11 @@ def evaluate_model(
     dataset : Dataset
         ``x_test``/``y_test``, ``x_val``/``y_val`` (for the temperature) and
         ``x_train``/``y_train`` (Gaussian noise, mutual information) are used.
-    threats : sequence of EvasionSpec or EvasionThreat
+    threats : sequence of EvasionSpec or EvasionThreat, or a ThreatModel
         Consecutive threats with the same norm, targeting and bounds form one group (one
         attack seed per group and attack, like a suite's ``threat_model.evasion`` entry).
-        An EvasionSpec without bounds uses the dataset's.
+        An EvasionSpec without bounds uses the dataset's. A ThreatModel gives its evasion
+        threats (one with poisoning is refused: a trained model cannot be poisoned).
     attacks : sequence of str, mapping with ``name`` or Spec
         E.g. ``["fgsm", {"name": "pgd", "steps": 40}]``. Transfer attacks that need a
         trained surrogate are refused (nothing is trained here). A ``batch_size`` in an
@@ -178,7 +179,7 @@ def evaluate_model_details(
     model: nn.Module,
     dataset: Dataset,
     *,
-    threats: Sequence[EvasionSpec | EvasionThreat] = (),
+    threats: Sequence[EvasionSpec | EvasionThreat] | ThreatModel = (),
     attacks: Sequence[str | Mapping[str, Any] | Spec] = (),
     checks: SanitySettings | Mapping[str, Any] | None = None,
     seed: int = 0,
@@ -255,7 +256,7 @@ def evaluate_model_details(
         return {"metrics": out, "reliability": diagram, "checks": checks_out}
 
 
-def _settings(dataset: Dataset, *, threats: Sequence[EvasionSpec | EvasionThreat],
+def _settings(dataset: Dataset, *, threats: Sequence[EvasionSpec | EvasionThreat] | ThreatModel,
               attacks: Sequence[str | Mapping[str, Any] | Spec],
               checks: SanitySettings | Mapping[str, Any] | None, metrics: Sequence[str],
               n_noise: int, information: InformationSpec | Mapping[str, Any] | None
@@ -290,7 +291,9 @@ def _settings(dataset: Dataset, *, threats: Sequence[EvasionSpec | EvasionThreat
     else:
         raise ConfigError(f"information={information!r} is not allowed: expected a mapping "
                           "{classes: [a, b], n_examples: int, n_augment: int}")
-    specs = _group_threats(threats)
+    if isinstance(threats, ThreatModel):  # its evasion threats; no poisoning after training
+        threats = _threats_of(threats, (), Norm.LINF, dataset.bounds)
+    specs = group_threats(threats)
     a_specs, a_batch = [], []
     for a in attacks:
         spec, bs = split_batch_size(_as_spec(a))
@@ -325,23 +328,22 @@ def _as_spec(a: str | Mapping[str, Any] | Spec) -> Spec:
     raise ConfigError(f"attack={a!r} is not allowed: expected a name or a mapping with 'name'")
 
 
-def _group_threats(threats: Sequence[EvasionSpec | EvasionThreat]) -> list[EvasionSpec]:
-    groups: list[EvasionSpec] = []
-    for t in threats:
-        if isinstance(t, EvasionSpec):
-            groups.append(t)
-            continue
-        if not isinstance(t, EvasionThreat):
-            raise ConfigError(f"threat={t!r} is not allowed: expected an EvasionThreat or "
-                              "EvasionSpec")
-        last = groups[-1] if groups else None
-        if (last is not None and last.norm == t.norm and last.targeted == t.targeted
-                and last.bounds == t.bounds):
-            groups[-1] = dataclasses.replace(last, eps=(*last.eps, t.eps))
-        else:
-            groups.append(EvasionSpec(norm=t.norm, eps=(t.eps,),  # type: ignore[arg-type]
-                                      targeted=t.targeted, bounds=t.bounds))
-    return groups
+def _threats_of(threat_model: ThreatModel | None, eps: Sequence[float], norm: Norm | str,
+                bounds: tuple[float, float]) -> list[EvasionThreat]:
+    """The evasion threats of :func:`evaluate_pretrained`: a ThreatModel's, or one per eps."""
+    if threat_model is None:
+        return [EvasionThreat(norm=norm, eps=e, bounds=bounds) for e in eps]
+    if not isinstance(threat_model, ThreatModel):
+        raise ConfigError(f"threat_model={threat_model!r} is not allowed: expected a "
+                          "poisonlab.ThreatModel")
+    if eps:
+        raise ConfigError("eps and threat_model are both given: expected the threats once "
+                          "(the ThreatModel's evasion, or eps with norm)")
+    if threat_model.poisoning:
+        raise ConfigError(f"threat_model.poisoning={[p.id for p in threat_model.poisoning]} "
+                          "is not allowed here: a trained model cannot be poisoned any "
+                          "more; run a suite to measure poisoning")
+    return list(threat_model.evasion)
 
 
 def evaluate_pretrained(
@@ -359,6 +361,7 @@ def evaluate_pretrained(
     device: str | torch.device = "cpu",
     batch_size: int | None = DEFAULT_BATCH_SIZE,
     model_params: Mapping[str, Any] | None = None,
+    threat_model: ThreatModel | None = None,
 ) -> dict[str, Any]:
     """Evaluate a trained model on a dataset's test split and write results to ``out``.
 
@@ -396,6 +399,10 @@ def evaluate_pretrained(
         Keyword arguments of the architecture, e.g. ``{"mean": [0.4914, 0.4822, 0.4465],
         "std": [0.2471, 0.2435, 0.2616]}`` for a built-in residual network trained on
         normalised inputs (``poisonlab evaluate --model-param mean=[...]``).
+    threat_model : ThreatModel, optional
+        The evasion threats as objects (any norms, targeting, bounds), instead of ``eps``
+        and ``norm``; its named threats head the report. A pretrained model cannot be
+        poisoned any more: a ThreatModel with poisoning is refused.
 
     Returns
     -------
@@ -424,7 +431,7 @@ def evaluate_pretrained(
                           "of the architecture's parameters")
     net = build_model(model, ds.input_shape, ds.n_classes, seed=seed, weights=weights,
                       **model_params).to(dev)
-    threats = [EvasionThreat(norm=norm, eps=e, bounds=ds.bounds) for e in eps]
+    threats = _threats_of(threat_model, eps, norm, ds.bounds)
     given = [_as_spec(a) for a in attacks]
     split = [split_batch_size(a) for a in given]  # batch_size: a call argument, no setting
     a_specs = [a for a, _ in split]
@@ -436,8 +443,7 @@ def evaluate_pretrained(
                                      n_noise=n_noise, information=info,
                                      batch_size=batch_size)
     out_dir = prepare_out(out, resume=False)
-    evasion = ([EvasionSpec(norm=threats[0].norm, eps=tuple(t.eps for t in threats),  # type: ignore[arg-type]
-                            bounds=ds.bounds).to_dict()] if threats else [])
+    evasion = [g.to_dict() for g in group_threats(threats)]
     config: dict[str, Any] = {
         "name": "evaluate", "version": SUITE_VERSION,
         "description": f"pretrained model {model} (weights {weights}) evaluated on {data}",
@@ -466,7 +472,9 @@ def evaluate_pretrained(
         # Outside the key: how much ran at once changes no number.
         "batch_size": batch_size, **({"attack_batch_sizes": own} if own else {}),
     }
-    doc = build_results(config, None, [record])
+    named = {"threats": [n.to_dict() for n in threat_model.threats]} if (
+        threat_model is not None and threat_model.threats) else {}
+    doc = build_results(config, None, [record], gate=named)
     atomic_write(out_dir / RESULTS_NAME, json.dumps(doc, indent=1) + "\n")
     if report:
         from .report import write_reports

@@ -253,6 +253,8 @@ def build_results(suite: dict[str, Any], source: str | None,
     })
     if gate.get("tolerances"):
         doc["suite"]["tolerances"] = gate["tolerances"]
+    if gate.get("threats"):  # the named attackers the report compares defenses against
+        doc["threat_model"]["threats"] = gate["threats"]
     if gate.get("expectations"):
         from .expectations import Expectation, evaluate_expectations, expectations_to_doc
 

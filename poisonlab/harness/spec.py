@@ -10,9 +10,10 @@ cell keys (``key``). Nothing here reads a file or runs a model.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from .._validation import (
     validate_scalar,
 )
 from ..batching import DEFAULT_BATCH_SIZE
+from ..errors import ConfigError
 from ..metrics import (
     AUGMENT_NOISE,
     AUGMENT_SHIFT,
@@ -30,7 +32,7 @@ from ..metrics import (
     validate_information_settings,
 )
 from ..sanity import SanitySettings
-from ..threat import EvasionThreat, Norm, PoisonThreat
+from ..threat import EvasionThreat, NamedThreat, Norm, PoisonThreat
 from .expectations import Expectation
 
 SUITE_VERSION = 1
@@ -204,6 +206,9 @@ class Suite:
     #: lets a run resume; see gate_dict().
     tolerances: dict[str, dict[str, float]] = field(default_factory=dict, hash=False)
     expectations: tuple[Expectation, ...] = ()
+    #: The named attackers the report compares defenses against (threat_model.threats);
+    #: like the expectations, outside the cell keys: they change no number.
+    threats: tuple[NamedThreat, ...] = ()
     #: Test inputs per forward pass of the evaluation (attacks, metrics, sanity checks),
     #: and per attack an override (None: this one). Like the tolerances, outside
     #: eval_config(): they change memory and speed, never a number (docs/batching.md).
@@ -272,4 +277,26 @@ class Suite:
     def gate_dict(self) -> dict[str, Any]:
         """What the regression gate reads besides the numbers: tolerances, expectations."""
         return {"tolerances": self.tolerances,
-                "expectations": [e.to_dict() for e in self.expectations]}
+                "expectations": [e.to_dict() for e in self.expectations],
+                **({"threats": [t.to_dict() for t in self.threats]} if self.threats else {})}
+
+
+def group_threats(threats: Iterable[EvasionSpec | EvasionThreat]) -> list[EvasionSpec]:
+    """Evasion threats as EvasionSpec groups: consecutive threats of one norm, targeting
+    and bounds share a group (its eps in order); an EvasionSpec is kept as it is."""
+    groups: list[EvasionSpec] = []
+    for t in threats:
+        if isinstance(t, EvasionSpec):
+            groups.append(t)
+            continue
+        if not isinstance(t, EvasionThreat):
+            raise ConfigError(f"threat={t!r} is not allowed: expected an EvasionThreat or "
+                              "EvasionSpec")
+        last = groups[-1] if groups else None
+        if (last is not None and last.norm == t.norm and last.targeted == t.targeted
+                and last.bounds == t.bounds):
+            groups[-1] = dataclasses.replace(last, eps=(*last.eps, t.eps))
+        else:
+            groups.append(EvasionSpec(norm=t.norm, eps=(t.eps,),  # type: ignore[arg-type]
+                                      targeted=t.targeted, bounds=t.bounds))
+    return groups

@@ -78,7 +78,7 @@ from ..errors import ConfigError, PoisonlabError, SuiteError, first_line
 from ..models import models, read_state_dict
 from ..registry import did_you_mean, split_named
 from ..sanity import SanitySettings
-from ..threat import EvasionThreat, PoisonThreat
+from ..threat import EvasionThreat, NamedThreat, PoisonThreat, ThreatModel
 from .claims import parse_expectations
 from .expectations import Expectation, measured_metrics
 from .spec import (
@@ -91,6 +91,7 @@ from .spec import (
     Spec,
     Suite,
     TrainSpec,
+    group_threats,
 )
 from .suite_file import read_suite_file, validate_plain
 from .tolerance import parse_tolerances
@@ -290,7 +291,12 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<memory>") -> Suite:
     ------
     SuiteError
         (or a subclass of ConfigError) naming the entry, the value and what is allowed.
+
+    ``threat_model`` may be a :class:`~poisonlab.ThreatModel` (the Python form): it is read
+    as the mapping it stands for.
     """
+    if isinstance(raw, dict) and isinstance(raw.get("threat_model"), ThreatModel):
+        raw = {**raw, "threat_model": threat_model_mapping(raw["threat_model"])}
     name, version, description = _parse_header(raw)
     ds_specs, m_specs, d_specs = _parse_grid(raw)
     a_specs, a_batch, built = _parse_attacks(raw)
@@ -321,7 +327,8 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<memory>") -> Suite:
                          "threats")
     return dataclasses.replace(
         suite, tolerances=parse_tolerances(raw.get("tolerances"), where="tolerances"),
-        expectations=parse_suite_expectations(raw.get("expectations"), suite))
+        expectations=parse_suite_expectations(raw.get("expectations"), suite),
+        threats=_parse_named_threats(raw, suite))
 
 
 def _parse_header(raw: Any) -> tuple[str, int, str]:
@@ -402,9 +409,9 @@ def _parse_threat_model(raw: dict[str, Any], a_specs: list[Spec], built: list[An
     if not isinstance(tm, dict):
         raise SuiteError(f"threat_model={_r(tm)} is not allowed: expected a mapping")
     for k in tm:
-        if k not in ("poisoning", "evasion"):
-            raise SuiteError(f"unknown threat_model key {k!r}: expected poisoning, evasion"
-                             f"{did_you_mean(str(k), ['poisoning', 'evasion'])}")
+        if k not in _TM_KEYS:
+            raise SuiteError(f"unknown threat_model key {k!r}: expected "
+                             f"{', '.join(_TM_KEYS)}{did_you_mean(str(k), list(_TM_KEYS))}")
     poisoning = [_poison(e, f"threat_model.poisoning[{i}]")
                  for i, e in enumerate(_list(tm, "poisoning", required=False))]
     evasion = [_evasion(e, f"threat_model.evasion[{i}]")
@@ -419,6 +426,63 @@ def _parse_threat_model(raw: dict[str, Any], a_specs: list[Spec], built: list[An
                 attack.validate_threat(e.threats((0.0, 1.0))[0])
 
     return poisoning, evasion
+
+
+_TM_KEYS = ("poisoning", "evasion", "threats")
+
+
+def threat_model_mapping(tm: ThreatModel) -> dict[str, Any]:
+    """A ThreatModel as the ``threat_model:`` mapping of a suite file: its poisonings, its
+    evasion threats grouped (one entry per norm, targeting and bounds), its named threats."""
+    poisoning = [{k: v for k, v in p.to_dict().items() if k != "id" and v is not None}
+                 for p in tm.poisoning]
+    evasion = [{"norm": g.norm.value, "eps": list(g.eps), "targeted": g.targeted,
+                "bounds": None if g.bounds is None else list(g.bounds)}
+               for g in group_threats(tm.evasion)]
+    threats = [{k: v for k, v in t.to_dict().items() if v is not None} for t in tm.threats]
+    return {"poisoning": poisoning, "evasion": evasion,
+            **({"threats": threats} if threats else {})}
+
+
+def _parse_named_threats(raw: dict[str, Any], suite: Suite) -> tuple[NamedThreat, ...]:
+    """``threat_model.threats``: the named attackers the report compares defenses against,
+    each naming threats (and attacks) the suite measures."""
+    tm = raw.get("threat_model")
+    entries = _list(tm, "threats", required=False) if isinstance(tm, dict) else []
+    poisonings = [p.id for p in suite.poisoning]
+    evasions = [t.id for e in suite.evasion for t in e.threats((0.0, 1.0))]
+    attacks = [a.label for a in suite.attacks] + (["worst-case"] if len(suite.attacks) > 1
+                                                   else [])
+    out: list[NamedThreat] = []
+    for i, entry in enumerate(entries):
+        where = f"threat_model.threats[{i}]"
+        if isinstance(entry, dict):
+            allowed = ("name", "poisoning", "evasion", "attack", "knowledge")
+            for k in entry:
+                if k not in allowed:
+                    raise SuiteError(f"{where}: unknown key {k!r}: expected one of "
+                                     f"{', '.join(allowed)}{did_you_mean(str(k), list(allowed))}")
+            with _Ctx(where):
+                entry = NamedThreat(**entry)
+        elif not isinstance(entry, NamedThreat):
+            raise SuiteError(f"{where}={_r(entry)} is not allowed: expected a mapping like "
+                             "{name: ..., poisoning: 'random 0.2', evasion: 'linf eps=0.1'}")
+        for field_name, value, known, what in (
+                ("poisoning", entry.poisoning, poisonings, "threat_model.poisoning"),
+                ("evasion", entry.evasion, evasions, "threat_model.evasion"),
+                ("attack", entry.attack, attacks, "attacks")):
+            if value is not None and value not in known:
+                raise SuiteError(f"{where}.{field_name}={value!r} is not one of the suite's "
+                                 f"{what}: expected one of {', '.join(known) or '(none)'}"
+                                 f"{did_you_mean(value, known)}")
+        known = sorted(set(suite.attack_knowledge))
+        if entry.knowledge is not None and entry.knowledge not in known:
+            raise SuiteError(f"{where}.knowledge={str(entry.knowledge)!r}: no attack of the "
+                             f"suite has it (theirs: {', '.join(known)})")
+        out.append(entry)
+    validate_distinct("threat_model.threats", [t.name for t in out], show=str,
+                      error=SuiteError)
+    return tuple(out)
 
 
 def _parse_seeds(raw: dict[str, Any]) -> list[int]:

@@ -11,6 +11,7 @@ from poisonlab.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 CI_SUITE = ROOT / "benchmarks" / "suites" / "ci.yaml"
+QUICKSTART = ROOT / "benchmarks" / "suites" / "quickstart.yaml"
 
 TINY = {
     "name": "tiny",
@@ -63,3 +64,12 @@ def tiny_local(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     out = tmp_path_factory.mktemp("local") / "r"
     assert main(["run", str(tiny), "--out", str(out), "--quiet"]) == 0
     return json.loads((out / "results.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """benchmarks/suites/quickstart.yaml run once (what `make demo` runs: 36 cells, about a
+    minute on 2 cores), for the tests that read its results and its report."""
+    out = tmp_path_factory.mktemp("quickstart") / "run"
+    assert main(["run", str(QUICKSTART), "--out", str(out), "--quiet"]) == 0
+    return out

@@ -32,11 +32,10 @@ def test_quickstart_declares_what_the_demo_promises():
 
 
 @pytest.mark.slow
-def test_quickstart_twice_gives_identical_numbers(tmp_path: Path):
-    docs = []
-    for name in ("a", "b"):
-        assert main(["run", str(QUICKSTART), "--out", str(tmp_path / name), "--quiet"]) == 0
-        docs.append(json.loads((tmp_path / name / "results.json").read_text()))
+def test_quickstart_twice_gives_identical_numbers(tmp_path: Path, quickstart_run: Path):
+    docs = [json.loads((quickstart_run / "results.json").read_text())]
+    assert main(["run", str(QUICKSTART), "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    docs.append(json.loads((tmp_path / "b" / "results.json").read_text()))
     assert docs[0]["n_failed"] == 0
     assert stable(docs[0]) == stable(docs[1])
     # The headline claims of the demo hold on every seed: the model learns digits, and a
@@ -47,3 +46,21 @@ def test_quickstart_twice_gives_identical_numbers(tmp_path: Path):
     asr = [a["mean"] for a in docs[0]["aggregates"] if a["metric"] == "poisoning_success_rate"
            and a["poisoning"].startswith("pairwise")]
     assert min(asr) > 0.8
+
+
+@pytest.mark.slow
+def test_the_quickstart_report_opens_with_a_verdict_per_threat_model(quickstart_run: Path):
+    md = (quickstart_run / "report.md").read_text()
+    sections = [line for line in md.splitlines() if line.startswith("## ")]
+    assert sections[0] == "## Verdicts by threat model", sections
+    verdicts = md.split("## Verdicts by threat model")[1].split("\n## ")[0]
+    titles = [line[4:] for line in verdicts.splitlines() if line.startswith("### ")]
+    # each poisoning, each eps, each poisoning combined with the middle eps
+    assert titles == ["label flips random 0.2", "label flips pairwise 3->8 0.1",
+                      "evasion linf eps=0.05", "evasion linf eps=0.1", "evasion linf eps=0.2",
+                      "label flips random 0.2, then evasion linf eps=0.1",
+                      "label flips pairwise 3->8 0.1, then evasion linf eps=0.1"]
+    sentences = [line for line in verdicts.splitlines() if line.startswith("Under **")]
+    assert len(sentences) == len(titles)
+    assert all("ranks first" in s and "95% CI" in s and "`none`" in s for s in sentences)
+    assert "| rank | defense | robust accuracy [95% CI] | clean accuracy (cost) |" in verdicts

@@ -90,6 +90,28 @@ def test_html_report_renders_with_every_image_loaded(
     assert not errors, errors
 
 
+def test_the_verdict_table_is_at_the_top_of_the_quickstart_report(
+        browser: object, quickstart_run: Path) -> None:
+    driver = browser
+    driver.get((quickstart_run / "report.html").as_uri())  # type: ignore[attr-defined]
+    found = driver.execute_script(  # type: ignore[attr-defined]
+        "const h2 = document.querySelector('h2'); const t = document.querySelector('table');"
+        "const threat = Array.from(document.querySelectorAll('h2'))"
+        "  .find(h => h.textContent === 'Threat model');"
+        "return {h2: h2.textContent, id: h2.id, cls: t.className,"
+        " head: Array.from(t.querySelectorAll('th')).map(x => x.textContent),"
+        " top: t.getBoundingClientRect().top, threatTop: threat.getBoundingClientRect().top,"
+        " sentence: document.querySelector('p.verdict-sentence').textContent,"
+        " rows: t.querySelectorAll('tbody tr').length}")
+    assert found["h2"] == "Verdicts by threat model" and found["id"] == "verdicts"
+    assert found["cls"] == "verdict"  # the first table of the report is a verdict
+    assert found["head"][:2] == ["rank", "defense"]
+    assert found["rows"] == 4  # the four defenses
+    assert found["top"] < found["threatTop"]  # above everything else
+    assert found["top"] < 1000  # on the first screen (the window is 2000 px high)
+    assert found["sentence"].startswith("Under label flips random 0.2")
+
+
 def test_a_broken_image_is_detected(browser: object, tiny_suite: Path, tmp_path: Path) -> None:
     """The check above can fail: a corrupted embedded PNG shows as not loaded."""
     out = tmp_path / "run"
