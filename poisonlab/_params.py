@@ -15,6 +15,7 @@ Param(name='steps', default='40', type='int >= 1', doc='')
 from __future__ import annotations
 
 import dataclasses
+import enum
 import inspect
 import re
 from typing import Any, NamedTuple
@@ -72,8 +73,7 @@ _WIDTH = 120
 def _shown(value: Any) -> str:
     if value is dataclasses.MISSING or value is inspect.Parameter.empty:
         return "(required)"
-    return repr(value.value) if hasattr(value, "value") and not isinstance(value, str) \
-        else repr(value)
+    return repr(value.value) if isinstance(value, enum.Enum) else repr(value)
 
 
 def parameters(entry: Any) -> list[Param]:
@@ -82,13 +82,25 @@ def parameters(entry: Any) -> list[Param]:
     if dataclasses.is_dataclass(entry):
         fields = [(f.name, f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING  # type: ignore[misc]
-            else dataclasses.MISSING)) for f in dataclasses.fields(entry) if f.init]
+            else dataclasses.MISSING), f.type) for f in dataclasses.fields(entry) if f.init]
     else:
         try:
             sig = inspect.signature(entry)
         except (TypeError, ValueError):
             return []
-        fields = [(p.name, p.default) for p in sig.parameters.values()
+        fields = [(p.name, p.default, p.annotation) for p in sig.parameters.values()
                   if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return [Param(name, _shown(default), *docs.get(name, ("", "")))
-            for name, default in fields if name not in _SUPPLIED and not name.startswith("_")]
+    out = []
+    for name, default, hint in fields:
+        if name in _SUPPLIED or name.startswith("_"):
+            continue
+        kind, doc = docs.get(name, (_hint(hint), ""))
+        out.append(Param(name, _shown(default), kind, doc))
+    return out
+
+
+def _hint(hint: Any) -> str:
+    """A type annotation as text (annotations are strings under postponed evaluation)."""
+    if hint is inspect.Parameter.empty:
+        return ""
+    return hint if isinstance(hint, str) else getattr(hint, "__name__", str(hint))

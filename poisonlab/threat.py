@@ -317,6 +317,21 @@ class NamedThreat:
     its attacks); ``knowledge`` restricts the attacks to those of one knowledge (the
     strongest of them per defense stands for the threat).
 
+    Parameters
+    ----------
+    name : str
+        How the report's verdict names this attacker.
+    poisoning : str, optional
+        A poisoning id of the suite (``"random 0.2"``): the attacker flips those labels.
+    evasion : str, optional
+        An evasion threat id of the suite (``"linf eps=0.1"``): the attacker perturbs test
+        inputs; with ``poisoning``, of models trained on the flipped labels.
+    attack : str, optional
+        The attack label whose robust accuracy stands for the threat (default: the worst
+        case over the suite's attacks).
+    knowledge : "white-box" | "transfer" | "black-box", optional
+        Only attacks of this knowledge count; the strongest per defense stands for it.
+
     >>> NamedThreat("poison then evade", poisoning="random 0.2", evasion="linf eps=0.1").kind
     'combined'
     """

@@ -89,7 +89,19 @@ def _thaw(v: Any) -> Any:
 
 @dataclass(frozen=True)
 class EvasionSpec:
-    """Evasion threats of one norm over several eps; bounds default to the dataset's."""
+    """Evasion threats of one norm over several eps; bounds default to the dataset's.
+
+    Parameters
+    ----------
+    norm : "linf" | "l2"
+        The norm of the perturbation ball.
+    eps : list of float >= 0
+        The budgets, in input units (a security curve when several); distinct.
+    targeted : bool
+        Each test point gets a random wrong target class (seeded) instead of any wrong class.
+    bounds : [lo, hi], optional
+        The attacker's input domain; default the dataset's (must hold its test inputs).
+    """
 
     norm: Norm
     eps: tuple[float, ...]
@@ -107,6 +119,20 @@ class EvasionSpec:
 
 @dataclass(frozen=True)
 class TrainSpec:
+    """How every model of a suite is trained (Adam over shuffled minibatches).
+
+    Parameters
+    ----------
+    epochs : int >= 1
+        Passes over the training split.
+    batch_size : int >= 1
+        Training minibatch (changes the numbers; not the evaluation's batch_size).
+    lr : float > 0
+        Adam's learning rate.
+    weight_decay : float >= 0
+        Adam's L2 weight decay.
+    """
+
     epochs: int = 30
     batch_size: int = 64
     lr: float = 1e-3
@@ -119,7 +145,21 @@ class TrainSpec:
 
 @dataclass(frozen=True)
 class InformationSpec:
-    """Settings of the mutual information metric (see metrics.mutual_information)."""
+    """Settings of the mutual information metric (see metrics.mutual_information).
+
+    Parameters
+    ----------
+    classes : [a, b]
+        The two classes whose training examples are measured.
+    n_examples : int >= 2
+        Training examples per class.
+    n_augment : int >= 2
+        Augmented copies per example.
+    shift : int >= 0
+        Largest shift of a copy, in pixels (image inputs).
+    noise : float >= 0
+        Standard deviation of a copy's noise, as a fraction of the input range.
+    """
 
     classes: tuple[int, int] = MI_CLASSES
     n_examples: int = MI_N_EXAMPLES
