@@ -175,7 +175,6 @@ def test_a_single_seed_is_never_ranked_as_if_it_were_known() -> None:
 def test_the_ranking_table_shows_the_same_ties_as_the_verdict() -> None:
     d = doc({"none": (0.40, 0.01), "a": (0.50, 0.01), "b": (0.45, 0.04)})
     rows, _ = the_verdict(d)
-    (_, _, cols), *_ = [x for x in ranking(Results(d), SCOPE) if x[0] == "a"]
     by_defense = {x[0]: x[2] for x in ranking(Results(d), SCOPE)}
     verdict_rank = {r[1]: int(r[0][1:]) for r in rows}
     assert {k: v["evasion linf eps=0.1"] for k, v in by_defense.items()} == verdict_rank
