@@ -46,6 +46,45 @@ def test_ray_starts_and_stops_its_own_instance(tiny: Path, tiny_local: dict[str,
     assert stable(doc) == stable(tiny_local)
 
 
+def _marked(mark: str) -> list[str]:
+    """The command lines of the live processes whose environment holds ``mark``."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if mark.encode() in (proc / "environ").read_bytes():
+                out.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:120])
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
+def test_a_ray_run_leaves_no_process_behind(tiny: Path, tmp_path: Path) -> None:
+    # the run in its own process, as a user starts it: every process it (and Ray) starts
+    # inherits the mark; once the command has returned, none may be left
+    import subprocess
+    import sys
+    import time
+    import uuid
+
+    mark = f"POISONLAB_RAY_LEFTOVER={uuid.uuid4().hex}"
+    key, value = mark.split("=")
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from poisonlab.cli import main; sys.exit(main())",
+         "run", str(tiny), "--out", str(tmp_path / "r"), "--executor", "ray", "--quiet"],
+        env={**os.environ, key: value}, capture_output=True, text=True, timeout=600,
+        check=False)
+    assert proc.returncode == 0, proc.stderr
+    deadline = time.monotonic() + 20  # shutdown signals, then the processes exit
+    left = _marked(mark)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = _marked(mark)
+    assert not left, f"left behind after the run: {left}"
+
+
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
     """A local Ray instance with 2 CPUs, shared by the tests below (the executor uses a

@@ -9,26 +9,38 @@ import math
 from collections import defaultdict
 from typing import Any
 
+import matplotlib
 from matplotlib.figure import Figure
 
 from ..._text import spec_label
-from .view import BASELINE, Results, flip_family, fmt
+from .view import BASELINE, Results, display, flip_family, fmt
 
 # --------------------------------------------------------------------------- figures
 
-_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
-           "#17becf"]
+#: Okabe & Ito's colour-blind-safe palette (blue, vermillion, bluish green, reddish purple,
+#: orange, sky blue, yellow, black).
+_COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442",
+           "#000000"]
+#: Fewer points than this are drawn as markers with error bars, not as a curve.
+MIN_CURVE_POINTS = 3
 
 
 def _band(ax: Any, xs: list[float], stats: list[dict[str, Any] | None], label: str,
           color: str) -> None:
+    """Mean over seeds with its seed spread (std): a line and a band from
+    MIN_CURVE_POINTS points on, markers with error bars below (no line through 2 points);
+    a single seed has no bar."""
     pts = [(x, s) for x, s in zip(xs, stats, strict=True) if s and s["mean"] is not None]
     if not pts:
         return
     x = [p[0] for p in pts]
     m = [p[1]["mean"] for p in pts]
-    sd = [p[1]["std"] or 0.0 for p in pts]
-    ax.plot(x, m, marker="o", color=color, label=label, lw=1.8, ms=4)
+    sd = [(p[1]["std"] or 0.0) if p[1].get("n", 2) > 1 else 0.0 for p in pts]
+    if len(pts) < MIN_CURVE_POINTS:
+        ax.errorbar(x, m, yerr=sd, fmt="o", color=color, label=display(label), ms=5,
+                    capsize=3, lw=1.2)
+        return
+    ax.plot(x, m, marker="o", color=color, label=display(label), lw=1.8, ms=4)
     ax.fill_between(x, [a - b for a, b in zip(m, sd, strict=True)],
                     [a + b for a, b in zip(m, sd, strict=True)], color=color, alpha=0.15, lw=0)
 
@@ -57,7 +69,7 @@ def _security_curves(r: Results, scope: tuple[str, str]) -> Figure | None:
             stats = [r.get(scope, d, "clean_accuracy")] + [
                 r.get(scope, d, "robust_accuracy", threat=t["id"], attack=head) for t in ts]
             _band(ax, [0.0] + [t["eps"] for t in ts], stats, d, _COLORS[i % len(_COLORS)])
-        ax.set(xlabel=f"{norm} eps", ylabel=f"robust accuracy ({head})",
+        ax.set(xlabel=f"{norm} eps", ylabel=f"robust accuracy ({display(head)})",
                title=f"Security curve, {norm} ({scope[0]}, {scope[1]})", ylim=(0, 1.02))
         ax.grid(alpha=0.3)
         _legend(ax)
@@ -130,7 +142,8 @@ def _offmanifold_figure(r: Results, scope: tuple[str, str]) -> Figure | None:
                   hatch=hatch, label=label)  # a neutral legend entry per noise kind
     if chance:
         right.axhline(chance, color="grey", ls=":", lw=1, label=f"chance (1/{round(1 / chance)})")
-    right.set_xticks(range(len(r.defenses)), r.defenses, rotation=30, ha="right", fontsize=8)
+    right.set_xticks(range(len(r.defenses)), [display(d) for d in r.defenses], rotation=30,
+                     ha="right", fontsize=8)
     right.set(ylabel="mean max-softmax (lower is humbler)", ylim=(0, 1.02),
               title="Confidence on noise inputs")
     right.grid(alpha=0.3, axis="y")
@@ -203,7 +216,8 @@ def _reliability_figure(r: Results, scope: tuple[str, str]) -> Figure | None:
                label="gap to mean confidence")
         ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1)
         e = r.get(scope, d, "ece")
-        ax.set(xlim=(0, 1), ylim=(0, 1), title=f"{d}\nECE {fmt(e)}", xlabel="confidence")
+        ax.set(xlim=(0, 1), ylim=(0, 1), title=f"{display(d)}\nECE {fmt(e)}",
+               xlabel="confidence")
         ax.title.set_fontsize(9)
         if i % cols == 0:
             ax.set_ylabel("accuracy")
@@ -246,10 +260,10 @@ def _distillation_figure(r: Results, scope: tuple[str, str]) -> Figure | None:
     base = r.get(scope, BASELINE, "clean_accuracy")
     if base and base["mean"] is not None:
         ax.axhline(base["mean"], color="#d62728", ls=":", lw=1,
-                   label=f"{BASELINE} (trained on the labels)")
+                   label=f"{display(BASELINE)} (trained on the labels)")
     lows = [s["mean"] - (s["std"] or 0) for row in rows for s in row[1:] if s]
     ax.set_ylim(max(0.0, min(lows) - 0.05), 1.0)
-    ax.set_xticks(range(len(rows)), [row[0] for row in rows], rotation=15, ha="right",
+    ax.set_xticks(range(len(rows)), [display(row[0]) for row in rows], rotation=15, ha="right",
                   fontsize=8)
     ax.set(ylabel="clean test accuracy",
            title=f"Distillation: student accuracy from each teacher\n({scope[0]}, {scope[1]})")
@@ -271,15 +285,20 @@ _FIGURES = (
 def figures(r: Results) -> dict[str, Figure]:
     """Every figure the results support, keyed by file name."""
     figs: dict[str, Figure] = {}
-    for si, scope in enumerate(r.scopes):
-        for stem, build in _FIGURES:
-            fig = build(r, scope)
-            if fig is not None:
-                figs[f"{stem}_{_scope_tag(si, scope)}.png"] = fig
+    with matplotlib.rc_context(_RC):
+        for si, scope in enumerate(r.scopes):
+            for stem, build in _FIGURES:
+                fig = build(r, scope)
+                if fig is not None:
+                    figs[f"{stem}_{_scope_tag(si, scope)}.png"] = fig
     return figs
+
+
+_RC = {"hatch.linewidth": 1.4}  # hatching thick enough to see at the report's resolution
 
 
 def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    with matplotlib.rc_context(_RC):  # hatches are drawn at savefig time
+        fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
     return buf.getvalue()

@@ -79,6 +79,41 @@ class Results:
         return self.attacks[0] if self.attacks else None
 
 
+#: How figures name defenses and attacks (one place; tables keep the exact labels, which
+#: are what load_results and the gate use).
+DISPLAY_NAMES = {
+    "none": "no defense", "flip_augment": "flip augmentation",
+    "label_smoothing": "label smoothing", "confidence_penalty": "confidence penalty",
+    "pgd_at": "PGD adversarial training", "fgsm_at": "FGSM adversarial training",
+    "trades": "TRADES", "gce": "generalised cross-entropy", "sce": "symmetric cross-entropy",
+    "bootstrap": "bootstrapping", "knn_sanitize": "kNN sanitisation",
+    "confident_learning": "confident learning", "temperature_scaling": "temperature scaling",
+    "distillation": "distillation", "compose": "composition", "pretrained": "pretrained",
+    "worst-case": "worst case over attacks", "fgsm": "FGSM", "pgd": "PGD", "apgd": "APGD",
+    "apgd-t": "APGD-T", "autoattack": "AutoAttack", "fab": "FAB", "square": "Square",
+    "noise": "random noise", "transfer": "transfer",
+}
+
+
+def display(label: str | None) -> str:
+    """A defense or attack label as figures show it: ``label_smoothing(eps=0.1)`` ->
+    ``label smoothing (eps=0.1)``, ``none`` -> ``no defense``.
+
+    >>> display("label_smoothing(eps=0.1)"), display("worst-case"), display("my_defense")
+    ('label smoothing (eps=0.1)', 'worst case over attacks', 'my defense')
+    """
+    if label is None:
+        return ""
+    name, sep, rest = label.partition("(")
+    base = DISPLAY_NAMES.get(name, name.replace("_", " "))
+    return f"{base} ({rest}" if sep else base
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """``1 seed``, ``3 seeds``."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
 def fmt(a: dict[str, Any] | None, digits: int = 3) -> str:
     """``mean ± std``; ``mean (n=1)`` for a single seed (no spread to show)."""
     if a is None or a["mean"] is None or a["n"] == 0:
