@@ -125,11 +125,17 @@ def verdict(r: Results, scope: tuple[str, str], t: ThreatView) -> tuple[Table, s
             f" ({clean['mean'] - base_clean['mean']:+.3f} vs {BASELINE})"
         row = [f"#{rank}", d, _ci(stats[d]),
                "n/a" if clean is None else f"{clean['mean']:.3f}{cost}"]
+        if t.poisoning != BASELINE:  # the same drop as the accuracy_drop metric
+            drop = r.get(scope, d, "accuracy_drop", poisoning=t.poisoning, threat=t.poisoning)
+            row.append("n/a" if drop is None or drop["mean"] is None
+                       else f"{drop['mean']:.3f}")
         if t.knowledge is not None:
             row.append(str(attack_used[d]))
         rows.append(row)
-    headers = ["rank", "defense", f"{t.metric.replace('_', ' ')} [{CI_LEVEL:.0%} CI]",
-               "clean accuracy (cost)"] + (["attack"] if t.knowledge is not None else [])
+    what = "robust accuracy" if t.evasion is not None else "test accuracy after the flips"
+    headers = ["rank", "defense", f"{what} [{CI_LEVEL:.0%} CI]", "clean accuracy (cost)"]
+    headers += ["accuracy drop from the flips"] if t.poisoning != BASELINE else []
+    headers += ["attack"] if t.knowledge is not None else []
     where = "" if len(r.scopes) == 1 else f" ({scope[0]}, {scope[1]})"
     note = (f"{_headline(r, t)}; mean over seeds with its {CI_LEVEL:.0%} Student-t interval; "
             "defenses whose interval overlaps the leader's share its rank")
