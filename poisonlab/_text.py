@@ -56,6 +56,23 @@ _repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 8
 _repr.maxlevel = 3
 
 
+def markdown_table(headers: list[str], rows: Iterable[list[str]], *,
+                   escape: bool = False) -> list[str]:
+    """The lines of a Markdown table; ``escape`` protects ``|`` inside the cells.
+
+    >>> for line in markdown_table(["a", "b"], [["1", "x|y"]], escape=True):
+    ...     print(line)
+    | a | b |
+    |---|---|
+    | 1 | x\\|y |
+    """
+    def cell(c: str) -> str:
+        return c.replace("|", "\\|") if escape else c
+
+    return (["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+            + ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows])
+
+
 def short_repr(value: Any) -> str:
     """repr() shortened for a one-line message (a value may be a whole YAML subtree)."""
     return _repr.repr(value)

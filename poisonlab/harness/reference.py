@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .._params import parameters
+from .._text import markdown_table
 
 PATH = Path(__file__).resolve().parents[2] / "docs" / "suite-reference.md"
 
@@ -80,11 +81,10 @@ expectations:
 batch_size: 256"""
 
 
-def _field_table(cls: Any) -> list[str]:
-    rows = ["| key | default | type | meaning |", "|---|---|---|---|"]
-    for p in parameters(cls):
-        rows.append(f"| `{p.name}` | `{p.default}` | {_cell(p.type)} | {_cell(p.doc)} |")
-    return rows
+def _field_table(cls: Any, first: str = "key") -> list[str]:
+    return markdown_table([first, "default", "type", "meaning"],
+                          [[f"`{p.name}`", f"`{p.default}`", _cell(p.type), _cell(p.doc)]
+                           for p in parameters(cls)])
 
 
 def _cell(text: str) -> str:
@@ -96,12 +96,8 @@ def _registry(title: str, reg: Any, note: str) -> list[str]:
     for name in reg.names():
         out.append(f"### `{name}`")
         out += ["", _cell(reg.help(name)) or "(no description)", ""]
-        params = parameters(reg.get(name))
-        if params:
-            out += ["| parameter | default | type | meaning |", "|---|---|---|---|"]
-            out += [f"| `{p.name}` | `{p.default}` | {_cell(p.type)} | {_cell(p.doc)} |"
-                    for p in params]
-            out.append("")
+        if parameters(reg.get(name)):
+            out += [*_field_table(reg.get(name), "parameter"), ""]
     namespaces = reg.namespaces()
     if namespaces:
         out += ["Namespaces (any member, its parameters are the library's own):", ""]
@@ -126,9 +122,9 @@ def suite_reference() -> str:
            "A suite is a YAML file (`poisonlab run SUITE.yaml --out DIR`). Every key, its "
            "type and default; a name's parameters are those its registry entry takes "
            "(`poisonlab list attacks pgd` prints the same).", "",
-           "```yaml", EXAMPLE, "```", "", "## Top-level keys", "",
-           "| key | type | default | meaning |", "|---|---|---|---|"]
-    out += [f"| `{k}` | {_cell(t)} | {_cell(d)} | {_cell(m)} |" for k, t, d, m in TOP_LEVEL]
+           "```yaml", EXAMPLE, "```", "", "## Top-level keys", ""]
+    out += markdown_table(["key", "type", "default", "meaning"],
+                          [[f"`{k}`", _cell(t), _cell(d), _cell(m)] for k, t, d, m in TOP_LEVEL])
     out += ["", "## Training (`training:`)", "", *_field_table(TrainSpec), "",
             "## Threat model (`threat_model:`)", "",
             "`poisoning:` a list of label-flip threats (the clean cell, rate 0, always runs):",

@@ -78,9 +78,10 @@ from ..errors import ConfigError, PoisonlabError, SuiteError, first_line
 from ..models import models, read_state_dict
 from ..registry import did_you_mean, split_named
 from ..sanity import SanitySettings
-from ..threat import EvasionThreat, NamedThreat, PoisonThreat, ThreatModel
+from ..threat import EvasionThreat, PoisonThreat, ThreatModel
 from .claims import parse_expectations
 from .expectations import Expectation, measured_metrics
+from .named_threats import parse_named_threats, threat_model_mapping
 from .spec import (
     METRIC_GROUPS,
     N_NOISE_MAX,
@@ -91,8 +92,10 @@ from .spec import (
     Spec,
     Suite,
     TrainSpec,
-    group_threats,
 )
+from .suite_file import EntryContext as _Ctx
+from .suite_file import raw_list as _list
+from .suite_file import raw_mapping as _mapping
 from .suite_file import read_suite_file, validate_plain
 from .tolerance import parse_tolerances
 
@@ -173,22 +176,6 @@ def load_suite(path: str | Path) -> Suite:
         raise SuiteError(f"{p}: {e}") from None
 
 
-class _Ctx:
-    """Prefixes a ConfigError raised inside the block with the suite path of the entry."""
-
-    def __init__(self, where: str) -> None:
-        self.where = where
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, et: Any, e: BaseException | None, tb: Any) -> bool:
-        if isinstance(e, SuiteError):
-            return False
-        if isinstance(e, PoisonlabError):
-            raise SuiteError(f"{self.where}: {e}") from None
-        return False
-
 
 def _spec(entry: Any, where: str, field_name: str = "name") -> Spec:
     named = split_named(entry, field_name)
@@ -228,23 +215,6 @@ def _attack_spec(entry: Any, where: str) -> tuple[Spec, int | None]:
     spec = _spec(entry, where)
     with _Ctx(where):
         return split_batch_size(spec)
-
-
-def _list(raw: dict[str, Any], key: str, *, required: bool = True) -> list[Any]:
-    v = raw.get(key)
-    if v is None:
-        if required:
-            raise SuiteError(f"{key} is missing: expected a non-empty list")
-        return []
-    if not isinstance(v, list) or (required and not v):
-        raise SuiteError(f"{key}={_r(v)} is not allowed: expected a non-empty list")
-    return v
-
-
-def _mapping(raw: dict[str, Any], key: str) -> Any:
-    """``raw[key]``, {} when absent or null (a falsy list or number stays, to be refused)."""
-    v = raw.get(key)
-    return {} if v is None else v
 
 
 def validate_suite_seed(name: str, value: Any) -> int:
@@ -328,7 +298,7 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<memory>") -> Suite:
     return dataclasses.replace(
         suite, tolerances=parse_tolerances(raw.get("tolerances"), where="tolerances"),
         expectations=parse_suite_expectations(raw.get("expectations"), suite),
-        threats=_parse_named_threats(raw, suite))
+        threats=parse_named_threats(raw, suite))
 
 
 def _parse_header(raw: Any) -> tuple[str, int, str]:
@@ -429,60 +399,6 @@ def _parse_threat_model(raw: dict[str, Any], a_specs: list[Spec], built: list[An
 
 
 _TM_KEYS = ("poisoning", "evasion", "threats")
-
-
-def threat_model_mapping(tm: ThreatModel) -> dict[str, Any]:
-    """A ThreatModel as the ``threat_model:`` mapping of a suite file: its poisonings, its
-    evasion threats grouped (one entry per norm, targeting and bounds), its named threats."""
-    poisoning = [{k: v for k, v in p.to_dict().items() if k != "id" and v is not None}
-                 for p in tm.poisoning]
-    evasion = [{"norm": g.norm.value, "eps": list(g.eps), "targeted": g.targeted,
-                "bounds": None if g.bounds is None else list(g.bounds)}
-               for g in group_threats(tm.evasion)]
-    threats = [{k: v for k, v in t.to_dict().items() if v is not None} for t in tm.threats]
-    return {"poisoning": poisoning, "evasion": evasion,
-            **({"threats": threats} if threats else {})}
-
-
-def _parse_named_threats(raw: dict[str, Any], suite: Suite) -> tuple[NamedThreat, ...]:
-    """``threat_model.threats``: the named attackers the report compares defenses against,
-    each naming threats (and attacks) the suite measures."""
-    tm = raw.get("threat_model")
-    entries = _list(tm, "threats", required=False) if isinstance(tm, dict) else []
-    poisonings = [p.id for p in suite.poisoning]
-    evasions = [t.id for e in suite.evasion for t in e.threats((0.0, 1.0))]
-    attacks = [a.label for a in suite.attacks] + (["worst-case"] if len(suite.attacks) > 1
-                                                   else [])
-    out: list[NamedThreat] = []
-    for i, entry in enumerate(entries):
-        where = f"threat_model.threats[{i}]"
-        if isinstance(entry, dict):
-            allowed = ("name", "poisoning", "evasion", "attack", "knowledge")
-            for k in entry:
-                if k not in allowed:
-                    raise SuiteError(f"{where}: unknown key {k!r}: expected one of "
-                                     f"{', '.join(allowed)}{did_you_mean(str(k), list(allowed))}")
-            with _Ctx(where):
-                entry = NamedThreat(**entry)
-        elif not isinstance(entry, NamedThreat):
-            raise SuiteError(f"{where}={_r(entry)} is not allowed: expected a mapping like "
-                             "{name: ..., poisoning: 'random 0.2', evasion: 'linf eps=0.1'}")
-        for field_name, value, known, what in (
-                ("poisoning", entry.poisoning, poisonings, "threat_model.poisoning"),
-                ("evasion", entry.evasion, evasions, "threat_model.evasion"),
-                ("attack", entry.attack, attacks, "attacks")):
-            if value is not None and value not in known:
-                raise SuiteError(f"{where}.{field_name}={value!r} is not one of the suite's "
-                                 f"{what}: expected one of {', '.join(known) or '(none)'}"
-                                 f"{did_you_mean(value, known)}")
-        known = sorted(set(suite.attack_knowledge))
-        if entry.knowledge is not None and entry.knowledge not in known:
-            raise SuiteError(f"{where}.knowledge={str(entry.knowledge)!r}: no attack of the "
-                             f"suite has it (theirs: {', '.join(known)})")
-        out.append(entry)
-    validate_distinct("threat_model.threats", [t.name for t in out], show=str,
-                      error=SuiteError)
-    return tuple(out)
 
 
 def _parse_seeds(raw: dict[str, Any]) -> list[int]:

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from .._text import short_repr as _r
-from ..errors import SuiteError
+from ..errors import PoisonlabError, SuiteError
 
 #: Nesting and size limits of a suite's values: a suite is settings, not data; the size
 #: counts a value each time it is reached, so that a YAML alias bomb is refused.
@@ -139,3 +139,39 @@ def validate_plain(raw: dict[str, Any]) -> None:
         on_path.discard(id(v))
 
     visit(raw, "", 0)
+
+
+def raw_list(raw: dict[str, Any], key: str, *, required: bool = True) -> list[Any]:
+    """``raw[key]`` as a list (SuiteError naming the key otherwise); [] when absent and
+    not ``required``."""
+    v = raw.get(key)
+    if v is None:
+        if required:
+            raise SuiteError(f"{key} is missing: expected a non-empty list")
+        return []
+    if not isinstance(v, list) or (required and not v):
+        raise SuiteError(f"{key}={_r(v)} is not allowed: expected a non-empty list")
+    return v
+
+
+def raw_mapping(raw: dict[str, Any], key: str) -> Any:
+    """``raw[key]``, {} when absent or null (a falsy list or number stays, to be refused)."""
+    v = raw.get(key)
+    return {} if v is None else v
+
+
+class EntryContext:
+    """Prefixes a ConfigError raised inside the block with the suite path of the entry."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, et: Any, e: BaseException | None, tb: Any) -> bool:
+        if isinstance(e, SuiteError):
+            return False
+        if isinstance(e, PoisonlabError):
+            raise SuiteError(f"{self.where}: {e}") from None
+        return False

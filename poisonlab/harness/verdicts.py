@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from .._text import fmt_number, text_table
+from .._text import fmt_number, markdown_table, text_table
 from .expectations import (
     ExpectationResult,
     ExpectationVerdict,
@@ -231,9 +231,7 @@ class GateResult:
             out += [_CAUSES, "", *(f"- {_md(c)}" for c in self.causes), ""]
         headers, rows = self.table(show_within=show_within)
         if rows:
-            out.append("| " + " | ".join(headers) + " |")
-            out.append("|" + "|".join("---" for _ in headers) + "|")
-            out += ["| " + " | ".join(_md(c) for c in r) + " |" for r in rows]
+            out += markdown_table(headers, rows, escape=True)
             out.append("")
         if line := self._within_line(show_within):
             out += [line, ""]
@@ -241,9 +239,7 @@ class GateResult:
             headers, rows = self.expectation_table()
             note = _expectations_note()
             out += ["#### Expectations", "", f"{note[0].upper()}{note[1:]}.", ""]
-            out.append("| " + " | ".join(headers) + " |")
-            out.append("|" + "|".join("---" for _ in headers) + "|")
-            out += ["| " + " | ".join(_md(c) for c in r) + " |" for r in rows]
+            out += markdown_table(headers, rows, escape=True)
             out.append("")
         return "\n".join(out)
 

@@ -65,8 +65,10 @@ def test_weakened_adversarial_training_fails_the_gate(
     suite = tmp_path / "ci.yaml"
     suite.write_text(yaml.safe_dump(raw))
     out = tmp_path / "run"
-    assert main(["run", str(suite), "--out", str(out), "--quiet"]) == 0
-    capsys.readouterr()
+    # the run already says it: the required claim about pgd_at no longer holds (exit 1)
+    assert main(["run", str(suite), "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "poisonlab: expectation: required claim '" in err and "pgd_at" in err
 
     assert main(["check", str(out), "--baseline", str(BASELINE)]) == 1
     printed = capsys.readouterr().out

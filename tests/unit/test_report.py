@@ -156,7 +156,7 @@ def test_figures_appear_only_when_their_data_exists() -> None:
     # One curve per defense in the security curve, starting at eps 0 (clean accuracy).
     ax = next(f for n, f in full.items() if n.startswith("robust_vs_eps")).axes[0]
     lines = ax.get_lines()
-    assert [ln.get_label() for ln in lines] == ["none", "distill"]
+    assert [ln.get_label() for ln in lines] == ["no defense", "distill"]  # display names
     np.testing.assert_allclose(lines[0].get_xdata(), [0.0, 0.1, 0.2])
     np.testing.assert_allclose(lines[0].get_ydata(), [0.955, 0.3, 0.15])
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from ..._text import spec_label
 from .figures import _png, figures
 from .tables import _expectations_table, _ranking_table, findings, tables
 from .threats import verdicts
-from .view import BASELINE, Results, flip_description, fmt
+from .view import BASELINE, Results, Table, flip_description, fmt
 
 # --------------------------------------------------------------------------- documents
 
@@ -127,6 +128,25 @@ VERDICT_NOTE = ("Per threat model, the defenses ranked by what the attacker leav
                 "each against `none`. A tie is a tie in every table of this report.")
 
 
+@dataclass(frozen=True)
+class _Parts:
+    """What both documents say, computed once."""
+
+    title: str
+    description: str
+    prov: str
+    warn: str
+    verdicts: list[tuple[Table, str]]
+    threats: list[str]
+    sanity: list[str]
+    verdict_note: str
+    found: list[str]
+    ranks: list[Table]
+    failed: list[str]
+    figs: dict[str, bytes]
+    tabs: list[Table]
+
+
 def write_reports(doc: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     """Write report.md (+ figures/) and a self-contained report.html; return their paths."""
     out = Path(out_dir)
@@ -136,81 +156,87 @@ def write_reports(doc: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     fig_dir.mkdir(exist_ok=True)
     for name, data in figs.items():
         atomic_write(fig_dir / name, data)
-    tabs = tables(r)
-    found = findings(r)
     ranks = [t for t in (_ranking_table(r, scope) for scope in r.scopes) if t]
     claims = _expectations_table(doc)
     if claims:
         ranks.insert(0, claims)
-    suite = doc["suite"]
-    env = doc["environment"]
+    suite, env = doc["suite"], doc["environment"]
     failed = [c for c in doc["cells"] if c["status"] != "ok"]
-    title = f"poisonlab report: {suite['name']}"
-    prov = (f"poisonlab {doc['poisonlab_version']}, torch {env['packages'].get('torch')}, "
-            f"{env['platform']}, {env['torch_threads']} threads, git {env.get('git') or 'n/a'};"
-            f" {doc['n_cells']} cells, {doc['n_failed']} failed; created {doc['created']}")
-    verdict_note = (f"Each defense against `{BASELINE}` with the same data, model and seeds. "
-                    "A difference counts only when the two 95% intervals over seeds do not "
-                    "overlap; otherwise it is reported as no clear difference.")
+    parts = _Parts(
+        title=f"poisonlab report: {suite['name']}", description=suite["description"] or "",
+        prov=(f"poisonlab {doc['poisonlab_version']}, torch {env['packages'].get('torch')}, "
+              f"{env['platform']}, {env['torch_threads']} threads, "
+              f"git {env.get('git') or 'n/a'}; {doc['n_cells']} cells, {doc['n_failed']} "
+              f"failed; created {doc['created']}"),
+        warn=(f"{len(failed)} of {doc['n_cells']} cells failed (listed under Failed cells): "
+              "their numbers are missing from every table and figure below.")
+        if failed else "",
+        verdicts=verdicts(r), threats=threat_summary(doc), sanity=sanity_summary(doc),
+        verdict_note=(f"Each defense against `{BASELINE}` with the same data, model and "
+                      "seeds. A difference counts only when the two 95% intervals over "
+                      "seeds do not overlap; otherwise it is reported as no clear "
+                      "difference."),
+        found=findings(r), ranks=ranks, failed=[_failed_cell(c) for c in failed],
+        figs=figs, tabs=tables(r))
+    paths = {"md": out / "report.md", "html": out / "report.html"}
+    atomic_write(paths["md"], _markdown(parts))
+    atomic_write(paths["html"], _html(parts))
+    return paths
 
-    warn = (f"{len(failed)} of {doc['n_cells']} cells failed (listed under Failed cells): "
-            "their numbers are missing from every table and figure below.") if failed else ""
-    md = [f"# {title}", "", suite["description"] or "", "", f"_{prov}_", ""]
-    md += [f"**{warn}**", ""] if warn else []
-    said = verdicts(r)
+
+def _markdown(p: _Parts) -> str:
+    md = [f"# {p.title}", "", p.description, "", f"_{p.prov}_", ""]
+    md += [f"**{p.warn}**", ""] if p.warn else []
     md += ["## Verdicts by threat model", "", VERDICT_NOTE, ""]
-    for table, sentence in said:
+    for table, sentence in p.verdicts:
         md += [table.markdown(), sentence, ""]
-    md += ["## Threat model", ""]
-    md += [f"- {line}" for line in threat_summary(doc)] + [""]
-    sanity = sanity_summary(doc)
-    md += ["## Evaluation sanity checks", ""] + [f"- {line}" for line in sanity] + [""]
-    md += ["## What the numbers say", "", verdict_note, ""]
-    md += [f"- {line}" for line in found] + [""]
-    md += [t.markdown() for t in ranks]
-    if failed:
-        md += ["## Failed cells", ""]
-        md += [f"- {_failed_cell(c)}" for c in failed] + [""]
-    md += ["## Figures", ""]
-    md += [f"![{n}](figures/{n})" for n in figs] + [""]
-    md += ["## Tables", ""] + [t.markdown() for t in tabs]
+    md += ["## Threat model", ""] + [f"- {line}" for line in p.threats] + [""]
+    md += ["## Evaluation sanity checks", ""] + [f"- {line}" for line in p.sanity] + [""]
+    md += ["## What the numbers say", "", p.verdict_note, ""]
+    md += [f"- {line}" for line in p.found] + [""]
+    md += [t.markdown() for t in p.ranks]
+    if p.failed:
+        md += ["## Failed cells", ""] + [f"- {c}" for c in p.failed] + [""]
+    md += ["## Figures", ""] + [f"![{n}](figures/{n})" for n in p.figs] + [""]
+    md += ["## Tables", ""] + [t.markdown() for t in p.tabs]
     md += ["Metric definitions: docs/metrics.md. Every number per cell: results.json.", ""]
+    return "\n".join(md)
 
-    css = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;"
-           "padding:0 1em;color:#222}table{border-collapse:collapse;margin:.5em 0 1.5em;"
-           "font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}"
-           "th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
-           ".note,.prov{color:#666;font-size:13px}img{max-width:100%;margin:.5em 0}"
-           "li{margin:.3em 0}")
-    h = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-         f"<style>{css}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
-         f"<p>{html.escape(suite['description'] or '')}</p>",
-         f"<p class='prov'>{html.escape(prov)}</p>"]
-    h += [f"<p><strong>{html.escape(warn)}</strong></p>"] if warn else []
+
+_CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;"
+        "padding:0 1em;color:#222}table{border-collapse:collapse;margin:.5em 0 1.5em;"
+        "font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}"
+        "th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
+        ".note,.prov{color:#666;font-size:13px}img{max-width:100%;margin:.5em 0}"
+        "li{margin:.3em 0}")
+
+
+def _html(p: _Parts) -> str:
+    esc = html.escape
+    h = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(p.title)}</title>"
+         f"<style>{_CSS}</style></head><body>", f"<h1>{esc(p.title)}</h1>",
+         f"<p>{esc(p.description)}</p>", f"<p class='prov'>{esc(p.prov)}</p>"]
+    h += [f"<p><strong>{esc(p.warn)}</strong></p>"] if p.warn else []
     h += ["<h2 id='verdicts'>Verdicts by threat model</h2>",
           f"<p class='note'>{_inline(VERDICT_NOTE)}</p>"]
-    for table, sentence in said:
+    for table, sentence in p.verdicts:
         h += [table.html(), f"<p class='verdict-sentence'>{_inline(sentence)}</p>"]
-    h += ["<h2>Threat model</h2><ul>"]
-    h += [f"<li>{html.escape(x)}</li>" for x in threat_summary(doc)] + ["</ul>"]
+    h += ["<h2>Threat model</h2><ul>"] + [f"<li>{esc(x)}</li>" for x in p.threats] + ["</ul>"]
     h += ["<h2>Evaluation sanity checks</h2><ul>"]
-    h += [f"<li>{_inline(x)}</li>" for x in sanity] + ["</ul>"]
-    h += ["<h2>What the numbers say</h2>", f"<p class='note'>{_inline(verdict_note)}</p><ul>"]
-    h += [f"<li>{_inline(x)}</li>" for x in found] + ["</ul>"]
-    h += [t.html() for t in ranks]
-    if failed:
-        h += ["<h2>Failed cells</h2><ul>"] + [
-            f"<li>{html.escape(_failed_cell(c))}</li>" for c in failed] + ["</ul>"]
+    h += [f"<li>{_inline(x)}</li>" for x in p.sanity] + ["</ul>"]
+    h += ["<h2>What the numbers say</h2>", f"<p class='note'>{_inline(p.verdict_note)}</p><ul>"]
+    h += [f"<li>{_inline(x)}</li>" for x in p.found] + ["</ul>"]
+    h += [t.html() for t in p.ranks]
+    if p.failed:
+        h += ["<h2>Failed cells</h2><ul>"] + [f"<li>{esc(c)}</li>" for c in p.failed]
+        h += ["</ul>"]
     h += ["<h2>Figures</h2>"]
-    h += [f"<img alt='{html.escape(n)}' src='data:image/png;base64,"
-          f"{base64.b64encode(d).decode()}'>" for n, d in figs.items()]
-    h += ["<h2>Tables</h2>"] + [t.html() for t in tabs]
+    h += [f"<img alt='{esc(n)}' src='data:image/png;base64,{base64.b64encode(d).decode()}'>"
+          for n, d in p.figs.items()]
+    h += ["<h2>Tables</h2>"] + [t.html() for t in p.tabs]
     h += ["<p class='note'>Metric definitions: docs/metrics.md. Every number per cell: "
           "results.json.</p></body></html>"]
-    paths = {"md": out / "report.md", "html": out / "report.html"}
-    atomic_write(paths["md"], "\n".join(md))
-    atomic_write(paths["html"], "\n".join(h))
-    return paths
+    return "\n".join(h)
 
 
 def _inline(text: str) -> str:

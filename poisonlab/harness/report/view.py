@@ -8,7 +8,7 @@ import html
 from dataclasses import dataclass
 from typing import Any
 
-from ..._text import spec_label
+from ..._text import markdown_table, spec_label
 
 BASELINE = "none"
 
@@ -25,9 +25,7 @@ class Table:
         out = [f"### {self.title}", ""]
         if self.note:
             out += [self.note, ""]
-        out.append("| " + " | ".join(self.headers) + " |")
-        out.append("|" + "|".join("---" for _ in self.headers) + "|")
-        out += ["| " + " | ".join(r) + " |" for r in self.rows]
+        out += markdown_table(self.headers, self.rows)
         return "\n".join(out) + "\n"
 
     def html(self) -> str:
