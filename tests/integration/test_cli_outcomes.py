@@ -190,3 +190,29 @@ def test_list_shows_an_entrys_parameters_with_defaults(capsys) -> None:
                for x in lines)
     code, _, err = run(["list", "attacks", "pgdd"], capsys)
     assert code == 2 and "did you mean 'pgd'" in err
+
+
+def test_evaluate_pretrained_takes_a_threat_model_and_its_named_threats_head_the_report(
+        byo: Path, tmp_path: Path) -> None:
+    from poisonlab import EvasionThreat, NamedThreat, PoisonThreat, ThreatModel
+    from poisonlab.errors import ConfigError
+    from poisonlab.harness.pretrained import evaluate_pretrained
+
+    bounds = (0.0, 255.0)
+    tm = ThreatModel(evasion=[EvasionThreat(eps=8.0, bounds=bounds),
+                              EvasionThreat(norm="l2", eps=40.0, bounds=bounds)],
+                     threats=[NamedThreat("small linf", evasion="linf eps=8")])
+    args = ("tests.integration.byo_helpers:make_net", byo / "w.pt", str(byo / "raw.npz"))
+    doc = evaluate_pretrained(*args, tmp_path / "e", threat_model=tm, attacks=["fgsm"])
+    assert [e["norm"] for e in doc["threat_model"]["evasion"]] == ["linf", "l2"]
+    assert doc["threat_model"]["threats"][0]["name"] == "small linf"
+    threats = {m["threat"] for c in doc["cells"] for m in c["metrics"]
+               if m["metric"] == "robust_accuracy"}
+    assert threats == {"linf eps=8", "l2 eps=40"}
+    md = (tmp_path / "e" / "report.md").read_text()
+    assert md.split("## Verdicts by threat model")[1].split("### ")[1].startswith("small linf")
+    with pytest.raises(ConfigError, match="a trained model cannot be poisoned"):
+        evaluate_pretrained(*args, tmp_path / "p", threat_model=ThreatModel(
+            evasion=tm.evasion, poisoning=[PoisonThreat(rate=0.1)]))
+    with pytest.raises(ConfigError, match="eps and threat_model are both given"):
+        evaluate_pretrained(*args, tmp_path / "q", threat_model=tm, eps=[8.0])
