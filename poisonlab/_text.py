@@ -73,6 +73,15 @@ def markdown_table(headers: list[str], rows: Iterable[list[str]], *,
             + ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows])
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """``1 seed``, ``3 seeds``, ``1 check run``.
+
+    >>> plural(1, "seed"), plural(2, "seed"), plural(0, "analysis", "analyses")
+    ('1 seed', '2 seeds', '0 analyses')
+    """
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
 def short_repr(value: Any) -> str:
     """repr() shortened for a one-line message (a value may be a whole YAML subtree)."""
     return _repr.repr(value)

@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ._text import plural
 from .errors import ConfigError
 
 #: The exit codes of every command.
@@ -96,9 +97,10 @@ def _validate(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite)
     validate_suite_data(suite)
     n = sum(1 for _ in suite.cells())
-    print(f"{args.suite}: ok ({n} cells: {len(suite.datasets)} datasets x "
-          f"{len(suite.models)} models x {len(suite.defenses)} defenses x "
-          f"{len(suite.poisoning) + 1} poisoning settings x {len(suite.seeds)} seeds)")
+    print(f"{args.suite}: ok ({plural(n, 'cell')}: {plural(len(suite.datasets), 'dataset')} x "
+          f"{plural(len(suite.models), 'model')} x {plural(len(suite.defenses), 'defense')} x "
+          f"{plural(len(suite.poisoning) + 1, 'poisoning setting')} x "
+          f"{plural(len(suite.seeds), 'seed')})")
     return EXIT_OK
 
 
@@ -162,7 +164,7 @@ def _summary(args: argparse.Namespace, doc: dict[str, Any], *, reports: bool) ->
         print(text_table(headers, rows))
         n, failed = doc["n_cells"], doc["n_failed"]
         if reports:
-            print(f"\n{n} cell{'s' * (n != 1)} ({failed} failed); mean ± std over seeds")
+            print(f"\n{plural(n, 'cell')} ({failed} failed); mean ± std over seeds")
         print(f"{'' if reports else chr(10)}results: {out / 'results.json'}\n"
               f"report:  {out / 'report.md'}" + (f"\n         {out / 'report.html'}"
                                                  if reports else ""))

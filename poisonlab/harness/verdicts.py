@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from .._text import fmt_number, markdown_table, text_table
+from .._text import fmt_number, markdown_table, plural, text_table
 from .expectations import (
     ExpectationResult,
     ExpectationVerdict,
@@ -170,7 +170,7 @@ class GateResult:
             self.fail_on_improvement and self.improved) else ""
         if self.has_baseline:
             suite = f" against the {self.suite!r} baseline" if self.suite else ""
-            out = (f"poisonlab check{suite}: {status}{why}: {len(self.rows)} numbers: "
+            out = (f"poisonlab check{suite}: {status}{why}: {plural(len(self.rows), 'number')}: "
                    f"{', '.join(counts) or 'none gated'}")
         else:
             suite = f" of {self.suite!r}" if self.suite else ""

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..._io import atomic_write
-from ..._text import spec_label
+from ..._text import plural, spec_label
 from .figures import _png, figures
 from .tables import _expectations_table, _ranking_table, findings, tables
 from .threats import verdicts
@@ -66,12 +66,9 @@ def sanity_summary(doc: dict[str, Any]) -> list[str]:
         if flagged:
             seed, o = flagged[0]
             lines.append(f"**{defense}** ({scope[0]}, {scope[1]}): `{check}` flagged in "
-                         f"{len(flagged)} of {len(ran)} seeds; seed {seed}: {o['message']} "
-                         f"(see {o['doc']})")
-    def n(k: int, word: str) -> str:
-        return f"{k} {word}{'' if k == 1 else 's'}"
-
-    tail = (f"{n(counts['ran'], 'check run')} on {n(models, 'clean-label model')}"
+                         f"{len(flagged)} of {plural(len(ran), 'seed')}; seed {seed}: "
+                         f"{o['message']} (see {o['doc']})")
+    tail = (f"{plural(counts['ran'], 'check run')} on {plural(models, 'clean-label model')}"
             + (f", {counts['skipped']} skipped" if counts["skipped"] else ""))
     if not counts["flag"]:
         lines.append(f"All evaluation sanity checks passed ({tail}): no sign of masked "

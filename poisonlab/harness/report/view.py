@@ -8,7 +8,7 @@ import html
 from dataclasses import dataclass
 from typing import Any
 
-from ..._text import markdown_table, spec_label
+from ..._text import markdown_table, plural, spec_label  # noqa: F401  (plural: re-exported)
 
 BASELINE = "none"
 
@@ -105,11 +105,6 @@ def display(label: str | None) -> str:
     name, sep, rest = label.partition("(")
     base = DISPLAY_NAMES.get(name, name.replace("_", " "))
     return f"{base} ({rest}" if sep else base
-
-
-def plural(n: int, word: str, words: str | None = None) -> str:
-    """``1 seed``, ``3 seeds``."""
-    return f"{n} {word if n == 1 else (words or word + 's')}"
 
 
 def fmt(a: dict[str, Any] | None, digits: int = 3) -> str:
