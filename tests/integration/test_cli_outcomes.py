@@ -216,3 +216,11 @@ def test_evaluate_pretrained_takes_a_threat_model_and_its_named_threats_head_the
             evasion=tm.evasion, poisoning=[PoisonThreat(rate=0.1)]))
     with pytest.raises(ConfigError, match="eps and threat_model are both given"):
         evaluate_pretrained(*args, tmp_path / "q", threat_model=tm, eps=[8.0])
+
+
+def test_evaluate_format_json_is_its_results_document(byo: Path, capsys) -> None:
+    args = evaluate(byo, "raw.npz", "--eps", "8", "--format", "json")
+    code, out, _ = run(args, capsys)
+    assert code == 0
+    written = json.loads((Path(args[args.index("--out") + 1]) / "results.json").read_text())
+    assert json.loads(out) == written and written["cells"][0]["status"] == "ok"
