@@ -190,8 +190,8 @@ def _outcome(args: argparse.Namespace, doc: dict[str, Any], *, flags: bool,
     for line in failing:
         print(f"poisonlab: expectation: {line}", file=sys.stderr)
     if args.strict and warned:
-        print(f"poisonlab: --strict: {len(warned)} warning{'s' * (len(warned) != 1)} "
-              "(above) fail the command", file=sys.stderr)
+        print(f"poisonlab: --strict: {plural(len(warned), 'warning')} (above) fail the "
+              "command", file=sys.stderr)
     if failed:
         return EXIT_CELLS_FAILED
     if failing or (args.strict and (warned or flags)):
