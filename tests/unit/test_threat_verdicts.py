@@ -178,3 +178,23 @@ def test_the_ranking_table_shows_the_same_ties_as_the_verdict() -> None:
     by_defense = {x[0]: x[2] for x in ranking(Results(d), SCOPE)}
     verdict_rank = {r[1]: int(r[0][1:]) for r in rows}
     assert {k: v["evasion linf eps=0.1"] for k, v in by_defense.items()} == verdict_rank
+
+
+def test_a_knowledge_picks_the_strongest_attack_of_that_knowledge_per_defense() -> None:
+    d = doc({"none": (0.40, 0.01), "at": (0.60, 0.01)})
+    d["threat_model"]["attacks"] = [{"name": "fgsm", "params": {}},
+                                    {"name": "noise", "params": {}},
+                                    {"name": "square", "params": {}}]
+    d["threat_model"]["attack_knowledge"] = {"fgsm": "white-box", "noise": "black-box",
+                                             "square": "black-box"}
+    d["threat_model"]["threats"] = [{"name": "black-box only", "evasion": "linf eps=0.1",
+                                     "knowledge": "black-box"}]
+    for defense, noise, square in (("none", 0.80, 0.70), ("at", 0.85, 0.90)):
+        d["aggregates"] += [agg(defense, "robust_accuracy", noise, 0.01, threat="linf eps=0.1",
+                                attack="noise"),
+                            agg(defense, "robust_accuracy", square, 0.01,
+                                threat="linf eps=0.1", attack="square")]
+    rows, sentence = the_verdict(d)
+    assert [(r[1], r[2][:5], r[-1]) for r in rows] == [("at", "0.850", "noise"),
+                                                       ("none", "0.700", "square")]
+    assert sentence.startswith("Under **black-box only**")
