@@ -44,7 +44,7 @@ demo: $(STAMP)
 
 # The label-smoothing study (benchmarks/suites/label_smoothing_study.yaml and its parts):
 # runs every suite into runs/label_smoothing_study/ and regenerates
-# docs/label_smoothing_study.md and its figures from the results (about 15 minutes on 2
+# docs/label_smoothing_study.md and its figures from the results (about 13 minutes on 2
 # cores; tests/integration/test_study.py runs a reduced grid of the same suites).
 study: $(STAMP)
 	rm -rf runs/label_smoothing_study
