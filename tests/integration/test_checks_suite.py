@@ -84,7 +84,7 @@ def test_a_masked_model_is_flagged_in_results_and_report(tmp_path: Path) -> None
     section = report.split("## Evaluation sanity checks")[1].split("## ")[0]
     assert report.index("## Threat model") < report.index("## Evaluation sanity checks") \
         < report.index("## What the numbers say")
-    assert f"**none** (digits, {MASKED}): `gradient_norms` flagged in 1 of 1 seeds" in section
+    assert f"**none** (digits, {MASKED}): `gradient_norms` flagged in 1 of 1 seed" in section
     assert "single attack (`pgd(steps=10)`)" in section
     assert "Evaluation sanity checks" in (tmp_path / "run" / "report.html").read_text()
 
