@@ -22,42 +22,43 @@ from .._text import markdown_table
 
 PATH = Path(__file__).resolve().parents[2] / "docs" / "suite-reference.md"
 
-#: The top-level keys: (key, type, default, meaning). parse_suite accepts exactly these.
-TOP_LEVEL: tuple[tuple[str, str, str, str], ...] = (
-    ("name", "string", "(required)", "the suite's name; the gate refuses a baseline of "
-     "another"),
-    ("version", "integer >= 1", "(required)", "the suite's own version; bump it when a "
-     "change should not be compared with older baselines"),
-    ("description", "string", "\"\"", "what the suite answers; heads the report"),
-    ("include", "path", "none", "another suite file (relative to this one) merged "
-     "underneath this one's keys"),
-    ("datasets", "list of names or {name, ...params}", "(required)",
-     "the data sets (see Datasets below)"),
-    ("models", "list of names or {name, ...params}", "(required)",
-     "the architectures (see Models below); `module:factory` for your own"),
-    ("training", "mapping", "see Training", "how every model is trained"),
-    ("defenses", "list of names or {name, ...params}", "(required)",
-     "the defenses compared (see Defenses below); include `none`, the baseline"),
-    ("threat_model", "mapping", "(required)",
-     "poisoning, evasion and the named threats (see Threat model)"),
-    ("attacks", "list of names or {name, ...params, batch_size}", "[]",
-     "the evasion attacks (see Attacks below); required with evasion threats"),
-    ("seeds", "list of integers", "(required)", "one cell per seed; 3 or more for "
-     "intervals"),
-    ("metrics", "list of groups", "all", "accuracy, evasion, poisoning, offmanifold, "
-     "calibration, information"),
-    ("offmanifold", "{n_noise: int}", "{n_noise: 1000}", "noise inputs of the off-manifold "
-     "metrics (10 .. 100000)"),
-    ("information", "mapping", "see Information", "the mutual-information metric"),
-    ("checks", "mapping", "see Sanity checks", "the evaluation's sanity checks "
-     "(docs/checks.md)"),
-    ("tolerances", "{metric: {tolerance|floor|rel_floor|k: number}}", "{}",
-     "per-metric overrides of the regression gate (docs/regression.md)"),
-    ("expectations", "list of claims", "[]", "claims about directions between defenses, "
-     "judged against seed noise (docs/regression.md)"),
-    ("batch_size", "integer >= 1", "256", "test inputs per forward pass of the "
-     "evaluation; memory and speed only, never a number (docs/batching.md)"),
-)
+#: The top-level keys, one per entry (an indented line continues it): key :: type ::
+#: default :: meaning. parse_suite accepts exactly these (a test holds the two together).
+_TOP_LEVEL_TEXT = """
+name :: string :: (required) :: the suite's name; the gate refuses a baseline of another
+version :: integer >= 1 :: (required) :: the suite's own version; bump it when a change should
+    not be compared with older baselines
+description :: string :: "" :: what the suite answers; heads the report
+include :: path :: none :: another suite file (relative to this one) merged underneath this
+    one's keys
+datasets :: list of names or {name, ...params} :: (required) :: the data sets (see Datasets
+    below)
+models :: list of names or {name, ...params} :: (required) :: the architectures (see Models
+    below); `module:factory` for your own
+training :: mapping :: see Training :: how every model is trained
+defenses :: list of names or {name, ...params} :: (required) :: the defenses compared (see
+    Defenses below); include `none`, the baseline
+threat_model :: mapping :: (required) :: poisoning, evasion and the named threats (see Threat
+    model)
+attacks :: list of names or {name, ...params, batch_size} :: [] :: the evasion attacks (see
+    Attacks below); required with evasion threats
+seeds :: list of integers :: (required) :: one cell per seed; 3 or more for intervals
+metrics :: list of groups :: all :: accuracy, evasion, poisoning, offmanifold, calibration,
+    information
+offmanifold :: {n_noise: int} :: {n_noise: 1000} :: noise inputs of the off-manifold metrics (10
+    .. 100000)
+information :: mapping :: see Information :: the mutual-information metric
+checks :: mapping :: see Sanity checks :: the evaluation's sanity checks (docs/checks.md)
+tolerances :: {metric: {tolerance|floor|rel_floor|k: number}} :: {} :: per-metric overrides of
+    the regression gate (docs/regression.md)
+expectations :: list of claims :: [] :: claims about directions between defenses, judged against
+    seed noise (docs/regression.md)
+batch_size :: integer >= 1 :: 256 :: test inputs per forward pass of the evaluation; memory and
+    speed only, never a number (docs/batching.md)
+"""
+TOP_LEVEL: tuple[tuple[str, ...], ...] = tuple(
+    tuple(part.strip() for part in entry.split(" :: "))
+    for entry in _TOP_LEVEL_TEXT.strip().replace("\n    ", " ").splitlines())
 
 EXAMPLE = """name: quickstart
 version: 1

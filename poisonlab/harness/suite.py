@@ -96,7 +96,7 @@ from .spec import (
 from .suite_file import EntryContext as _Ctx
 from .suite_file import raw_list as _list
 from .suite_file import raw_mapping as _mapping
-from .suite_file import read_suite_file, validate_plain
+from .suite_file import read_suite_file, refuse_unknown_keys, validate_plain
 from .tolerance import parse_tolerances
 
 _TOP_KEYS = (
@@ -305,10 +305,7 @@ def _parse_header(raw: Any) -> tuple[str, int, str]:
     """The top-level keys (known, plain values) and the name, version, description."""
     if not isinstance(raw, dict):
         raise SuiteError(f"suite={_r(raw)} is not allowed: expected a mapping of suite keys")
-    for k in raw:
-        if k not in _TOP_KEYS:
-            raise SuiteError(f"unknown suite key {_r(k)}: expected one of "
-                             f"{', '.join(_TOP_KEYS)}{did_you_mean(str(k), list(_TOP_KEYS))}")
+    refuse_unknown_keys(raw, _TOP_KEYS, "suite")
     if "include" in raw:
         raise SuiteError(f"include={_r(raw['include'])} is not allowed here: parse_suite takes "
                          "a merged mapping; load_suite(path) reads a file's includes")
@@ -378,10 +375,7 @@ def _parse_threat_model(raw: dict[str, Any], a_specs: list[Spec], built: list[An
     tm = _mapping(raw, "threat_model")
     if not isinstance(tm, dict):
         raise SuiteError(f"threat_model={_r(tm)} is not allowed: expected a mapping")
-    for k in tm:
-        if k not in _TM_KEYS:
-            raise SuiteError(f"unknown threat_model key {k!r}: expected "
-                             f"{', '.join(_TM_KEYS)}{did_you_mean(str(k), list(_TM_KEYS))}")
+    refuse_unknown_keys(tm, _TM_KEYS, "threat_model")
     poisoning = [_poison(e, f"threat_model.poisoning[{i}]")
                  for i, e in enumerate(_list(tm, "poisoning", required=False))]
     evasion = [_evasion(e, f"threat_model.evasion[{i}]")

@@ -175,3 +175,14 @@ class EntryContext:
         if isinstance(e, PoisonlabError):
             raise SuiteError(f"{self.where}: {e}") from None
         return False
+
+
+def refuse_unknown_keys(raw: dict[str, Any], allowed: tuple[str, ...], what: str) -> None:
+    """SuiteError for the first key of ``raw`` not in ``allowed``: ``unknown {what} key
+    'x': expected one of ...`` with a did-you-mean."""
+    from ..registry import did_you_mean
+
+    for k in raw:
+        if k not in allowed:
+            raise SuiteError(f"unknown {what} key {_r(k)}: expected one of "
+                             f"{', '.join(allowed)}{did_you_mean(str(k), list(allowed))}")
