@@ -34,6 +34,7 @@ from .expectations import (
     Expectation,
     _is_margin,
 )
+from .suite_file import refuse_unknown_keys
 
 # --------------------------------------------------------------------------- parsing
 
@@ -163,11 +164,7 @@ def _claim_fields(raw: Any, where: str) -> dict[str, Any]:
         f = _parse_claim(raw, where)
         f["claim"] = " ".join(raw.split())
     elif isinstance(raw, Mapping):
-        for k in raw:
-            if k not in _STRUCTURED_KEYS:
-                raise SuiteError(f"{where}: unknown key {k!r}: expected one of "
-                                 f"{', '.join(_STRUCTURED_KEYS)}"
-                                 f"{did_you_mean(str(k), list(_STRUCTURED_KEYS))}")
+        refuse_unknown_keys(raw, _STRUCTURED_KEYS, entry=where)
         if "metric" in raw:
             if "defense" not in raw:
                 raise SuiteError(f"{where} has no 'defense': expected the defense the "

@@ -14,6 +14,7 @@ from ..threat import NamedThreat, ThreatModel
 from .spec import Suite, group_threats
 from .suite_file import EntryContext as _Ctx
 from .suite_file import raw_list as _list
+from .suite_file import refuse_unknown_keys
 
 
 def threat_model_mapping(tm: ThreatModel) -> dict[str, Any]:
@@ -43,10 +44,7 @@ def parse_named_threats(raw: dict[str, Any], suite: Suite) -> tuple[NamedThreat,
         where = f"threat_model.threats[{i}]"
         if isinstance(entry, dict):
             allowed = ("name", "poisoning", "evasion", "attack", "knowledge")
-            for k in entry:
-                if k not in allowed:
-                    raise SuiteError(f"{where}: unknown key {k!r}: expected one of "
-                                     f"{', '.join(allowed)}{did_you_mean(str(k), list(allowed))}")
+            refuse_unknown_keys(entry, allowed, entry=where)
             with _Ctx(where):
                 entry = NamedThreat(**entry)
         elif not isinstance(entry, NamedThreat):

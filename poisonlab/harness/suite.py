@@ -305,7 +305,7 @@ def _parse_header(raw: Any) -> tuple[str, int, str]:
     """The top-level keys (known, plain values) and the name, version, description."""
     if not isinstance(raw, dict):
         raise SuiteError(f"suite={_r(raw)} is not allowed: expected a mapping of suite keys")
-    refuse_unknown_keys(raw, _TOP_KEYS, "suite")
+    refuse_unknown_keys(raw, _TOP_KEYS, section="suite")
     if "include" in raw:
         raise SuiteError(f"include={_r(raw['include'])} is not allowed here: parse_suite takes "
                          "a merged mapping; load_suite(path) reads a file's includes")
@@ -375,7 +375,7 @@ def _parse_threat_model(raw: dict[str, Any], a_specs: list[Spec], built: list[An
     tm = _mapping(raw, "threat_model")
     if not isinstance(tm, dict):
         raise SuiteError(f"threat_model={_r(tm)} is not allowed: expected a mapping")
-    refuse_unknown_keys(tm, _TM_KEYS, "threat_model")
+    refuse_unknown_keys(tm, _TM_KEYS, section="threat_model")
     poisoning = [_poison(e, f"threat_model.poisoning[{i}]")
                  for i, e in enumerate(_list(tm, "poisoning", required=False))]
     evasion = [_evasion(e, f"threat_model.evasion[{i}]")
@@ -471,10 +471,7 @@ def _poison(entry: Any, where: str) -> PoisonThreat:
                          "{strategy: random, rate: 0.2}")
     allowed = ("strategy", "rate", "source", "target", "knowledge", "kind", "noise_matrix",
                "max_per_class")
-    for k in entry:
-        if k not in allowed:
-            raise SuiteError(f"{where}: unknown key {k!r}: expected one of {', '.join(allowed)}"
-                             f"{did_you_mean(str(k), list(allowed))}")
+    refuse_unknown_keys(entry, allowed, entry=where)
     if "rate" not in entry:
         raise SuiteError(f"{where}: rate is missing: expected a fraction of the training "
                          "labels in (0, 1)")
@@ -490,10 +487,7 @@ def _evasion(entry: Any, where: str) -> EvasionSpec:
         raise SuiteError(f"{where}={_r(entry)} is not allowed: expected a mapping like "
                          "{norm: linf, eps: [0.05, 0.1]}")
     allowed = ("norm", "eps", "targeted", "bounds")
-    for k in entry:
-        if k not in allowed:
-            raise SuiteError(f"{where}: unknown key {k!r}: expected one of {', '.join(allowed)}"
-                             f"{did_you_mean(str(k), list(allowed))}")
+    refuse_unknown_keys(entry, allowed, entry=where)
     if "eps" not in entry:
         raise SuiteError(f"{where}: eps is missing: expected a number >= 0 or a list of them")
     eps = entry.get("eps")

@@ -9,7 +9,7 @@ is :func:`poisonlab.harness.suite.parse_suite`'s business.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -177,12 +177,16 @@ class EntryContext:
         return False
 
 
-def refuse_unknown_keys(raw: dict[str, Any], allowed: tuple[str, ...], what: str) -> None:
-    """SuiteError for the first key of ``raw`` not in ``allowed``: ``unknown {what} key
-    'x': expected one of ...`` with a did-you-mean."""
+def refuse_unknown_keys(raw: Mapping[Any, Any], allowed: tuple[str, ...], *,
+                        section: str | None = None, entry: str | None = None) -> None:
+    """SuiteError for the first key of ``raw`` not in ``allowed``, with a did-you-mean:
+    ``unknown {section} key 'x': expected one of ...`` for a section of the suite
+    (``suite``, ``threat_model``), ``{entry}: unknown key 'x': expected one of ...`` for an
+    entry of a list (``threat_model.poisoning[0]``)."""
     from ..registry import did_you_mean
 
     for k in raw:
         if k not in allowed:
-            raise SuiteError(f"unknown {what} key {_r(k)}: expected one of "
+            head = f"{entry}: unknown key" if entry is not None else f"unknown {section} key"
+            raise SuiteError(f"{head} {_r(k)}: expected one of "
                              f"{', '.join(allowed)}{did_you_mean(str(k), list(allowed))}")
