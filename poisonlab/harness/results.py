@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._text import spec_label
 from ..errors import DataError
-from .schema import RESULTS_NAME, validate_results
+from .schema import RESULTS_NAME, evasion_threats, validate_results
 from .schema import RESULTS_SCHEMA_VERSION as SCHEMA_VERSION
 
 if TYPE_CHECKING:
@@ -37,7 +36,6 @@ RESULT_COLUMNS = ("suite", "suite_version", "key", "dataset", "model", "defense"
 AGGREGATE_COLUMNS = ("suite", "suite_version", "dataset", "model", "defense", "poisoning",
                      "metric", "threat", "attack", "mean", "std", "n", "n_failed",
                      "higher_is_better", *THREAT_COLUMNS)
-_EVASION_ID = re.compile(r"^(linf|l2) eps=(\S+)( targeted)?( \S+)?$")
 
 
 def read_results(path: str | Path) -> dict[str, Any]:
@@ -95,27 +93,19 @@ def _threats(doc: dict[str, Any]) -> tuple[dict[str, tuple[str, float, bool]],
                                           dict[str, tuple[str, float]]]:
     """Evasion threat id -> (norm, eps, targeted) with the exact eps of the threat model
     (an id shows eps to 6 digits), and poisoning id -> (strategy, rate)."""
-    tm = doc.get("threat_model") or {}
-    evasion = {}
-    for group in tm.get("evasion") or []:
-        for eps in group.get("eps") or []:
-            tid = f"{group['norm']} eps={eps:g}" + (" targeted" if group.get("targeted") else "")
-            evasion[tid] = (group["norm"], float(eps), bool(group.get("targeted")))
+    evasion = {t["id"]: (t["norm"], float(t["eps"]), t["targeted"])
+               for t in evasion_threats(doc)}
     poisoning = {p["id"]: (p.get("strategy"), float(p["rate"]))
-                 for p in tm.get("poisoning") or [] if "id" in p and "rate" in p}
+                 for p in (doc.get("threat_model") or {}).get("poisoning") or []
+                 if "id" in p and "rate" in p}
     return evasion, poisoning
 
 
 def _threat_values(threat: Any, poisoning: str, threats: tuple[dict[str, Any], dict[str, Any]]
                    ) -> tuple[Any, ...]:
-    """The THREAT_COLUMNS of one number: from the threat model, else read off the id."""
+    """The THREAT_COLUMNS of one number, from the run's threat model."""
     evasion, flips = threats
-    norm, eps, targeted = None, math.nan, None
-    if isinstance(threat, str):
-        if threat in evasion:
-            norm, eps, targeted = evasion[threat]
-        elif (m := _EVASION_ID.match(threat)) is not None:
-            norm, eps, targeted = m.group(1), float(m.group(2)), bool(m.group(3))
+    norm, eps, targeted = evasion.get(threat, (None, math.nan, None))
     strategy, budget = flips.get(poisoning, (None, math.nan if poisoning != "none" else 0.0))
     return norm, eps, targeted, strategy, budget
 

@@ -196,6 +196,15 @@ def write_baseline(baseline: Mapping[str, Any], path: str | Path) -> Path:
     return p
 
 
+def evasion_threats(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The evasion threats of a results document, in order, as its numbers name them:
+    ``{"id", "norm", "eps", "targeted"}`` per eps of each ``threat_model.evasion`` group
+    (``id`` as ``EvasionThreat.id`` writes it, e.g. ``"linf eps=0.1 targeted"``)."""
+    return [{"id": f"{g['norm']} eps={e:g}" + (" targeted" if g.get("targeted") else ""),
+             "norm": g["norm"], "eps": e, "targeted": bool(g.get("targeted"))}
+            for g in (doc.get("threat_model") or {}).get("evasion") or [] for e in g["eps"]]
+
+
 def cell_label(ident: Identity) -> str:
     """``dataset/model/defense/poisoning @ threat [attack]``: one gated number's cell."""
     dataset, model, defense, poisoning, _, threat, attack = ident

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..._text import markdown_table, plural, spec_label  # noqa: F401  (plural: re-exported)
+from ..schema import evasion_threats
 
 BASELINE = "none"
 
@@ -63,13 +64,7 @@ class Results:
         return self.agg.get((*scope, defense, poisoning, metric, threat, attack))
 
     def evasion_threats(self) -> list[dict[str, Any]]:
-        out = []
-        for spec in self.doc["threat_model"]["evasion"]:
-            for e in spec["eps"]:
-                tid = f"{spec['norm']} eps={e:g}" + (" targeted" if spec["targeted"] else "")
-                out.append({"id": tid, "norm": spec["norm"], "eps": e,
-                            "targeted": spec["targeted"]})
-        return out
+        return evasion_threats(self.doc)
 
     def headline_attack(self) -> str | None:
         if len(self.attacks) > 1:
