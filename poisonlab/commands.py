@@ -156,18 +156,19 @@ def _summary(args: argparse.Namespace, doc: dict[str, Any], *, reports: bool) ->
         import json
 
         print(json.dumps(doc, indent=1, allow_nan=False))
-    elif not args.quiet:
-        from ._text import text_table
-        from .harness.report import summary_rows
+        return
+    if args.quiet:
+        return
+    from ._text import text_table
+    from .harness.report import summary_rows
 
-        headers, rows = summary_rows(doc)
-        print(text_table(headers, rows))
-        n, failed = doc["n_cells"], doc["n_failed"]
-        if reports:
-            print(f"\n{plural(n, 'cell')} ({failed} failed); mean ± std over seeds")
-        print(f"{'' if reports else chr(10)}results: {out / 'results.json'}\n"
-              f"report:  {out / 'report.md'}" + (f"\n         {out / 'report.html'}"
-                                                 if reports else ""))
+    print(text_table(*summary_rows(doc)))
+    if reports:  # a run: its cells, and the HTML report beside the Markdown one
+        print(f"\n{plural(doc['n_cells'], 'cell')} ({doc['n_failed']} failed); mean ± std "
+              f"over seeds\nresults: {out / 'results.json'}\nreport:  {out / 'report.md'}\n"
+              f"         {out / 'report.html'}")
+    else:
+        print(f"\nresults: {out / 'results.json'}\nreport:  {out / 'report.md'}")
 
 
 def _outcome(args: argparse.Namespace, doc: dict[str, Any], *, flags: bool,
@@ -205,17 +206,13 @@ _NAMED = 10
 
 def failing_expectations(doc: dict[str, Any]) -> list[str]:
     """One line per required expectation of a results document that does not hold or is
-    inconclusive, per scope, with the reason."""
-    out = []
-    for e in doc.get("expectations") or []:
-        if not e.get("required"):
-            continue
-        for r in e.get("results", []):
-            if r["verdict"] != "holds":
-                where = f"{r.get('dataset') or '*'}/{r.get('model') or '*'}"
-                out.append(f"required claim '{e.get('claim')}' {r['verdict']} on {where}"
-                           + (f": {r['reason']}" if r.get("reason") else ""))
-    return out
+    inconclusive, per scope, with the reason: the gate's own judgement
+    (:attr:`~poisonlab.harness.verdicts.GateResult.failing_expectations`, no baseline)."""
+    from .harness.gate import check
+
+    return [f"required claim '{r.expectation.text}' {r.verdict.value} on {r.scope}"
+            + (f": {r.reason}" if r.reason else "")
+            for r in check(doc, None).failing_expectations]
 
 
 @contextlib.contextmanager
