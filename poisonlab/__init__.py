@@ -29,6 +29,7 @@ from .attacks import (
     get_attack,
     security_curve,
 )
+from .certify import Certificate, certify
 from .data import Dataset, load_dataset
 from .defenses import Defense, get_defense
 from .errors import (
@@ -63,6 +64,7 @@ __all__ = [
     "Attack",
     "AttackError",
     "AttackResult",
+    "Certificate",
     "ConfigError",
     "DataError",
     "Dataset",
@@ -86,6 +88,7 @@ __all__ = [
     "UnknownNameError",
     "__version__",
     "build_model",
+    "certify",
     "eval_mode",
     "flip_labels",
     "get_attack",

@@ -86,8 +86,9 @@ def train(
     The defense's hooks run in order (see :mod:`poisonlab.defenses.base`): ``prepare``
     once (data filters), ``epoch_labels`` per epoch, ``transform_labels`` per batch, the
     batch ``objective`` built on its ``loss``, and ``post_hoc`` on the validation split.
-    A post-hoc defense (temperature scaling) returns a wrapper around ``model``: use the
-    returned module.
+    A post-hoc defense (temperature scaling) returns a wrapper around ``model``, and
+    partition aggregation (``dpa``) a new ensemble of base classifiers: use the returned
+    module.
 
     Parameters
     ----------
@@ -132,6 +133,11 @@ def train(
     k = probe_model(model, x_t, param_grad=True)
     validate_labels(y_t, n_classes=k, of_model=True)
     val = _validation_split(model, defense, x_val, y_val, x_t, k)  # before training
+    ensemble = defense.fit_ensemble(model, x_t, y_t, n_classes=k, seed=seed, epochs=epochs,
+                                    batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                                    progress=progress)
+    if ensemble is not None:  # partition aggregation: base models trained on partitions
+        return ensemble
     device = model_device(model)
     generator = torch.Generator().manual_seed(seed)
     x_t, y_t = defense.prepare(x_t, y_t, n_classes=k, generator=generator)

@@ -5,8 +5,9 @@ A defense plugs into :func:`poisonlab.train` through the hook of its kind (see
 learning), label transforms (``epoch_labels`` / ``transform_labels``: flip-augmented
 training), losses (``loss``: label smoothing, the confidence penalty, GCE, SCE,
 bootstrapping), training modes (``objective``: adversarial training, distillation) and
-post-hoc steps (``post_hoc`` on the validation split: temperature scaling). ``compose``
-combines defenses of different kinds.
+post-hoc steps (``post_hoc`` on the validation split: temperature scaling) and partition
+aggregation (``fit_ensemble``: DPA / Finite Aggregation, certified by
+:func:`poisonlab.certify`). ``compose`` combines defenses of different kinds.
 
 ``get_defense(name, **params)`` builds a registered defense; unknown names and unknown or
 out-of-range parameters raise :class:`~poisonlab.errors.ConfigError`.
@@ -50,6 +51,10 @@ for _name, _target, _help in (
      "temperature fitted on the validation split (Guo et al. 2017)"),
     ("distillation", "distillation:Distillation", "train a student on a teacher's outputs "
      "softened at temperature T (Hinton et al. 2015)"),
+    ("partition_aggregation", "partition:PartitionAggregation", "certified robustness to "
+     "label flips: base models on hash partitions vote (DPA, Levine & Feizi 2021; Finite "
+     "Aggregation with d > 1, Wang et al. 2022)"),
+    ("dpa", "partition:PartitionAggregation", "alias of partition_aggregation"),
     ("compose", "compose:Compose", "combine defenses of different kinds, e.g. label "
      "smoothing on top of kNN sanitisation"),
 ):

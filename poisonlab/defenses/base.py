@@ -16,6 +16,10 @@ step of :func:`poisonlab.train`, called in this order:
 6. ``post_hoc(model, x_val, y_val)`` after training, on the validation split only
    (temperature scaling). Returns the model to use, possibly a wrapper.
 
+A defense of kind ``aggregation`` (partition aggregation) replaces the loop instead:
+``fit_ensemble(model, x, y, ...)`` trains and returns a new module (an ensemble of base
+classifiers, each trained by the same loop on its own partition).
+
 Devices: :func:`poisonlab.train` calls ``prepare`` with the data as given (the datasets
 are CPU tensors) and every later hook with tensors on the model's device. ``generator`` is
 always a CPU ``torch.Generator``: a hook draws its random numbers on the CPU and moves
@@ -23,9 +27,9 @@ them to the data's device (``torch.rand(n, generator=generator).to(y.device)``),
 keeps the draws the same on every device; a CPU generator cannot fill a CUDA tensor.
 
 ``kind`` says which hook a defense is about (``filter``, ``labels``, ``loss``,
-``training``, ``posthoc``); :class:`~poisonlab.defenses.compose.Compose` combines defenses
-of different kinds (e.g. label smoothing on top of kNN sanitisation) and refuses two of a
-kind that cannot stack (two losses, two training modes).
+``training``, ``posthoc``, ``aggregation``); :class:`~poisonlab.defenses.compose.Compose`
+combines defenses of different kinds (e.g. label smoothing on top of kNN sanitisation) and
+refuses two of a kind that cannot stack (two losses, two training modes).
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ import torch.nn.functional as F
 from torch import nn
 
 #: The kinds of defense, by the hook they are about.
-KINDS: tuple[str, ...] = ("none", "filter", "labels", "loss", "training", "posthoc", "compose")
+KINDS: tuple[str, ...] = ("none", "filter", "labels", "loss", "training", "posthoc", "compose",
+                          "aggregation")
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -131,3 +136,10 @@ class Defense:
     def needs_validation(self) -> bool:
         """True if :meth:`post_hoc` needs the validation split."""
         return False
+
+    def fit_ensemble(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                     n_classes: int, seed: int, epochs: int, batch_size: int, lr: float,
+                     weight_decay: float, progress: bool) -> nn.Module | None:
+        """Replace the training loop by training a new model (an ensemble) and return it;
+        ``None`` (here) runs the loop on ``model``. Partition aggregation overrides it."""
+        return None

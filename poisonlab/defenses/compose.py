@@ -3,7 +3,8 @@
 ``compose`` runs its members' hooks in order: every filter's ``prepare`` (in the order
 given), every label transform, the one loss, the one training mode (adversarial training or
 distillation, built on that loss) and the post-hoc step. Two losses, two training modes or
-two post-hoc steps are refused: their combination has no single meaning.
+two post-hoc steps are refused: their combination has no single meaning. Partition
+aggregation composes with nothing (its certificate assumes plain training per partition).
 
 >>> from poisonlab import get_defense
 >>> d = get_defense("compose", defenses=["knn_sanitize", {"name": "label_smoothing", "eps": 0.1}])
@@ -64,6 +65,11 @@ class Compose(Defense):
         for i, entry in enumerate(raw):
             members.extend(_build(entry, f"defenses[{i}]").members())
         members = [m for m in members if m.name != "none"]  # plain training adds nothing
+        agg = [m.label for m in members if m.kind == "aggregation"]
+        if agg:
+            raise ConfigError(f"defenses={' + '.join(m.label for m in members)} is not "
+                              f"allowed: {agg[0]} trains its own base models and its "
+                              "certificate holds for no other defense composed with it")
         for kind in _SINGLE:
             same = [m.label for m in members if m.kind == kind]
             if len(same) > 1:

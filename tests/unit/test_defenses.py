@@ -762,12 +762,14 @@ def test_get_defense_unknown_name() -> None:
 
 #: Defenses that cannot exist without a setting: a composition needs its members.
 REQUIRED = {"compose": {"defenses": ["flip_augment", "label_smoothing"]}}
+#: Short names registered for a defense, and the name it records.
+ALIASES = {"dpa": "partition_aggregation"}
 
 
 @pytest.mark.parametrize("name", defenses.names())
 def test_every_registered_defense_builds_with_defaults(name: str) -> None:
     d = get_defense(name, **REQUIRED.get(name, {}))
     assert isinstance(d, Defense)
-    assert d.name == name
+    assert d.name == ALIASES.get(name, name)
     json.dumps(d.to_dict())  # recorded in results as JSON
     assert d.kind in KINDS
