@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -108,21 +111,75 @@ def vectorisable(model: nn.Module) -> bool:
     return next(model.buffers(), None) is None
 
 
+#: Base models trained together in one vectorised step (and shipped as one task by a
+#: partition map): bounds the memory of a step to CHUNK models' batches whatever ``k``.
+#: Chunks are the same under every executor, so the numbers are too.
+CHUNK = 16
+
+#: What a chunk job is: the models, their index groups and their seeds.
+Job = tuple[list[nn.Module], list[torch.Tensor], list[int]]
+#: ``mapper(train_chunk, x, y, jobs, settings)`` -> each job's trained state dicts.
+Mapper = Callable[..., list[list[dict[str, torch.Tensor]]]]
+
+#: Where the chunks run: None in this process, one after the other; the Ray executor sets
+#: a mapper that runs them as Ray tasks (:func:`partitions_over`).
+PARTITION_MAP: ContextVar[Mapper | None] = ContextVar("poisonlab_partition_map",
+                                                       default=None)
+
+
+@contextmanager
+def partitions_over(mapper: Mapper) -> Iterator[None]:
+    """Inside the block, :func:`fit_stacked` runs its chunks through ``mapper``."""
+    token = PARTITION_MAP.set(mapper)
+    try:
+        yield
+    finally:
+        PARTITION_MAP.reset(token)
+
+
+def map_here(fn: Callable[..., list[dict[str, torch.Tensor]]], x: torch.Tensor,
+             y: torch.Tensor, jobs: Sequence[Job], settings: dict[str, Any]
+             ) -> list[list[dict[str, torch.Tensor]]]:
+    """The default mapper: every chunk in this process, in order."""
+    return [fn(x, y, *job, settings) for job in jobs]
+
+
 def fit_stacked(models: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor,
                 groups: Sequence[torch.Tensor], seeds: Sequence[int], *, epochs: int,
                 batch_size: int, lr: float, weight_decay: float,
                 progress: bool = False) -> None:
     """Train ``models[i]`` in place on ``(x[groups[i]], y[groups[i]])`` (see the module
-    docstring); leaves them in eval mode. ``x``, ``y`` and the models on one device."""
-    sched = _Schedule(groups, seeds, epochs, batch_size)
+    docstring); leaves them in eval mode. ``x``, ``y`` and the models on one device.
+
+    The models are trained :data:`CHUNK` at a time, each chunk by :func:`train_chunk`,
+    in this process or as tasks of the mapper :func:`partitions_over` installs.
+    """
+    jobs: list[Job] = [(list(models[i:i + CHUNK]), list(groups[i:i + CHUNK]),
+                        list(seeds[i:i + CHUNK])) for i in range(0, len(models), CHUNK)]
+    settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr,
+                "weight_decay": weight_decay, "progress": progress,
+                "threads": torch.get_num_threads()}
+    mapper = PARTITION_MAP.get() or map_here
+    states = mapper(train_chunk, x, y, jobs, settings)
+    for job, trained in zip(jobs, states, strict=True):
+        for m, state in zip(job[0], trained, strict=True):
+            m.load_state_dict(state)
+            m.eval()
+
+
+def train_chunk(x: torch.Tensor, y: torch.Tensor, models: list[nn.Module],
+                groups: list[torch.Tensor], seeds: list[int],
+                settings: dict[str, Any]) -> list[dict[str, torch.Tensor]]:
+    """Train one chunk of models (in place) and return their state dicts."""
+    sched_args = (settings["epochs"], settings["batch_size"])
+    opt = {"lr": settings["lr"], "weight_decay": settings["weight_decay"],
+           "progress": settings["progress"]}
     if all(vectorisable(m) for m in models):
-        _fit_vmap(models, x, y, sched, lr=lr, weight_decay=weight_decay, progress=progress)
+        _fit_vmap(models, x, y, _Schedule(groups, seeds, *sched_args), **opt)
     else:
         for i, m in enumerate(models):
-            one = _Schedule([groups[i]], [seeds[i]], epochs, batch_size)
-            _fit_one(m, x, y, one, i, lr=lr, weight_decay=weight_decay, progress=progress)
-    for m in models:
-        m.eval()
+            _fit_one(m, x, y, _Schedule([groups[i]], [seeds[i]], *sched_args), i, **opt)
+    return [m.state_dict() for m in models]
 
 
 def _fit_vmap(models: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor,

@@ -19,6 +19,7 @@ results.json.
 
 from __future__ import annotations
 
+import copy
 import logging
 import multiprocessing
 import signal
@@ -34,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._validation import validate_device, validate_scalar
+from ..defenses._stacked import partitions_over, train_chunk
 from ..errors import ConfigError, RunError, first_line
 from ..registry import Registry
 from .measure import cell_stages, measure_cell
@@ -329,11 +331,44 @@ def validate_address(address: str, *, timeout: float = 5.0) -> None:
 
 
 def _ray_cell(suite: Suite, cell: Cell, device: str) -> dict[str, Any]:
-    """The body of a cell's Ray task: check the device on the node, then evaluate."""
+    """The body of a cell's Ray task: check the device on the node, then evaluate; a
+    partition-aggregation cell trains its chunks of base models as Ray tasks of their own
+    (:func:`ray_partition_map`)."""
     if device.startswith("cuda"):
         device = "cuda"  # the GPU Ray assigned is the only one visible to this task
     validate_device("device", device)
-    return evaluate_under_policy(suite, cell, device=device)
+    with partitions_over(ray_partition_map):
+        return evaluate_under_policy(suite, cell, device=device)
+
+
+def _ray_chunk(x: torch.Tensor, y: torch.Tensor, models: list[Any], groups: list[Any],
+               seeds: list[int], settings: dict[str, Any], device: str
+               ) -> list[dict[str, torch.Tensor]]:
+    """One chunk of base models trained in a Ray task, on the cell's device and under the
+    cell's thread count (so the numbers are those of the local executor); CPU states."""
+    with torch_threads(settings["threads"]):
+        models = [m.to(device) for m in models]
+        states = train_chunk(x.to(device), y.to(device), models,
+                             [g.to(device) for g in groups], seeds,
+                             {**settings, "progress": False})
+    return [{k: v.cpu() for k, v in st.items()} for st in states]
+
+
+def ray_partition_map(fn: Any, x: torch.Tensor, y: torch.Tensor, jobs: Sequence[Any],
+                      settings: dict[str, Any]) -> list[list[dict[str, torch.Tensor]]]:
+    """Run each chunk of a partition ensemble's base models as a Ray task (``fn`` is
+    :func:`~poisonlab.defenses._stacked.train_chunk`, which the task calls); the data set
+    goes to the object store once. Inside a cell's task: its CPU is lent back while it
+    waits on the chunks."""
+    ray = _import_ray()
+    device = str(x.device.type)
+    gpus = RAY_GPUS_PER_CELL if device == "cuda" else 0
+    task = ray.remote(_ray_chunk).options(num_cpus=1, num_gpus=gpus)
+    xr, yr = ray.put(x.cpu()), ray.put(y.cpu())
+    refs = [task.remote(xr, yr, [copy.deepcopy(m).cpu() for m in models],
+                        [g.cpu() for g in groups], seeds, settings, device)
+            for models, groups, seeds in jobs]
+    return [[{k: v.to(x.device) for k, v in st.items()} for st in ray.get(r)] for r in refs]
 
 
 @executors.register("ray", help="run cells as Ray tasks on a local Ray instance, or on a "

@@ -57,6 +57,7 @@ from ..metrics import (
 from ..models import build_model
 from ..sanity import SuiteAttack, run_sanity
 from ..training import train
+from .certified import certified_measurements, check_certificates, flip_counts
 from .spec import (
     Cell,
     InformationSpec,
@@ -109,6 +110,7 @@ class CellResult:
     poisoning_info: dict[str, Any] | None = None
     metrics: list[dict[str, Any]] = field(default_factory=list)
     reliability: dict[str, Any] | None = None
+    certified: dict[str, Any] | None = None
     sanity: list[dict[str, Any]] = field(default_factory=list)
     internal: dict[str, Any] = field(default_factory=dict)
     wall_s: float = 0.0
@@ -127,6 +129,7 @@ class CellResult:
             record.update(dataset_summary=self.dataset_summary, seeds=self.seeds,
                           poisoning_info=self.poisoning_info)
         record.update(metrics=self.metrics, reliability=self.reliability,
+                      **({"certified": self.certified} if self.certified else {}),
                       checks=self.sanity, internal=self.internal,
                       timing={"wall_s": self.wall_s}, device=self.device, **self.batch)
         return record
@@ -243,6 +246,13 @@ def _evaluate(suite: Suite, cell: Cell, tick: Callable[[str], None] = _no_tick,
     probs = predict_proba(model, ds.x_test, bs)
     pred_clean = probs.argmax(dim=1)
     out, diagram = _clean_metrics(suite, model, ds, probs)
+    certified, radii = None, None
+    if "accuracy" in suite.metrics:  # a partition ensemble's certificates
+        flips = flip_counts(suite.certified_flips, [p.rate for p in suite.poisoning],
+                            len(ds.x_train))
+        found, certified, radii = certified_measurements(
+            model, ds.x_test, ds.y_test, flips=flips, batch_size=bs, metric=metric)
+        out += found
     if "accuracy" in suite.metrics:
         # The clean test accuracy of each distillation teacher the harness trained, to set
         # beside its student's.
@@ -284,9 +294,12 @@ def _evaluate(suite: Suite, cell: Cell, tick: Callable[[str], None] = _no_tick,
         "poisoning_info": poison_info,
         "metrics": out,
         "reliability": diagram,
+        "certified": certified,
         "sanity": sanity,
-        # Needed to derive the poisoning metrics against the clean cell; not in results.json.
-        "internal": {"pred_clean": pred_clean.tolist(), "y_test": ds.y_test.tolist()},
+        # Needed to derive the poisoning metrics (and check the certificates) against the
+        # clean cell; not in results.json.
+        "internal": {"pred_clean": pred_clean.tolist(), "y_test": ds.y_test.tolist(),
+                     **({"certified_radii": radii} if radii is not None else {})},
     }
 
 
@@ -455,8 +468,12 @@ def derive_poisoning(records: list[dict[str, Any]]) -> None:
     """Add accuracy_drop and poisoning_success_rate to each poisoned record, in place.
 
     The reference is the clean cell with the same dataset, model, defense and seed (same
-    split, same initialisation, same training randomness: only the labels differ).
+    split, same initialisation, same training randomness: only the labels differ). A
+    poisoned partition-aggregation record also gets its certificate check
+    (:func:`~poisonlab.harness.certified.check_certificates`).
     """
+    check_certificates(records)
+
     def ident(r: dict[str, Any]) -> str:
         return repr((r["dataset"], r["model"], r["defense"], r["seed"]))
 

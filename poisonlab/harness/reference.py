@@ -49,6 +49,9 @@ offmanifold :: {n_noise: int} :: {n_noise: 1000} :: noise inputs of the off-mani
     .. 100000)
 information :: mapping :: see Information :: the mutual-information metric
 checks :: mapping :: see Sanity checks :: the evaluation's sanity checks (docs/checks.md)
+certified :: {flips: [number, ...]} :: {flips: [0.005, 0.01, 0.02]} :: radii of the certified
+    accuracy of `dpa` cells: flipped labels, or fractions of the training set; each
+    poisoning's budget is added (docs/certified.md)
 tolerances :: {metric: {tolerance|floor|rel_floor|k: number}} :: {} :: per-metric overrides of
     the regression gate (docs/regression.md)
 expectations :: list of claims :: [] :: claims about directions between defenses, judged against

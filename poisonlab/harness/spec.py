@@ -33,6 +33,7 @@ from ..metrics import (
 )
 from ..sanity import SanitySettings
 from ..threat import EvasionThreat, NamedThreat, Norm, PoisonThreat
+from .certified import DEFAULT_FLIPS
 from .expectations import Expectation
 
 SUITE_VERSION = 1
@@ -254,6 +255,9 @@ class Suite:
     #: eval_config(): they change memory and speed, never a number (docs/batching.md).
     batch_size: int | None = DEFAULT_BATCH_SIZE
     attack_batch_sizes: tuple[int | None, ...] = ()
+    #: The radii (flips, or fractions of the training set) at which partition-aggregation
+    #: cells record their certified accuracy, besides each poisoning's budget.
+    certified_flips: tuple[float, ...] = DEFAULT_FLIPS
 
     def attack_batch_size(self, i: int) -> int | None:
         """The batch size of ``attacks[i]``: its own ``batch_size``, else the suite's."""
@@ -290,6 +294,8 @@ class Suite:
             # Only when changed: suites with the default checks keep their cell keys.
             **({"checks": self.checks.to_dict()}
                if "evasion" in self.metrics and self.checks != SanitySettings() else {}),
+            **({"certified": {"flips": list(self.certified_flips)}}
+               if self.certified_flips != DEFAULT_FLIPS else {}),
         }
 
     def key(self, cell: Cell) -> str:

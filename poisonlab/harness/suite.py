@@ -79,6 +79,7 @@ from ..models import models, read_state_dict
 from ..registry import did_you_mean, split_named
 from ..sanity import SanitySettings
 from ..threat import EvasionThreat, PoisonThreat, ThreatModel
+from .certified import DEFAULT_FLIPS
 from .claims import parse_expectations
 from .expectations import Expectation, measured_metrics
 from .named_threats import parse_named_threats, threat_model_mapping
@@ -102,7 +103,7 @@ from .tolerance import parse_tolerances
 _TOP_KEYS = (
     "name", "version", "description", "include", "datasets", "models", "training",
     "defenses", "threat_model", "attacks", "seeds", "metrics", "offmanifold", "information",
-    "tolerances", "expectations", "checks", "batch_size",
+    "tolerances", "expectations", "checks", "batch_size", "certified",
 )
 
 
@@ -284,6 +285,7 @@ def parse_suite(raw: dict[str, Any], *, source: str = "<memory>") -> Suite:
         n_noise=n_noise, information=information, checks=checks, source=source,
         attack_knowledge=tuple(a.knowledge.value for a in built),
         batch_size=batch_size, attack_batch_sizes=tuple(a_batch),
+        certified_flips=_parse_certified(raw),
     )
     for key, items, ident in (
         ("datasets", ds_specs, lambda s: s.label), ("models", m_specs, lambda s: s.label),
@@ -417,6 +419,25 @@ def _parse_training(raw: dict[str, Any]) -> TrainSpec:
             lr=validate_scalar("lr", tr.get("lr", 1e-3), lo=0, lo_closed=False),
             weight_decay=validate_scalar("weight_decay", tr.get("weight_decay", 0.0), lo=0),
         )
+
+
+def _parse_certified(raw: dict[str, Any]) -> tuple[float, ...]:
+    """``certified: {flips: [...]}``: the radii of the certified accuracy (dpa cells)."""
+    c = _mapping(raw, "certified")
+    if not isinstance(c, dict) or any(k != "flips" for k in c):
+        raise SuiteError(f"certified={_r(c)} is not allowed: expected {{flips: [a number of "
+                         "flips or a fraction of the training set, ...]}")
+    flips = c.get("flips", list(DEFAULT_FLIPS))
+    if not isinstance(flips, list) or not flips:
+        raise SuiteError(f"certified.flips={_r(flips)} is not allowed: expected a non-empty "
+                         "list of numbers of flips or fractions of the training set")
+    for i, f in enumerate(flips):
+        whole = isinstance(f, int) and not isinstance(f, bool) and f >= 0
+        if not whole and not (isinstance(f, float) and 0 < f < 1):
+            raise SuiteError(f"certified.flips[{i}]={_r(f)} is not allowed: expected a "
+                             "number of flipped labels (an integer >= 0) or a fraction of "
+                             "the training set in (0, 1)")
+    return tuple(flips)
 
 
 def _parse_evaluation(raw: dict[str, Any]) -> tuple[list[Any], int, InformationSpec,

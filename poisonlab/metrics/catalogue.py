@@ -32,8 +32,8 @@ from .scores import aggregate
 #: "clean" (no threat), "evasion" (an evasion threat and an attack), "poisoning" (threat =
 #: the cell's poisoning id), "noise" (one fixed kind of noise, :attr:`MetricInfo.threat`),
 #: "ray" (threat ``alpha=A`` per ray multiplier), "ensemble" (an evasion threat and
-#: ``"<attack>: <component>"``).
-SCOPES = ("clean", "evasion", "poisoning", "noise", "ray", "ensemble")
+#: ``"<attack>: <component>"``), "certified" (threat ``flips=R``, a certified radius).
+SCOPES = ("clean", "evasion", "poisoning", "noise", "ray", "ensemble", "certified")
 RATE = "fraction of test points"
 
 
@@ -123,6 +123,13 @@ METRICS: tuple[MetricInfo, ...] = (
     MetricInfo("fooled_first_by", "evasion", None, RATE, "fooled first by",
                scope="ensemble",
                doc="test points each component of an ensemble attack fooled first"),
+    _rate("certified_accuracy", "accuracy", "certified accuracy", higher=True,
+          scope="certified", doc="test points predicted correctly with a certified radius "
+          "of at least R flipped training labels (partition aggregation; threat flips=R)"),
+    MetricInfo("median_certified_radius", "accuracy", True, "labels",
+               "median certified radius", floor=0.5,
+               doc="largest R at which half the test points are certified correct "
+               "(partition aggregation)"),
 )
 
 #: Lookup with did-you-mean (:func:`metric_info`).

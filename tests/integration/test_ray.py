@@ -117,6 +117,33 @@ def test_ci_suite_on_two_cpu_ray_matches_the_local_executor(ci_run: Path, local_
     assert positions == list(range(40))
 
 
+def test_partition_chunks_run_as_ray_tasks_with_the_local_numbers(
+        local_ray: None, tmp_path: Path, capsys) -> None:
+    # k=40 base models are 3 chunks of 16 (poisonlab.defenses._stacked.CHUNK): each
+    # clean and poisoned cell ships them as 3 Ray tasks of its own, and every number is
+    # the local executor's, byte for byte.
+    from .conftest import write_suite
+    from .test_certified_suite import SUITE as CERTIFIED
+
+    suite = write_suite(tmp_path, {**CERTIFIED, "seeds": [0], "defenses": [
+        {"name": "dpa", "k": 40, "features": "pca", "n_components": 10, "epochs": 5}]})
+    docs = {}
+    for executor in ("local", "ray"):
+        out = tmp_path / executor
+        code, _, err = run(["run", str(suite), "--out", str(out), "--executor", executor,
+                            "--quiet"], capsys)
+        assert code == 0, err
+        docs[executor] = json.loads((out / "results.json").read_text())
+    assert stable(docs["ray"]) == stable(docs["local"])
+    import time
+
+    deadline, chunks = time.monotonic() + 20, 0
+    while chunks < 9 and time.monotonic() < deadline:  # task events reach GCS in batches
+        chunks = sum(e.get("cat") == "task::_ray_chunk" for e in ray.timeline())
+        time.sleep(0.5)
+    assert chunks == 3 * 3  # 3 cells (clean + 2 poisonings) x 3 chunks
+
+
 def test_resume_on_ray_finishes_a_local_run(tiny: Path, tiny_local: dict[str, Any],
                                             local_ray: None, tmp_path: Path, capsys):
     part = tmp_path / "part"

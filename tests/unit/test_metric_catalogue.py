@@ -31,7 +31,7 @@ def recorded_names() -> set[str]:
 
 def test_every_recorded_metric_is_declared_and_every_declared_one_recorded() -> None:
     names = [m.name for m in METRICS]
-    assert len(names) == len(set(names)) == 21
+    assert len(names) == len(set(names)) == 23
     assert recorded_names() == set(names)
 
 
@@ -43,7 +43,8 @@ def test_the_old_tables_are_views_of_the_catalogue() -> None:
     assert {"alpha_star": pytest.approx(10 ** (1 / 8) - 1)} == tolerance.REL_FLOORS
     assert {"clean_accuracy", "robust_accuracy",
                                       "attack_success_rate", "accuracy_drop",
-                                      "poisoning_success_rate"} == tolerance.RATE_METRICS
+                                      "poisoning_success_rate",
+                                      "certified_accuracy"} == tolerance.RATE_METRICS
     assert {"robust_accuracy", "attack_success_rate"} == expectations.EVASION_METRICS
     assert expectations.FIXED_THREATS["gaussian_confidence"] == "gaussian"
 

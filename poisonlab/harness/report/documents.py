@@ -12,6 +12,7 @@ from typing import Any
 
 from ..._io import atomic_write
 from ..._text import plural, spec_label
+from .certified import certified_summary, certified_table
 from .figures import _png, figures
 from .tables import _expectations_table, _ranking_table, findings, tables
 from .threats import verdicts
@@ -136,6 +137,8 @@ class _Parts:
     verdicts: list[tuple[Table, str]]
     threats: list[str]
     sanity: list[str]
+    certified: list[str]
+    certified_tabs: list[Table]
     verdict_note: str
     found: list[str]
     ranks: list[Table]
@@ -169,6 +172,8 @@ def write_reports(doc: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
               "their numbers are missing from every table and figure below.")
         if failed else "",
         verdicts=verdicts(r), threats=threat_summary(doc), sanity=sanity_summary(doc),
+        certified=certified_summary(doc),
+        certified_tabs=[t for t in (certified_table(r, s) for s in r.scopes) if t],
         verdict_note=(f"Each defense against `{BASELINE}` with the same data, model and "
                       "seeds. A difference counts only when the two 95% intervals over "
                       "seeds do not overlap; otherwise it is reported as no clear "
@@ -189,6 +194,10 @@ def _markdown(p: _Parts) -> str:
         md += [table.markdown(), sentence, ""]
     md += ["## Threat model", ""] + [f"- {line}" for line in p.threats] + [""]
     md += ["## Evaluation sanity checks", ""] + [f"- {line}" for line in p.sanity] + [""]
+    if p.certified:
+        md += ["## Certified robustness to label flips", ""]
+        md += [f"- {line}" for line in p.certified] + [""]
+        md += [t.markdown() for t in p.certified_tabs]
     md += ["## What the numbers say", "", p.verdict_note, ""]
     md += [f"- {line}" for line in p.found] + [""]
     md += [t.markdown() for t in p.ranks]
@@ -221,6 +230,10 @@ def _html(p: _Parts) -> str:
     h += ["<h2>Threat model</h2><ul>"] + [f"<li>{esc(x)}</li>" for x in p.threats] + ["</ul>"]
     h += ["<h2>Evaluation sanity checks</h2><ul>"]
     h += [f"<li>{_inline(x)}</li>" for x in p.sanity] + ["</ul>"]
+    if p.certified:
+        h += ["<h2>Certified robustness to label flips</h2><ul>"]
+        h += [f"<li>{_inline(x)}</li>" for x in p.certified] + ["</ul>"]
+        h += [t.html() for t in p.certified_tabs]
     h += ["<h2>What the numbers say</h2>", f"<p class='note'>{_inline(p.verdict_note)}</p><ul>"]
     h += [f"<li>{_inline(x)}</li>" for x in p.found] + ["</ul>"]
     h += [t.html() for t in p.ranks]

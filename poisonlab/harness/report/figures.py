@@ -13,6 +13,7 @@ import matplotlib
 from matplotlib.figure import Figure
 
 from ..._text import spec_label
+from .certified import certified_figure
 from .view import BASELINE, Results, display, flip_family, fmt
 
 # --------------------------------------------------------------------------- figures
@@ -279,6 +280,7 @@ _FIGURES = (
     ("offmanifold_confidence", _offmanifold_figure),
     ("reliability", _reliability_figure),
     ("distillation", _distillation_figure),
+    ("certified", certified_figure),
 )
 
 
