@@ -43,9 +43,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._torch import child_seeds
-from .._validation import validate_choice, validate_scalar
+from .._torch import child_seeds, model_device
+from .._validation import validate_choice, validate_scalar, validate_x
+from ..batching import iter_slices
 from ..errors import ConfigError, DataError
+from ..models import build_model
+from ._stacked import fit_stacked
 from .base import Defense
 from .features import FEATURES, fit_features
 
@@ -211,8 +214,6 @@ base=logistic, rule=hash, epochs=100, lr=0.01, weight_decay=0.01)'
         Returns (n,) int64 partition ids in ``0 .. k - 1`` for DPA (``d = 1``); (n, d) for
         Finite Aggregation: the ``d`` base classifiers (of ``k d``) that train on it.
         """
-        from .._validation import validate_x
-
         xt = validate_x(x)
         b = buckets(xt, self.n_bases, self.rule)
         members = bucket_members(self.n_bases, fa_shifts(self.k, self.d))[b]
@@ -227,9 +228,6 @@ base=logistic, rule=hash, epochs=100, lr=0.01, weight_decay=0.01)'
         architecture). Seeds: the feature map, and per base classifier its initialisation
         and its shuffle, are children of ``seed``.
         """
-        from .._torch import model_device
-        from ..models import build_model
-        from ._stacked import fit_stacked
 
         device = model_device(model)
         groups = self._groups(x)
@@ -239,7 +237,10 @@ base=logistic, rule=hash, epochs=100, lr=0.01, weight_decay=0.01)'
             enc = (fit_features(self.features, xd, n_components=self.n_components,
                                 patch=self.patch, seed=seeds[0], batch_size=batch_size)
                    if self.features is not None else nn.Identity())
-            z = enc(xd) if self.features is not None else xd
+            # The training features, a batch at a time (patch features of a whole image
+            # set at once would not fit in memory).
+            z = (torch.cat([enc(xd[s]) for s in iter_slices(len(xd), batch_size)])
+                 if self.features is not None else xd)
         if self.base is None:
             bases = [copy.deepcopy(model) for _ in range(self.n_bases)]
         else:

@@ -103,8 +103,9 @@ def z_se() -> float:
 def measured_metrics(groups: Iterable[str]) -> tuple[str, ...]:
     """The metric names a suite with these metric groups records (for ``metrics=``).
 
-    >>> measured_metrics(["accuracy"])
-    ('clean_accuracy', 'teacher_accuracy', 'accuracy_drop', 'poisoning_success_rate', 'n_flipped')
+    >>> measured_metrics(["accuracy"])  # doctest: +NORMALIZE_WHITESPACE
+    ('clean_accuracy', 'teacher_accuracy', 'certified_accuracy', 'median_certified_radius',
+     'accuracy_drop', 'poisoning_success_rate', 'n_flipped')
     """
     out = [m for g in groups for m in GROUP_METRICS.get(g, ())]
     out += GROUP_METRICS["poisoning"]

@@ -297,6 +297,15 @@ CASES = [
              r"unknown parameter 'epsilon'.*did you mean 'eps'"),
     validate("the same defense twice", suite(defenses=["none", "none"]),
              r"defenses\[1\]=none is listed twice"),
+    validate("dpa k: 1", suite(defenses=[{"name": "dpa", "k": 1}]),
+             r"defenses\[0\]: k=1 is not allowed"),
+    validate("certified flips: [-1]", suite(certified={"flips": [-1]}),
+             r"certified\.flips\[0\]=-1 is not allowed: expected a number of flipped "
+             r"labels"),
+    validate("certified flips: 5 (not a list)", suite(certified={"flips": 5}),
+             r"certified\.flips=5 is not allowed: expected a non-empty list"),
+    validate("certified with an unknown key", suite(certified={"radii": [1]}),
+             r"certified=.* is not allowed: expected \{flips: "),
     # ------------------------------------------------------------------ poisoning
     validate("threat_model: a list", suite(threat_model=[1]),
              r"threat_model=\[1\] is not allowed: expected a mapping"),

@@ -130,5 +130,5 @@ def test_bad_certified_settings_name_the_field(tmp_path: Path, capsys: Any,
 def test_the_shipped_certified_suite_parses_and_names_its_budgets() -> None:
     raw = yaml.safe_load((ROOT / "benchmarks" / "suites" / "certified.yaml").read_text())
     suite = parse_suite(raw)
-    assert [d.name for d in suite.defenses].count("dpa") == 3
+    assert [d.name for d in suite.defenses].count("dpa") == 4
     assert suite.certified_flips == tuple(raw["certified"]["flips"])

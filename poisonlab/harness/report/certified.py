@@ -16,6 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..._text import spec_label
+from ..certified import CHECK
 from .view import Results, Table, display, flip_family, fmt
 
 _COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"]
@@ -58,7 +59,7 @@ def _check_counts(r: Results, scope: tuple[str, str], defense: str, pid: str
                 or (spec_label(c["dataset"]), spec_label(c["model"])) != scope):
             continue
         for o in c.get("checks") or []:
-            if o["check"] == "certificate_holds":
+            if o["check"] == CHECK:
                 ran += 1
                 flagged += o["status"] == "flag"
     return ran, flagged
@@ -70,14 +71,13 @@ def certified_figure(r: Results, scope: tuple[str, str]) -> Figure | None:
     cells = certified_cells(r, scope)
     if not cells:
         return None
-    fig = Figure(figsize=(9.6, 4.6), layout="constrained")
+    fig = Figure(figsize=(8.4, 4.6), layout="constrained")
     ax = fig.subplots()
     families = list(dict.fromkeys(flip_family(p) for p in r.doc["threat_model"]["poisoning"]))
     for i, (d, cs) in enumerate(cells.items()):
         color = _COLORS[i % len(_COLORS)]
         xs, m, sd = mean_curve(cs)
-        ax.step(xs, m, where="post", color=color, lw=1.8,
-                label=f"{display(d)}: certified")
+        ax.step(xs, m, where="post", color=color, lw=1.8, label=display(d))
         ax.fill_between(xs, m - sd, m + sd, step="post", color=color, alpha=0.15, lw=0)
         for p in r.doc["threat_model"]["poisoning"]:
             x = _flips_of(r, scope, d, p["id"])
@@ -87,13 +87,14 @@ def certified_figure(r: Results, scope: tuple[str, str]) -> Figure | None:
             j = families.index(flip_family(p))
             ax.errorbar([x], [acc["mean"]], yerr=[acc["std"] or 0.0] if acc["n"] > 1 else None,
                         fmt=_MARKERS[j % len(_MARKERS)], color=color, ms=6, capsize=3,
-                        mfc="white", label=f"{display(d)}: under {families[j]} flips")
-    handles, labels = ax.get_legend_handles_labels()
-    seen = dict(zip(labels, handles, strict=True))
-    ax.legend(seen.values(), seen.keys(), fontsize=7, loc="center left",
-              bbox_to_anchor=(1.01, 0.5))
-    ax.set(xlabel="flipped training labels", ylabel="test accuracy", ylim=(0, 1),
-           title="Certified accuracy (lines) vs accuracy under attack (markers)")
+                        mfc="white")
+    for j, fam in enumerate(families):  # one legend entry per attack, in grey
+        ax.errorbar([], [], fmt=_MARKERS[j % len(_MARKERS)], color="0.35", mfc="white",
+                    label=f"accuracy under {fam} flips")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              title="line: certified accuracy", title_fontsize=7)
+    ax.set(xlabel="flipped training labels", ylabel="test accuracy", ylim=(0, 1.02),
+           title="Certified accuracy vs accuracy under label-flip attacks")
     ax.grid(alpha=0.3)
     return fig
 

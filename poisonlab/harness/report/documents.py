@@ -12,6 +12,7 @@ from typing import Any
 
 from ..._io import atomic_write
 from ..._text import plural, spec_label
+from ..certified import CHECK as CERTIFICATE_CHECK
 from .certified import certified_summary, certified_table
 from .figures import _png, figures
 from .tables import _expectations_table, _ranking_table, findings, tables
@@ -43,11 +44,13 @@ def sanity_summary(doc: dict[str, Any]) -> list[str]:
         defaultdict(list)
     models = 0
     for c in doc["cells"]:
-        if c["status"] != "ok" or not c.get("checks"):
+        # The certificate check has its own section (Certified robustness).
+        evaluation = [o for o in c.get("checks") or [] if o["check"] != CERTIFICATE_CHECK]
+        if c["status"] != "ok" or not evaluation:
             continue
         models += 1
         scope = (spec_label(c["dataset"]), spec_label(c["model"]))
-        for o in c["checks"]:
+        for o in evaluation:
             by[(scope, spec_label(c["defense"]), o["check"])].append((c["seed"], o))
     if not by:
         lines.append("No evaluation sanity checks ran: they run on every clean-label model "
