@@ -48,6 +48,7 @@ from .._validation import validate_choice, validate_scalar, validate_x
 from ..batching import iter_slices
 from ..errors import ConfigError, DataError
 from ..models import build_model
+from ..registry import split_named
 from ._stacked import fit_stacked
 from .base import Defense
 from .features import FEATURES, fit_features
@@ -145,10 +146,10 @@ class PartitionAggregation(Defense):
         Dimension of ``pca`` / centroids of ``patch_kmeans`` (defaults 30 and 64).
     patch : int
         Patch side of ``patch_kmeans``.
-    base : str | None
+    base : str | {name: ..., **params} | None
         The base classifier: any model name (``logistic``, ``mlp``, ``module:factory``),
-        built on the feature shape; ``None`` copies the model given to ``train`` (raw
-        inputs only).
+        with its parameters in a mapping (``{"name": "mlp", "hidden": [64]}``), built on
+        the feature shape; ``None`` copies the model given to ``train`` (raw inputs only).
     rule : "hash" | "index"
         The partition rule.
     epochs, lr, weight_decay : optional
@@ -171,7 +172,7 @@ base=logistic, rule=hash, epochs=100, lr=0.01, weight_decay=0.01)'
     features: str | None = "pca"
     n_components: int | None = None
     patch: int = 6
-    base: str | None = "logistic"
+    base: str | dict[str, Any] | None = "logistic"
     rule: str = "hash"
     epochs: int | None = 100
     lr: float | None = 0.01
@@ -195,9 +196,10 @@ base=logistic, rule=hash, epochs=100, lr=0.01, weight_decay=0.01)'
                 or (self.features not in FEATURES and ":" not in self.features)):
             raise ConfigError(f"features={self.features!r} is not allowed: expected one of "
                               f"{', '.join(FEATURES)}, null, or 'package.module:factory'")
-        if self.base is not None and not isinstance(self.base, str):
-            raise ConfigError(f"base={self.base!r} is not allowed: expected a model name or "
-                              "null (copies of the model given to train)")
+        if self.base is not None and split_named(self.base) is None:
+            raise ConfigError(f"base={self.base!r} is not allowed: expected a model name, "
+                              "{name: ..., param: value} or null (copies of the model given "
+                              "to train)")
         if self.base is None and self.features is not None:
             raise ConfigError(f"base=null is not allowed with features={self.features}: the "
                               "model given to train takes raw inputs (name a base model, "
@@ -244,8 +246,9 @@ base=logistic, rule=hash, epochs=100, lr=0.01, weight_decay=0.01)'
         if self.base is None:
             bases = [copy.deepcopy(model) for _ in range(self.n_bases)]
         else:
-            bases = [build_model(self.base, tuple(z.shape[1:]), n_classes,
-                                 seed=seeds[1 + i]).to(device=device, dtype=z.dtype)
+            name, params = split_named(self.base) or (str(self.base), {})  # checked above
+            bases = [build_model(name, tuple(z.shape[1:]), n_classes, seed=seeds[1 + i],
+                                 **params).to(device=device, dtype=z.dtype)
                      for i in range(self.n_bases)]
         fit_stacked(bases, z.detach(), y.to(device), [g.to(device) for g in groups],
                     seeds[1 + self.n_bases:],

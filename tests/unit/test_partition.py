@@ -410,3 +410,29 @@ def test_refusals(digits: pl.Dataset, digits_mlp: nn.Module) -> None:
         pl.train(pl.build_model("logistic", (64,), 10), digits.x_train[:100].reshape(100, -1),
                  digits.y_train[:100], defense=d)
     assert pl.get_defense("partition_aggregation") == pl.get_defense("dpa")
+
+
+def test_a_base_model_with_parameters(digits: pl.Dataset) -> None:
+    d = pl.get_defense("dpa", k=4, base={"name": "mlp", "hidden": [16]}, epochs=20)
+    m = pl.train(pl.build_model("logistic", digits.input_shape, 10), digits.x_train,
+                 digits.y_train, defense=d, seed=0)
+    first = next(p for p in m.bases[0].parameters() if p.dim() == 2)
+    assert first.shape == (16, 30)  # 16 hidden units on the 30 PCA features
+    c = pl.certify(m, digits.x_test)
+    assert float((c.prediction == digits.y_test).float().mean()) > 0.8
+    with pytest.raises(ConfigError, match="base=3 is not allowed"):
+        pl.get_defense("dpa", base=3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_dpa_trains_and_certifies_on_cuda(digits: pl.Dataset,
+                                          dpa_digits: PartitionEnsemble) -> None:
+    model = pl.build_model("logistic", digits.input_shape, 10).to("cuda")
+    d = pl.get_defense("dpa", k=10, features="pca", epochs=30)
+    m = pl.train(model, digits.x_train, digits.y_train, defense=d, seed=0)
+    assert all(p.device.type == "cuda" for p in m.parameters())
+    c = pl.certify(m, digits.x_test)
+    ref = pl.certify(dpa_digits, digits.x_test)
+    assert torch.equal(c.votes.sum(1), ref.votes.sum(1))
+    # Float differences between the devices may move a vote near a tie, not the accuracy.
+    assert float((c.prediction == ref.prediction).float().mean()) > 0.97
