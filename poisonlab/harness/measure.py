@@ -247,18 +247,18 @@ def _evaluate(suite: Suite, cell: Cell, tick: Callable[[str], None] = _no_tick,
     pred_clean = probs.argmax(dim=1)
     out, diagram = _clean_metrics(suite, model, ds, probs)
     certified, radii = None, None
-    if "accuracy" in suite.metrics:  # a partition ensemble's certificates
-        flips = flip_counts(suite.certified_flips, [p.rate for p in suite.poisoning],
-                            len(ds.x_train))
-        found, certified, radii = certified_measurements(
-            model, ds.x_test, ds.y_test, flips=flips, batch_size=bs, metric=metric)
-        out += found
     if "accuracy" in suite.metrics:
         # The clean test accuracy of each distillation teacher the harness trained, to set
         # beside its student's.
         out += [metric("teacher_accuracy",
                        accuracy(predict_proba(t, ds.x_test, bs).argmax(dim=1), ds.y_test))
                 for t in teachers]
+        # A partition ensemble's certificates (nothing for any other model).
+        flips = flip_counts(suite.certified_flips, [p.rate for p in suite.poisoning],
+                            len(ds.x_train))
+        found, certified, radii = certified_measurements(
+            model, ds.x_test, ds.y_test, flips=flips, batch_size=bs, metric=metric)
+        out += found
     sanity: list[dict[str, Any]] = []
     if "evasion" in suite.metrics:
         def surrogate(spec: SurrogateSpec) -> nn.Module:  # trained on clean labels

@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 
 #: The threat as numbers, for filtering and plotting: the evasion threat's ``norm``,
 #: ``eps`` (float; NaN where the number has no evasion threat) and ``targeted``, the
-#: poisoning's ``strategy`` and ``budget`` (its flip rate; 0.0 for clean cells).
-THREAT_COLUMNS = ("norm", "eps", "targeted", "strategy", "budget")
+#: poisoning's ``strategy`` and ``budget`` (its flip rate; 0.0 for clean cells), and
+#: ``flips``, the radius of a certified accuracy (threat ``flips=R``; NaN otherwise).
+THREAT_COLUMNS = ("norm", "eps", "targeted", "strategy", "budget", "flips")
 #: Columns of :func:`load_results`, in order.
 RESULT_COLUMNS = ("suite", "suite_version", "key", "dataset", "model", "defense", "poisoning",
                   "seed", "status", "error", "metric", "threat", "attack", "value",
@@ -107,7 +108,9 @@ def _threat_values(threat: Any, poisoning: str, threats: tuple[dict[str, Any], d
     evasion, flips = threats
     norm, eps, targeted = evasion.get(threat, (None, math.nan, None))
     strategy, budget = flips.get(poisoning, (None, math.nan if poisoning != "none" else 0.0))
-    return norm, eps, targeted, strategy, budget
+    radius = (float(threat.removeprefix("flips=")) if isinstance(threat, str)
+              and threat.startswith("flips=") else math.nan)
+    return norm, eps, targeted, strategy, budget, radius
 
 
 def _rows_of(head: tuple[Any, ...], c: Any,
@@ -152,7 +155,8 @@ def load_results(path: str | Path) -> pd.DataFrame:
         threat as numbers (:data:`THREAT_COLUMNS`): ``norm``, ``eps`` (float64, NaN for a
         number measured without an evasion threat) and ``targeted`` of the evasion
         threat, ``strategy`` and ``budget`` (float64 flip rate, 0.0 for clean cells) of
-        the cell's poisoning. Rows in cell (grid) order, then in the cell's metric order.
+        the cell's poisoning, and ``flips`` (float64) for a certified accuracy. Rows in
+        cell (grid) order, then in the cell's metric order.
 
     Raises
     ------
@@ -229,7 +233,8 @@ def load_aggregates(path: str | Path) -> pd.DataFrame:
     threats = _threats(doc)
     for i, a in enumerate(doc["aggregates"]):
         try:
-            rows.append((suite, version, *(a[k] for k in AGGREGATE_COLUMNS[2:-5]),
+            own = AGGREGATE_COLUMNS[2:-len(THREAT_COLUMNS)]
+            rows.append((suite, version, *(a[k] for k in own),
                          *_threat_values(a["threat"], a["poisoning"], threats)))
         except KeyError as e:
             raise _malformed(path, f"aggregates[{i}]", e) from None
@@ -239,4 +244,5 @@ def load_aggregates(path: str | Path) -> pd.DataFrame:
                        **_THREAT_DTYPES}, path)
 
 
-_THREAT_DTYPES = {"eps": "float64", "targeted": "boolean", "budget": "float64"}
+_THREAT_DTYPES = {"eps": "float64", "targeted": "boolean", "budget": "float64",
+                  "flips": "float64"}

@@ -132,3 +132,16 @@ def test_the_shipped_certified_suite_parses_and_names_its_budgets() -> None:
     suite = parse_suite(raw)
     assert [d.name for d in suite.defenses].count("dpa") == 4
     assert suite.certified_flips == tuple(raw["certified"]["flips"])
+
+
+def test_load_results_gives_the_radius_as_a_number(certified_run: Path) -> None:
+    import poisonlab as pl
+
+    df = pl.load_results(certified_run)
+    cert = df[df.metric == "certified_accuracy"]
+    assert len(cert) > 0 and cert.flips.notna().all()
+    assert (cert.flips == cert.threat.str.removeprefix("flips=").astype(float)).all()
+    assert df[df.metric != "certified_accuracy"].flips.isna().all()
+    agg = pl.load_aggregates(certified_run)
+    at = agg[(agg.metric == "certified_accuracy") & (agg.poisoning == "none")]
+    assert sorted(set(at.flips)) == sorted(set(cert.flips))
