@@ -1,9 +1,10 @@
 """Train many small models at once, each on its own subset of the data (the base
 classifiers of partition aggregation).
 
-Every model ``i`` is trained exactly as :func:`poisonlab.train` would train it alone on
-its subset: ``epochs`` passes of Adam over minibatches of ``batch_size`` drawn from its own
-``torch.Generator`` (seeded by ``seeds[i]``), mean cross-entropy per batch. What it learns
+Every model ``i`` is trained the way :func:`poisonlab.train` trains one model alone on its
+subset: ``epochs`` passes of Adam (torch's update, written out per model) over minibatches
+of ``batch_size`` drawn from its own ``torch.Generator`` (seeded by ``seeds[i]``), mean
+cross-entropy per batch. What it learns
 depends on its subset, its seed and these settings only, never on the other subsets (the
 property the DPA certificate rests on): the update of a model whose subset has fewer
 batches than another's is masked out once its own epochs are done, and Adam is applied
