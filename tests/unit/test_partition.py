@@ -306,6 +306,24 @@ def test_vectorised_training_matches_one_model_at_a_time(digits: pl.Dataset) -> 
             torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
 
 
+def test_the_per_model_update_is_torchs_adam(digits: pl.Dataset) -> None:
+    # Full batch (one batch per epoch), so the shuffle does not matter: 20 steps of the
+    # written-out update equal 20 steps of torch.optim.Adam with L2 weight decay.
+    x = digits.x_train[:200].reshape(200, -1)
+    y = digits.y_train[:200]
+    ours, ref = (pl.build_model("logistic", (64,), 10, seed=3) for _ in range(2))
+    fit_stacked([ours], x, y, [torch.arange(200)], [0], epochs=20, batch_size=256,
+                lr=0.05, weight_decay=0.01)
+    opt = torch.optim.Adam(ref.parameters(), lr=0.05, weight_decay=0.01)
+    ref.train()
+    for _ in range(20):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(ref(x), y).backward()
+        opt.step()
+    for p, q in zip(ours.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
 def test_models_with_buffers_train_one_at_a_time_and_learn(digits: pl.Dataset) -> None:
     d = pl.get_defense("dpa", k=4, features="pca", base=f"{__name__}:bn_model", epochs=20)
     m = pl.train(pl.build_model("logistic", digits.input_shape, 10), digits.x_train,
