@@ -15,8 +15,8 @@ can close the gap ``n_c - n_{c'} - [c' < c]`` (2 for a vote for ``c``, 1 for a v
 third class, 0 for a vote for ``c'``), before the gap goes negative; the minimum over
 ``c'`` (their Theorem 2). With ``d = 1`` the two agree.
 
-The radius counts training points whose label the attacker flips (for DPA with the hash
-rule and no fitted feature map, also points inserted or deleted). It certifies the
+The radius counts training points whose label the attacker flips (with the hash rule and
+no fitted feature map, also points inserted or deleted). It certifies the
 prediction, right or wrong: :meth:`Certificate.certified_accuracy` counts the points
 predicted correctly with radius at least ``r``.
 
@@ -111,7 +111,7 @@ class Certificate:
     base_predictions : (n, k d) int64, each base classifier's class
     k, d : the ensemble's partitions and spread; n_train : its training-set size
     threat : what the radius counts (``"label flips"``, or ``"label flips, insertions
-        and deletions"`` for hash-partition DPA on raw inputs)
+        and deletions"`` for hash partitions of raw inputs, with no fitted feature map)
     """
 
     prediction: torch.Tensor

@@ -230,7 +230,6 @@ base=logistic, rule=hash, epochs=100, lr=0.01, weight_decay=0.01)'
         architecture). Seeds: the feature map, and per base classifier its initialisation
         and its shuffle, are children of ``seed``.
         """
-
         device = model_device(model)
         groups = self._groups(x)
         seeds = child_seeds(seed, 1 + 2 * self.n_bases)
