@@ -82,18 +82,20 @@ def certified_radii(cert: Certificate, y: torch.Tensor) -> list[int]:
     return torch.where(cert.prediction == y, cert.radius, -1).tolist()
 
 
+def twin_key(r: dict[str, Any]) -> str:
+    """What a poisoned record shares with its clean twin: dataset, model, defense, seed."""
+    return repr((r["dataset"], r["model"], r["defense"], r["seed"]))
+
+
 def check_certificates(records: list[dict[str, Any]]) -> None:
     """Add the ``certificate_holds`` check to each poisoned dpa record, in place (see the
     module docstring); replaces an earlier one, so it may run again."""
-    def ident(r: dict[str, Any]) -> str:
-        return repr((r["dataset"], r["model"], r["defense"], r["seed"]))
-
-    clean = {ident(r): r for r in records if r["poisoning"] is None and r["status"] == "ok"
+    clean = {twin_key(r): r for r in records if r["poisoning"] is None and r["status"] == "ok"
              and r.get("internal", {}).get("certified_radii") is not None}
     for r in records:
-        if r["poisoning"] is None or r["status"] != "ok" or ident(r) not in clean:
+        if r["poisoning"] is None or r["status"] != "ok" or twin_key(r) not in clean:
             continue
-        radii = np.asarray(clean[ident(r)]["internal"]["certified_radii"])
+        radii = np.asarray(clean[twin_key(r)]["internal"]["certified_radii"])
         n = int((r.get("poisoning_info") or {}).get("n_flipped", 0))
         y = np.asarray(r["internal"]["y_test"])
         pred = np.asarray(r["internal"]["pred_clean"])

@@ -57,7 +57,7 @@ from ..metrics import (
 from ..models import build_model
 from ..sanity import SuiteAttack, run_sanity
 from ..training import train
-from .certified import certified_measurements, check_certificates, flip_counts
+from .certified import certified_measurements, check_certificates, flip_counts, twin_key
 from .spec import (
     Cell,
     InformationSpec,
@@ -474,14 +474,11 @@ def derive_poisoning(records: list[dict[str, Any]]) -> None:
     """
     check_certificates(records)
 
-    def ident(r: dict[str, Any]) -> str:
-        return repr((r["dataset"], r["model"], r["defense"], r["seed"]))
-
-    clean = {ident(r): r for r in records if r["poisoning"] is None and r["status"] == "ok"}
+    clean = {twin_key(r): r for r in records if r["poisoning"] is None and r["status"] == "ok"}
     for r in records:
         if r["poisoning"] is None or r["status"] != "ok":
             continue
-        ref = clean.get(ident(r))
+        ref = clean.get(twin_key(r))
         if ref is None:
             continue
         p = r["poisoning"]
